@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Set up the course's environment and open it, or run every test. Needs only Python 3.10+.
+
+    python3 course.py lab     # create .venv if needed, then open JupyterLab on the course
+    python3 course.py test    # create .venv if needed, then run every test (unit + notebooks)
+
+Extra arguments are passed on: to JupyterLab (``lab --no-browser --port 8899``) or to pytest
+(``test tests/test_wire.py -x``). The environment is made once and refreshed only when
+requirements.txt changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv"
+REQUIREMENTS = HERE / "requirements.txt"
+STAMP = VENV / "requirements.sha256"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure_environment() -> Path:
+    """Create .venv and install the course into it, unless requirements.txt is unchanged."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"The course needs Python 3.10 or newer; this is {sys.version.split()[0]}.")
+    python = venv_python()
+    if not python.exists():
+        print("Creating the course environment in .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + b"editable").hexdigest()
+    if not STAMP.exists() or STAMP.read_text() != wanted:
+        print("Installing the course's packages (first time: a few minutes) ...", flush=True)
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        subprocess.run(pip + ["--upgrade", "pip"], check=True)
+        subprocess.run(pip + ["-r", str(REQUIREMENTS), "-e", str(HERE)], check=True)
+        STAMP.write_text(wanted)
+    return python
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("lab", "test"):
+        print(__doc__)
+        return 2
+    python = ensure_environment()
+    command, rest = argv[0], argv[1:]
+    if command == "lab":
+        args = [str(python), "-m", "jupyter", "lab", "--notebook-dir", str(HERE),
+                "--ServerApp.default_url=/lab/tree/notebooks/00_start_here.ipynb", *rest]
+    else:
+        args = [str(python), "-m", "pytest", *(rest or ["tests", "notebooks"])]
+    return subprocess.call(args, cwd=HERE)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""Claims and exercises: how a chapter proves what it says, and how a learner checks an answer.
+
+``claim(statement, holds, measured=...)`` shows a pass line beside the measurement. When
+the claim does not hold it raises ``ClaimFailed``, so the cell fails and so does CI.
+
+``Exercise`` follows the learntools shape: ``q.check(answer)`` says right or wrong (never a
+traceback), ``q.hint()`` nudges, ``q.solution()`` shows the answer.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable
+
+
+class ClaimFailed(AssertionError):
+    """A claim of the course did not hold in this run."""
+
+
+def _show(markdown_html: str, plain: str) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        print(plain)
+        return
+    if get_ipython() is None:
+        print(plain)
+    else:
+        display(HTML(markdown_html))
+
+
+def claim(statement: str, holds: bool, *, measured: str = "") -> None:
+    """Show that a claim holds, with the measurement behind it; raise ``ClaimFailed`` if not."""
+    detail = f" (measured: {measured})" if measured else ""
+    if not holds:
+        raise ClaimFailed(
+            f"The claim '{statement}' did not hold in this run{detail}. If the machine was very "
+            "busy, run the cell again; if it fails again, something in the lab has changed."
+        )
+    _show(
+        f'<div style="color:#176f2c">&#10004; <b>{html.escape(statement)}</b>'
+        f'<span style="color:#555">{html.escape(detail)}</span></div>',
+        f"PASS {statement}{detail}",
+    )
+
+
+class Exercise:
+    """One exercise: a checker that explains, a hint, and a solution with its value."""
+
+    def __init__(self, name: str, *, checker: Callable[[Any], tuple[bool, str]], hint: str,
+                 solution: str, answer: Any = None) -> None:
+        self.name = name
+        self._checker = checker
+        self._hint = hint
+        self._solution = solution
+        self.answer = answer  # the model answer; tests check that it passes
+
+    def check(self, answer: Any) -> bool:
+        """Say whether ``answer`` is right and why. Returns True or False, never raises."""
+        if answer is None or answer is Ellipsis:
+            _show(f"<div>&#9998; <b>{self.name}</b>: not answered yet. Replace the <code>...</code> "
+                  "with your answer and run the cell again.</div>",
+                  f"{self.name}: not answered yet")
+            return False
+        try:
+            ok, why = self._checker(answer)
+        except Exception as error:  # a learner's answer of the wrong type must not crash the cell
+            ok, why = False, f"that answer could not be checked ({type(error).__name__}: {error})"
+        mark, colour = ("&#10004; Correct", "#176f2c") if ok else ("&#10008; Not yet", "#a11")
+        _show(f'<div style="color:{colour}"><b>{self.name}</b>: {mark}. {html.escape(why)}</div>',
+              f"{self.name}: {'correct' if ok else 'not yet'}. {why}")
+        return ok
+
+    def hint(self) -> None:
+        _show(f"<div>&#128161; <b>Hint</b>: {html.escape(self._hint)}</div>", f"Hint: {self._hint}")
+
+    def solution(self) -> None:
+        _show(f"<div><b>Solution</b>: {html.escape(self._solution)}</div>", f"Solution: {self._solution}")

@@ -1,0 +1,161 @@
+"""Run a pattern under a workload and return a ``Result``.
+
+Every experiment has the same shape, whatever the pattern:
+
+1. a feed creates events at the workload's rate;
+2. the pattern's server serves that feed on loopback;
+3. a wire meter sits in front of the server (adding link latency if asked) and counts;
+4. N clients connect through the meter and record what they see;
+5. the feed runs for ``duration`` seconds, the clients get a short time to catch up, and
+   everything is stopped, whatever happened.
+
+The plain functions (``run_pull(...)``) wait for the result; ``await run_pull.aio(...)``
+does the same from a coroutine. Both run the work on the lab loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import asdict, dataclass
+from typing import Awaitable, Callable
+
+import pandas as pd
+
+from .feed import Feed
+from .lab import LabError, lab, on_lab_loop
+from .patterns import polling, push
+from .record import Recorder
+from .results import Result
+from .wire import Link, WireMeter
+
+MAX_CLIENTS = 2000
+MAX_DURATION = 60.0
+CAPTURE_BYTES = 4096
+READY_TIMEOUT = 10.0
+_run_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the clients face: event rate (per s), clients, duration (s), one-way link latency (s)."""
+
+    rate: float = 5.0
+    clients: int = 1
+    duration: float = 2.0
+    latency: float = 0.0
+    arrivals: str = "fixed"
+    value: str = "ticker"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.clients <= MAX_CLIENTS:
+            raise ValueError(f"clients must be between 1 and {MAX_CLIENTS}, not {self.clients!r}.")
+        if not 0 < self.duration <= MAX_DURATION:
+            raise ValueError(f"duration must be above 0 and at most {MAX_DURATION:.0f} s, not {self.duration!r}.")
+        if not 0 <= self.latency <= 2.0:
+            raise ValueError(f"latency is one way, between 0 and 2 s, not {self.latency!r}.")
+
+
+ClientFactory = Callable[[str, Recorder], Awaitable[None]]
+
+
+async def measure(pattern: str, handlers: Callable[[Feed], list], client: ClientFactory,
+                  workload: Workload, *, drain: float, ready_first: bool, **settings) -> Result:
+    """Run ``clients`` copies of ``client`` against the pattern's server under ``workload``.
+
+    ``ready_first`` waits until every client is connected before the first event (push
+    patterns start listening from "now"); ``drain`` is how long clients may catch up after
+    the last event.
+    """
+    feed = Feed(workload.rate, arrivals=workload.arrivals, value=workload.value, seed=workload.seed)
+    server = await lab.serve(f"{pattern}-run-{next(_run_ids)}", handlers(feed))
+    link = Link(latency=workload.latency)
+    meter = await WireMeter(server.port, capture=CAPTURE_BYTES, up=link, down=link).start()
+    recorders = [Recorder(i) for i in range(workload.clients)]
+    tasks = [asyncio.create_task(client(meter.url, r)) for r in recorders]
+    try:
+        if ready_first:
+            await _all_ready(recorders, tasks)
+        started = time.monotonic()
+        feed.start(workload.duration)
+        await feed.finished()
+        await asyncio.sleep(drain)
+        _raise_client_failure(tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        counts = meter.counts()
+        await meter.stop()
+        await lab.stop_server(server.name)
+    return Result.build(pattern, {**asdict(workload), **settings}, feed.events, recorders,
+                        meter.connections, counts, feed.started or started, workload.duration)
+
+
+async def _all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:
+    waiting = [asyncio.ensure_future(r.ready.wait()) for r in recorders]
+    deadline = time.monotonic() + READY_TIMEOUT
+    try:
+        while not all(w.done() for w in waiting):
+            _raise_client_failure(tasks)
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"Only {sum(w.done() for w in waiting)} of {len(recorders)} clients connected within "
+                    f"{READY_TIMEOUT:.0f} s. Try fewer clients."
+                )
+            await asyncio.wait(waiting, timeout=0.05)
+    finally:
+        for w in waiting:
+            w.cancel()
+
+
+def _raise_client_failure(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            raise LabError(f"A client stopped with {type(error).__name__}: {error}") from error
+
+
+def _expected_seconds(kwargs: dict) -> float:
+    """About how long a run takes: the feed's duration, a last poll interval, and setup."""
+    return kwargs.get("duration", Workload.duration) + kwargs.get("interval", 0.0) + 0.3
+
+
+@on_lab_loop(expected=_expected_seconds)
+async def run_pull(interval: float = 0.5, *, rate: float = 5.0, clients: int = 1, duration: float = 2.0,
+                   latency: float = 0.0, keep_alive: bool = True, conditional: bool = False,
+                   arrivals: str = "fixed", value: str = "ticker", seed: int | None = None) -> Result:
+    """Clients poll ``/latest`` every ``interval`` seconds (see ``patterns/polling.py``)."""
+    if not 0.01 <= interval <= 60:
+        raise ValueError(f"interval must be between 0.01 and 60 s, not {interval!r}.")
+    workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
+
+    def client(url: str, recorder: Recorder):
+        return polling.poll(url, recorder, interval=interval, keep_alive=keep_alive, conditional=conditional)
+
+    return await measure("pull", polling.handlers, client, workload, drain=interval + 2 * latency + 0.05,
+                         ready_first=False, interval=interval, keep_alive=keep_alive, conditional=conditional)
+
+
+@on_lab_loop(expected=_expected_seconds)
+async def run_push(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0, latency: float = 0.0,
+                   arrivals: str = "fixed", value: str = "ticker", seed: int | None = None) -> Result:
+    """Clients hold one streaming response each (see ``patterns/push.py``)."""
+    workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
+    return await measure("push", push.handlers, push.listen, workload, drain=latency + 0.1, ready_first=True)
+
+
+async def _sweep(run: Callable, over: str, values: list, fixed: dict) -> pd.DataFrame:
+    rows = []
+    for value in values:
+        result = await run.coro(**{**fixed, over: value})
+        rows.append({over: value, **result.summary()})
+    return pd.DataFrame(rows)
+
+
+def sweep(run: Callable, over: str, values: list, **fixed) -> pd.DataFrame:
+    """Run an experiment once per value of one setting; one summary row per run."""
+    seconds = sum(_expected_seconds({**fixed, over: value}) for value in values)
+    return lab.run(_sweep(run, over, list(values), fixed), expected_seconds=seconds, label=f"sweep {over}")

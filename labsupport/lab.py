@@ -1,0 +1,265 @@
+"""The lab loop: one background thread with its own asyncio loop, where everything runs.
+
+Why not the kernel's own loop? It stalls whenever a cell blocks (``time.sleep``, a CPU
+loop), widget callbacks cannot wait on it, and background tasks on it may sit idle between
+cells. So servers, feeds, wire meters and clients all live on this separate loop, and a cell
+either calls a plain function that waits, or awaits the same call.
+
+Every server binds 127.0.0.1 on a port the OS picks. Starting a server under a name that is
+already running replaces the old one, so re-running a cell never leaks a second server.
+``shutdown()`` (also run at interpreter exit) stops servers, tasks and helper processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import functools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .progress import Progress
+
+LOOPBACK = "127.0.0.1"
+
+
+class LabError(RuntimeError):
+    """A problem a learner can act on; the message says what happened and what to do."""
+
+
+@dataclass
+class Server:
+    """A Tornado server the lab started: its name, address and the state its handlers share."""
+
+    name: str
+    port: int
+    http_server: tornado.httpserver.HTTPServer
+    state: Any = None
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    async def stop(self) -> None:
+        self.http_server.stop()
+        await self.http_server.close_all_connections()
+        for cleanup in reversed(self.cleanups):
+            await cleanup()
+
+    def __repr__(self) -> str:
+        return f"<Server {self.name!r} at {self.url}>"
+
+
+class Lab:
+    """Owns the lab loop thread and everything started on it."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.servers: dict[str, Server] = {}
+        self._stoppers: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The lab loop, started on first use."""
+        with self._lock:
+            if not self.running:
+                ready = threading.Event()
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._run_loop, args=(ready,), name="lab-loop", daemon=True
+                )
+                self._thread.start()
+                ready.wait()
+            return self._loop
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(ready.set)
+        self._loop.run_forever()
+
+    def in_lab_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Awaitable) -> concurrent.futures.Future:
+        """Schedule a coroutine on the lab loop and return a thread-safe future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop())
+
+    def run(
+        self,
+        coro: Awaitable,
+        *,
+        timeout: float | None = None,
+        expected_seconds: float | None = None,
+        label: str = "running",
+        bar: Any = None,
+    ) -> Any:
+        """Run a coroutine on the lab loop and wait for its result.
+
+        Shows a progress bar when the work is expected to take a couple of seconds or more
+        (or fills ``bar``, a control panel's own). Interrupting the kernel cancels the work
+        on the lab loop too.
+        """
+        if self.in_lab_thread():
+            coro.close()
+            raise LabError(
+                "This call waits for the lab loop, but it was made on the lab loop itself. "
+                "Inside a coroutine, await the async form instead (for example `await f.aio(...)`)."
+            )
+        future = self.submit(coro)
+        progress = Progress.maybe(label, expected_seconds, bar)
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    result = future.result(timeout=0.1)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if timeout is not None and time.monotonic() - started > timeout:
+                        future.cancel()
+                        raise LabError(
+                            f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
+                            "Try a shorter duration or fewer clients."
+                        ) from None
+                    progress.update(time.monotonic() - started)
+        except BaseException:
+            future.cancel()
+            progress.close(done=False)
+            raise
+        progress.close(done=True)
+        return result
+
+    async def arun(self, coro: Awaitable) -> Any:
+        """Await a coroutine that runs on the lab loop, from any other running loop."""
+        if self.in_lab_thread():
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    # -- servers --------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        name: str,
+        handlers: list,
+        *,
+        state: Any = None,
+        cleanups: list[Callable[[], Awaitable[None]]] | None = None,
+        **settings: Any,
+    ) -> Server:
+        """Start a Tornado app on 127.0.0.1 with an OS-chosen port, replacing any server of that name.
+
+        Must be awaited on the lab loop (experiments do that); cells use ``start_server``.
+        """
+        await self.stop_server(name)
+        app = tornado.web.Application(handlers, **settings)
+        http_server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
+        sockets = tornado.netutil.bind_sockets(0, LOOPBACK)
+        http_server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        server = Server(name, port, http_server, state, list(cleanups or []))
+        self.servers[name] = server
+        return server
+
+    async def stop_server(self, name: str) -> None:
+        server = self.servers.pop(name, None)
+        if server is not None:
+            await server.stop()
+
+    # -- other things that must stop with the lab -------------------------------------------
+
+    def on_shutdown(self, key: str, stopper: Callable[[], Awaitable[None]]) -> None:
+        """Register a coroutine function that stops something (a relay, a feed, a broker)."""
+        self._stoppers[key] = stopper
+
+    def forget(self, key: str) -> None:
+        self._stoppers.pop(key, None)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop every server, task and helper the lab started, then the loop thread itself."""
+        with self._lock:
+            if not self.running:
+                return
+            loop, thread = self._loop, self._thread
+        asyncio.run_coroutine_threadsafe(self._stop_everything(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        with self._lock:
+            self._loop = self._thread = None
+
+    async def _stop_everything(self) -> None:
+        for name in list(self.servers):
+            await self.stop_server(name)
+        for key, stopper in list(self._stoppers.items()):
+            self._stoppers.pop(key, None)
+            try:
+                await stopper()
+            except Exception:  # one failing stopper must not leave the others running
+                pass
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+lab = Lab()
+atexit.register(lab.shutdown)
+
+
+def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
+                expected: Callable[[dict], float] | None = None) -> Callable:
+    """Make a coroutine function callable plainly from a cell (it waits) or awaited (``.aio``).
+
+    Either way the work runs on the lab loop. ``expected(kwargs)`` estimates the seconds a
+    call takes, for its progress bar. ``.coro`` is the original coroutine function, for code
+    that already runs on the lab loop.
+    """
+    if coro_fn is None:
+        return functools.partial(on_lab_loop, expected=expected)
+
+    @functools.wraps(coro_fn)
+    def plain(*args, **kwargs):
+        seconds = expected(kwargs) if expected else None
+        return lab.run(coro_fn(*args, **kwargs), expected_seconds=seconds, label=coro_fn.__name__)
+
+    async def aio(*args, **kwargs):
+        return await lab.arun(coro_fn(*args, **kwargs))
+
+    plain.aio = functools.wraps(coro_fn)(aio)
+    plain.coro = coro_fn
+    plain.expected = expected
+    return plain
+
+
+@on_lab_loop
+async def start_server(name: str, handlers: list, **settings: Any) -> Server:
+    """Start (or restart) a named Tornado server on loopback and return it."""
+    return await lab.serve(name, handlers, **settings)
+
+
+@on_lab_loop
+async def stop_server(name: str) -> None:
+    """Stop the named server, if it is running."""
+    await lab.stop_server(name)
+
+
+def shutdown() -> None:
+    """Stop everything the lab started. Safe to call more than once."""
+    lab.shutdown()

@@ -1,0 +1,1 @@
+"""One module per pattern, server side and client side together, short enough to read whole."""

@@ -1,0 +1,75 @@
+"""Pull, by periodic polling: the client asks "what is the latest?" every few seconds.
+
+Server side: ``GET /latest`` answers at once with the newest event as JSON, news or not.
+Tornado adds an ``ETag`` (a hash of the body) to every 200 answer and, when the request
+carries a matching ``If-None-Match``, answers ``304 Not Modified`` with no body instead.
+
+Client side: ``poll`` asks on a fixed schedule, starting at a random moment within the first
+interval (many real clients never poll in lockstep). An answer is *empty* when it carries
+nothing the client did not already have: the same event again, or a 304.
+
+Two knobs show what the wire costs:
+
+* ``keep_alive=False`` makes the client close its connection after every answer, so each poll
+  pays a new TCP connection (what the classic description of polling assumes);
+* ``conditional=True`` sends ``If-None-Match``, so an unchanged answer shrinks to a 304.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import aiohttp
+import tornado.web
+
+from ..feed import Feed
+from ..record import Recorder
+
+
+class LatestHandler(tornado.web.RequestHandler):
+    """Answers every poll at once with the newest event."""
+
+    def initialize(self, feed: Feed) -> None:
+        self.feed = feed
+
+    def get(self) -> None:
+        latest = self.feed.latest
+        self.set_header("Cache-Control", "no-cache")
+        self.write({"seq": 0, "value": None} if latest is None else latest.to_json())
+
+
+def handlers(feed: Feed) -> list:
+    return [(r"/latest", LatestHandler, {"feed": feed})]
+
+
+async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive: bool = True,
+               conditional: bool = False) -> None:
+    """Poll ``/latest`` every ``interval`` seconds until cancelled, recording what comes back."""
+    connector = aiohttp.TCPConnector(force_close=not keep_alive, limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        held_seq, etag = 0, None
+        next_poll = time.monotonic() + random.uniform(0, interval)
+        while True:
+            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+            headers = {"If-None-Match": etag} if conditional and etag else {}
+            sent = time.monotonic()
+            try:
+                async with session.get(f"{base_url}/latest", headers=headers) as response:
+                    body = await response.read()
+            except aiohttp.ClientError as error:
+                recorder.errors.append(f"{type(error).__name__}: {error}")
+                next_poll = max(next_poll + interval, time.monotonic())
+                continue
+            answered, new = time.monotonic(), 0
+            if response.status == 200:
+                event = json.loads(body)
+                etag = response.headers.get("ETag")
+                if event["seq"] > held_seq:
+                    held_seq, new = event["seq"], 1
+                    recorder.saw(held_seq, answered)
+            recorder.request(sent, response.status, new, answered)
+            # Fixed schedule, like setInterval; a poll slower than the interval skips ahead.
+            next_poll = max(next_poll + interval, time.monotonic())

@@ -1,0 +1,142 @@
+"""What an experiment measured: tidy tables, the wire counters, and a one-line summary.
+
+Times in the tables are seconds since the feed started, so plots of different runs line up.
+Latency is ``seen - created`` for the first time a client sees an event. *Staleness* asks a
+different question: after an update exists, how long until the client holds it *or something
+newer*? Polling for a latest value can skip updates (they are *missed*) yet stay fresh enough;
+staleness captures that, latency alone does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .feed import Event
+from .record import Recorder
+from .wire import Connection, WireCounts
+
+
+@dataclass
+class Result:
+    """One run of one pattern under one workload."""
+
+    pattern: str
+    settings: dict[str, Any]
+    events: pd.DataFrame          # seq, created
+    deliveries: pd.DataFrame      # client, seq, created, seen, latency
+    requests: pd.DataFrame        # client, sent, answered, status, new_events, empty
+    connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut
+    wire: WireCounts
+    duration: float
+    heads: list[tuple[bytes, bytes]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
+              connections: list[Connection], wire: WireCounts, started: float, duration: float) -> "Result":
+        created = {e.seq: e.created - started for e in events}
+        ev = pd.DataFrame({"seq": list(created), "created": list(created.values())})
+        rows = [(r.client, seq, seen - started) for r in recorders for seq, seen in r.seen]
+        dl = pd.DataFrame(rows, columns=["client", "seq", "seen"])
+        dl = dl.drop_duplicates(["client", "seq"]).reset_index(drop=True)  # first sighting counts
+        dl.insert(2, "created", dl["seq"].map(created))
+        dl["latency"] = dl["seen"] - dl["created"]
+        rq = pd.DataFrame(
+            [(r.client, q.sent - started, q.answered - started, q.status, q.new_events)
+             for r in recorders for q in r.requests],
+            columns=["client", "sent", "answered", "status", "new_events"],
+        )
+        rq["empty"] = rq["new_events"] == 0
+        cn = pd.DataFrame(
+            [(c.id, c.opened - started, None if c.closed is None else c.closed - started,
+              c.bytes_up, c.bytes_down, c.cut) for c in connections],
+            columns=["id", "opened", "closed", "bytes_up", "bytes_down", "cut"],
+        )
+        heads = [(bytes(c.head_up), bytes(c.head_down)) for c in connections]
+        errors = [e for r in recorders for e in r.errors]
+        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors)
+
+    # -- derived measures -----------------------------------------------------------------
+
+    @property
+    def clients(self) -> int:
+        return int(self.settings.get("clients", 1))
+
+    def staleness(self) -> pd.DataFrame:
+        """For every (client, event): seconds until the client held that event or a newer one.
+
+        NaN where the client never caught up before the run ended.
+        """
+        frames = []
+        for client in range(self.clients):
+            mine = self.deliveries[self.deliveries["client"] == client].sort_values("seen")
+            newest = np.maximum.accumulate(mine["seq"].to_numpy()) if len(mine) else np.array([])
+            idx = np.searchsorted(newest, self.events["seq"].to_numpy(), side="left")
+            seen = np.append(mine["seen"].to_numpy(), np.nan)[idx]
+            frames.append(pd.DataFrame({
+                "client": client, "seq": self.events["seq"].to_numpy(),
+                "staleness": seen - self.events["created"].to_numpy(),
+            }))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["client", "seq", "staleness"])
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers of the run, in the units a learner reads (ms, per second, bytes)."""
+        lat = self.deliveries["latency"].to_numpy() * 1000
+        pairs = len(self.events) * self.clients
+        in_window = self.requests[self.requests["sent"].between(0, self.duration)]
+        delivered = len(self.deliveries)
+        stale = self.staleness()["staleness"].to_numpy() * 1000
+
+        def pct(values, q):
+            return float(np.percentile(values, q)) if len(values) else float("nan")
+
+        return {
+            "pattern": self.pattern,
+            "clients": self.clients,
+            "events": len(self.events),
+            "delivered": delivered,
+            "missed": pairs - delivered,
+            "missed_share": (pairs - delivered) / pairs if pairs else 0.0,
+            "latency_p50_ms": pct(lat, 50),
+            "latency_p95_ms": pct(lat, 95),
+            "latency_p99_ms": pct(lat, 99),
+            "latency_max_ms": float(lat.max()) if len(lat) else float("nan"),
+            "latency_mean_ms": float(lat.mean()) if len(lat) else float("nan"),
+            "staleness_mean_ms": float(np.nanmean(stale)) if np.isfinite(stale).any() else float("nan"),
+            "requests": len(self.requests),
+            "requests_per_s": len(in_window) / self.duration,
+            "empty_share": float(in_window["empty"].mean()) if len(in_window) else float("nan"),
+            "connections_opened": self.wire.connections_opened,
+            "peak_open_connections": self.wire.peak_open,
+            "bytes_up": self.wire.bytes_up,
+            "bytes_down": self.wire.bytes_down,
+            "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
+            "errors": len(self.errors),
+        }
+
+    # -- showing it -----------------------------------------------------------------------
+
+    def table(self) -> pd.DataFrame:
+        """The summary as a one-row table (rounded for reading)."""
+        return pd.DataFrame([self.summary()]).round(3)
+
+    def _repr_html_(self) -> str:
+        return f"<b>{self.pattern}</b> {self.settings}<br>" + self.table().to_html(index=False)
+
+    def plot_timeline(self, clients: int = 3, **kwargs):
+        from .plots import timeline
+        return timeline(self, clients=clients, **kwargs)
+
+    def plot_latency(self, **kwargs):
+        from .plots import latency_histogram
+        return latency_histogram({self.pattern: self}, **kwargs)
+
+    def first_exchange(self) -> tuple[str, str]:
+        """The first bytes each way of the first connection, decoded for reading."""
+        up, down = self.heads[0] if self.heads else (b"", b"")
+        return up.decode("latin-1"), down.decode("latin-1")

@@ -1,0 +1,74 @@
+"""Control panels: sliders bound to an experiment's settings, a Run button, progress, plots.
+
+A panel only calls the same plain function a cell can call (``run_pull``, ``run_push``...),
+so ``panel.run()`` in a cell does exactly what the button does; that is how CI exercises it.
+Bad settings show a short message in the panel, never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import ipywidgets as widgets
+from IPython.display import HTML, display
+
+from .lab import LabError, lab
+
+
+def slider(description: str, low: float, high: float, step: float, value: float, *, unit: str = "") -> widgets.FloatSlider:
+    """A float slider that only reruns on release, labelled with its unit."""
+    return widgets.FloatSlider(value=value, min=low, max=high, step=step, description=description,
+                               readout_format=".2f", continuous_update=False,
+                               style={"description_width": "initial"},
+                               tooltip=unit, layout=widgets.Layout(width="420px"))
+
+
+def int_slider(description: str, low: int, high: int, value: int, step: int = 1) -> widgets.IntSlider:
+    return widgets.IntSlider(value=value, min=low, max=high, step=step, description=description,
+                             continuous_update=False, style={"description_width": "initial"},
+                             layout=widgets.Layout(width="420px"))
+
+
+class ControlPanel:
+    """Controls for one experiment; the Run button runs it and redraws its figures."""
+
+    def __init__(self, experiment: Callable, controls: dict[str, widgets.ValueWidget],
+                 show: Callable[[Any], Iterable], *, fixed: dict | None = None, title: str = "") -> None:
+        self.experiment = experiment
+        self.controls = controls
+        self.show = show
+        self.fixed = fixed or {}
+        self.button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="300px"))
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: self.run())
+        header = [widgets.HTML(f"<b>{title}</b>")] if title else []
+        self.widget = widgets.VBox(header + list(controls.values()) +
+                                   [widgets.HBox([self.button, self.bar]), self.output])
+        self.result = None
+
+    def values(self) -> dict:
+        return {**self.fixed, **{name: w.value for name, w in self.controls.items()}}
+
+    def run(self):
+        """Run the experiment with the current settings and show its figures. Returns the result."""
+        settings = self.values()
+        self.button.disabled = True
+        self.output.clear_output()
+        try:
+            seconds = self.experiment.expected(settings) if self.experiment.expected else None
+            self.result = lab.run(self.experiment.coro(**settings), expected_seconds=seconds,
+                                  label="running", bar=self.bar)
+        except (LabError, ValueError) as problem:
+            with self.output:
+                display(HTML(f'<div style="color:#a11">Could not run with these settings: {problem}</div>'))
+            return None
+        finally:
+            self.button.disabled = False
+        with self.output:
+            for item in self.show(self.result):
+                display(item)
+        return self.result
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
