@@ -1,16 +1,23 @@
 """labsupport: real servers, clients and measurements for the client-server course.
 
 A notebook imports what it needs from here; everything runs on the lab loop (see ``lab.py``).
+Each chapter's experiments live in ``labsupport.experiments``; its exercises in
+``labsupport.exercises``.
 """
 
-from .experiments import Workload, measure, run_pull, run_push, sweep
+from .checks import ClaimFailed, Exercise, claim
+from .experiments import Run, Workload, measure, run_pull, run_push, sweep
 from .feed import Event, Feed
 from .lab import LabError, Server, lab, on_lab_loop, shutdown, start_server, stop_server
+from .plots import latency_histogram, sweep_plot, timeline, traffic_bars
 from .results import Result
+from .source import show_source
+from .widgets import ControlPanel, int_slider, slider
 from .wire import Link, WireCounts, WireMeter
 
 __all__ = [
-    "Event", "Feed", "LabError", "Link", "Result", "Server", "WireCounts", "WireMeter", "Workload",
-    "lab", "measure", "on_lab_loop", "run_pull", "run_push", "shutdown", "start_server",
-    "stop_server", "sweep",
+    "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabError", "Link", "Result", "Run",
+    "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "latency_histogram",
+    "measure", "on_lab_loop", "run_pull", "run_push", "show_source", "shutdown", "slider",
+    "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
 ]

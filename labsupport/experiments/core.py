@@ -1,4 +1,4 @@
-"""Run a pattern under a workload and return a ``Result``.
+"""The shape every experiment shares: run a pattern under a workload, return a ``Result``.
 
 Every experiment has the same shape, whatever the pattern:
 
@@ -9,8 +9,10 @@ Every experiment has the same shape, whatever the pattern:
 5. the feed runs for ``duration`` seconds, the clients get a short time to catch up, and
    everything is stopped, whatever happened.
 
-The plain functions (``run_pull(...)``) wait for the result; ``await run_pull.aio(...)``
-does the same from a coroutine. Both run the work on the lab loop.
+A ``scenario`` coroutine may run alongside the feed to act on the run while it happens: cut
+the link, restart the server. Each chapter's module builds its ``run_*`` functions on
+``measure``; their plain form waits for the result and ``await run_x.aio(...)`` does the
+same from a coroutine. Both run the work on the lab loop.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from typing import Awaitable, Callable
 
 import pandas as pd
 
-from .feed import Feed
-from .lab import LabError, lab, on_lab_loop
-from .patterns import polling, push
-from .record import Recorder
-from .results import Result
-from .wire import Link, WireMeter
+from ..feed import Feed
+from ..lab import LabError, Server, lab
+from ..record import Recorder
+from ..results import Result
+from ..wire import Link, WireMeter
 
 MAX_CLIENTS = 2000
 MAX_DURATION = 60.0
@@ -61,25 +62,48 @@ class Workload:
 ClientFactory = Callable[[str, Recorder], Awaitable[None]]
 
 
+@dataclass
+class Run:
+    """A run in progress, as a scenario sees it: the feed, the server, the meter, the clients."""
+
+    pattern: str
+    feed: Feed
+    handlers: Callable[[Feed], list]
+    server: Server
+    meter: WireMeter
+    recorders: list[Recorder]
+
+    async def restart_server(self, down_for: float = 0.0) -> None:
+        """Stop the server (dropping its connections), wait, and start a fresh one on the same feed."""
+        await lab.stop_server(self.server.name)
+        await asyncio.sleep(down_for)
+        self.server = await lab.serve(self.server.name, self.handlers(self.feed))
+        self.meter.target_port = self.server.port
+
+
 async def measure(pattern: str, handlers: Callable[[Feed], list], client: ClientFactory,
-                  workload: Workload, *, drain: float, ready_first: bool, **settings) -> Result:
+                  workload: Workload, *, drain: float, ready_first: bool,
+                  scenario: Callable[[Run], Awaitable[None]] | None = None, **settings) -> Result:
     """Run ``clients`` copies of ``client`` against the pattern's server under ``workload``.
 
     ``ready_first`` waits until every client is connected before the first event (push
     patterns start listening from "now"); ``drain`` is how long clients may catch up after
-    the last event.
+    the last event; ``scenario(run)`` runs alongside the feed. ``settings`` are recorded in
+    the result.
     """
     feed = Feed(workload.rate, arrivals=workload.arrivals, value=workload.value, seed=workload.seed)
     server = await lab.serve(f"{pattern}-run-{next(_run_ids)}", handlers(feed))
     link = Link(latency=workload.latency)
     meter = await WireMeter(server.port, capture=CAPTURE_BYTES, up=link, down=link).start()
-    recorders = [Recorder(i) for i in range(workload.clients)]
-    tasks = [asyncio.create_task(client(meter.url, r)) for r in recorders]
+    run = Run(pattern, feed, handlers, server, meter, [Recorder(i) for i in range(workload.clients)])
+    tasks = [asyncio.create_task(client(meter.url, r)) for r in run.recorders]
     try:
         if ready_first:
-            await _all_ready(recorders, tasks)
+            await _all_ready(run.recorders, tasks)
         started = time.monotonic()
         feed.start(workload.duration)
+        if scenario is not None:
+            await asyncio.gather(feed.finished(), scenario(run))
         await feed.finished()
         await asyncio.sleep(drain)
         _raise_client_failure(tasks)
@@ -89,8 +113,8 @@ async def measure(pattern: str, handlers: Callable[[Feed], list], client: Client
         await asyncio.gather(*tasks, return_exceptions=True)
         counts = meter.counts()
         await meter.stop()
-        await lab.stop_server(server.name)
-    return Result.build(pattern, {**asdict(workload), **settings}, feed.events, recorders,
+        await lab.stop_server(run.server.name)
+    return Result.build(pattern, {**asdict(workload), **settings}, feed.events, run.recorders,
                         meter.connections, counts, feed.started or started, workload.duration)
 
 
@@ -118,35 +142,6 @@ def _raise_client_failure(tasks: list[asyncio.Task]) -> None:
             raise LabError(f"A client stopped with {type(error).__name__}: {error}") from error
 
 
-def _expected_seconds(kwargs: dict) -> float:
-    """About how long a run takes: the feed's duration, a last poll interval, and setup."""
-    return kwargs.get("duration", Workload.duration) + kwargs.get("interval", 0.0) + 0.3
-
-
-@on_lab_loop(expected=_expected_seconds)
-async def run_pull(interval: float = 0.5, *, rate: float = 5.0, clients: int = 1, duration: float = 2.0,
-                   latency: float = 0.0, keep_alive: bool = True, conditional: bool = False,
-                   arrivals: str = "fixed", value: str = "ticker", seed: int | None = None) -> Result:
-    """Clients poll ``/latest`` every ``interval`` seconds (see ``patterns/polling.py``)."""
-    if not 0.01 <= interval <= 60:
-        raise ValueError(f"interval must be between 0.01 and 60 s, not {interval!r}.")
-    workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
-
-    def client(url: str, recorder: Recorder):
-        return polling.poll(url, recorder, interval=interval, keep_alive=keep_alive, conditional=conditional)
-
-    return await measure("pull", polling.handlers, client, workload, drain=interval + 2 * latency + 0.05,
-                         ready_first=False, interval=interval, keep_alive=keep_alive, conditional=conditional)
-
-
-@on_lab_loop(expected=_expected_seconds)
-async def run_push(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0, latency: float = 0.0,
-                   arrivals: str = "fixed", value: str = "ticker", seed: int | None = None) -> Result:
-    """Clients hold one streaming response each (see ``patterns/push.py``)."""
-    workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
-    return await measure("push", push.handlers, push.listen, workload, drain=latency + 0.1, ready_first=True)
-
-
 async def _sweep(run: Callable, over: str, values: list, fixed: dict) -> pd.DataFrame:
     rows = []
     for value in values:
@@ -155,7 +150,12 @@ async def _sweep(run: Callable, over: str, values: list, fixed: dict) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def expected_seconds(kwargs: dict) -> float:
+    """About how long a run takes: the feed's duration, a last poll interval, and setup."""
+    return kwargs.get("duration", Workload.duration) + kwargs.get("interval", 0.0) + 0.3
+
+
 def sweep(run: Callable, over: str, values: list, **fixed) -> pd.DataFrame:
     """Run an experiment once per value of one setting; one summary row per run."""
-    seconds = sum(_expected_seconds({**fixed, over: value}) for value in values)
+    seconds = sum((run.expected or expected_seconds)({**fixed, over: value}) for value in values)
     return lab.run(_sweep(run, over, list(values), fixed), expected_seconds=seconds, label=f"sweep {over}")

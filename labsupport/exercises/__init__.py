@@ -1,0 +1,1 @@
+"""Exercises, one module per chapter (learntools style: check, hint, solution)."""
