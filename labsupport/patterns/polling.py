@@ -12,7 +12,12 @@ Two knobs show what the wire costs:
 
 * ``keep_alive=False`` makes the client close its connection after every answer, so each poll
   pays a new TCP connection (what the classic description of polling assumes);
-* ``conditional=True`` sends ``If-None-Match``, so an unchanged answer shrinks to a 304.
+* ``conditional=True`` sends ``If-None-Match``, so an unchanged answer shrinks to a 304;
+* ``idle_timeout`` is how long an idle kept-alive connection may wait for the next poll
+  before the client drops it (aiohttp's default is 15 s; servers have their own, such as
+  Apache's 5 s): poll less often than that and every poll opens a new connection anyway.
+
+A request the server cannot serve (a wrong method, say) gets a JSON error, not an HTML page.
 """
 
 from __future__ import annotations
@@ -40,15 +45,19 @@ class LatestHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-cache")
         self.write({"seq": 0, "value": None} if latest is None else latest.to_json())
 
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.finish({"error": self._reason})
+
 
 def handlers(feed: Feed) -> list:
     return [(r"/latest", LatestHandler, {"feed": feed})]
 
 
 async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive: bool = True,
-               conditional: bool = False) -> None:
+               conditional: bool = False, idle_timeout: float = 15.0) -> None:
     """Poll ``/latest`` every ``interval`` seconds until cancelled, recording what comes back."""
-    connector = aiohttp.TCPConnector(force_close=not keep_alive, limit=1)
+    connector = (aiohttp.TCPConnector(limit=1, keepalive_timeout=idle_timeout) if keep_alive
+                 else aiohttp.TCPConnector(limit=1, force_close=True))
     async with aiohttp.ClientSession(connector=connector) as session:
         held_seq, etag = 0, None
         next_poll = time.monotonic() + random.uniform(0, interval)

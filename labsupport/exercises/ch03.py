@@ -1,0 +1,121 @@
+"""Exercises for chapter 3, long polling."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+from ..checks import Exercise
+
+# q1: the cursor a client sends with its next request.
+Q1_CASES = [
+    ((0, {"events": []}), 0),
+    ((0, {"events": [{"seq": 1, "value": 1.0}, {"seq": 2, "value": 1.1}]}), 2),
+    ((7, {"events": []}), 7),
+    ((3, {"events": [{"seq": 4, "value": 0.9}]}), 4),
+]
+
+
+def _check_cursor(next_cursor) -> tuple[bool, str]:
+    for (cursor, answer), expected in Q1_CASES:
+        got = next_cursor(cursor, answer)
+        if got != expected:
+            what = "an empty answer (the hold ran out)" if not answer["events"] else f"{len(answer['events'])} event(s)"
+            return False, f"With cursor {cursor} and {what}, the next cursor is {expected}, not {got!r}."
+    return True, "The cursor moves to the newest event received and stays put on an empty answer."
+
+
+def _model_cursor(cursor: int, answer: dict) -> int:
+    return answer["events"][-1]["seq"] if answer["events"] else cursor
+
+
+q1 = Exercise(
+    "Implement the cursor",
+    checker=_check_cursor,
+    hint="The next request asks for events after the newest one you hold. An empty answer brings nothing new.",
+    solution="def next_cursor(cursor, answer):\n"
+             "    return answer['events'][-1]['seq'] if answer['events'] else cursor",
+    answer=_model_cursor,
+)
+
+# q2: backoff with jitter after errors.
+Q2_FIRST, Q2_CAP, Q2_SAMPLES = 0.2, 5.0, 300
+
+
+def _check_backoff(backoff) -> tuple[bool, str]:
+    waits = {f: [float(backoff(f)) for _ in range(Q2_SAMPLES)] for f in range(1, 11)}
+    every = [w for ws in waits.values() for w in ws]
+    mean = {f: statistics.fmean(ws) for f, ws in waits.items()}
+    if min(every) < 0:
+        return False, "A wait cannot be negative."
+    if max(every) > Q2_CAP + 1e-9:
+        return False, f"Some waits exceed the {Q2_CAP:.0f} s cap: after many failures, clients should still retry."
+    if mean[1] > Q2_FIRST:
+        return False, f"The first retry should come quickly (on average {Q2_FIRST} s or less): one lost request is common."
+    if not mean[5] > 2 * mean[1]:
+        return False, "The wait should grow with each failure in a row (double it, say)."
+    if statistics.pstdev(waits[3]) < 0.1 * mean[3]:
+        return False, ("Without randomness, every client that failed at the same moment retries at the same "
+                       "moment too: add jitter.")
+    return True, (f"Mean wait {mean[1]:.2f} s after one failure, {mean[5]:.2f} s after five, never over "
+                  f"{Q2_CAP:.0f} s, and spread out so restarting clients do not return all at once.")
+
+
+def _model_backoff(failures: int) -> float:
+    return random.uniform(0, min(Q2_CAP, 0.1 * 2 ** failures))  # "full jitter"
+
+
+q2 = Exercise(
+    "Back off, with jitter",
+    checker=_check_backoff,
+    hint="Double a base wait with each failure, cap it, then pick a random wait between 0 and that value.",
+    solution="import random\n"
+             "def backoff(failures):\n"
+             f"    return random.uniform(0, min({Q2_CAP}, 0.1 * 2 ** failures))",
+    answer=_model_backoff,
+)
+
+# q3: where long polling starts to cost more requests than polling.
+Q3_INTERVAL = 0.5
+
+
+def _check_crossover(answer) -> tuple[bool, str]:
+    rate = float(answer)
+    if abs(rate - 1 / Q3_INTERVAL) <= 0.1:
+        return True, (f"Polling sends {1 / Q3_INTERVAL:.0f} requests/s whatever happens; long polling sends about "
+                      "one per event. Above 2 events/s long polling sends more.")
+    if abs(rate - Q3_INTERVAL) <= 0.05:
+        return False, "That is the interval, not a rate. How many requests a second does the poller send?"
+    return False, "Compare requests per second: periodic polling sends 1/interval; long polling about one per event."
+
+
+q3 = Exercise(
+    "The crossover",
+    checker=_check_crossover,
+    hint="Long polling answers (and so re-asks) about once per event; polling asks once per interval.",
+    solution=f"1 / {Q3_INTERVAL} s = {1 / Q3_INTERVAL:.0f} events per second.",
+    answer=1 / Q3_INTERVAL,
+)
+
+# q4: a hold that survives the path.
+Q4_PROXY, Q4_BALANCER = 30, 60
+
+
+def _check_hold(answer) -> tuple[bool, str]:
+    hold = float(answer)
+    if hold >= Q4_PROXY:
+        return False, f"The proxy cuts held requests after {Q4_PROXY} s: the client would see an error, not an answer."
+    if hold < 5:
+        return False, "That works, but the shorter the hold, the more empty answers each client costs the server."
+    if hold > Q4_PROXY - 3:
+        return True, "It works, but it is close: leave a margin for clock drift and slow links (20 to 25 s is usual)."
+    return True, f"Below the shortest idle timeout on the path ({Q4_PROXY} s), with a margin."
+
+
+q4 = Exercise(
+    "Choose the hold",
+    checker=_check_hold,
+    hint="The request must be answered before anything on the path gives up on it. Which limit comes first?",
+    solution=f"Anything comfortably under {Q4_PROXY} s, for example 25 s.",
+    answer=25,
+)

@@ -1,0 +1,190 @@
+"""Chapter 3's experiments: long polling against periodic polling and push, at scale and under faults."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..lab import LabError, on_lab_loop
+from ..patterns import longpolling, polling, push
+from ..record import Recorder
+from ..results import Result
+from .core import Run, Workload, measure
+
+QUIET_WAIT = 10.0
+ARRIVAL_SPREAD = 0.001  # seconds per client over which clients first connect (see _long_polling)
+
+
+def _expected(kwargs: dict) -> float:
+    return kwargs.get("duration", 2.0) + 0.5
+
+
+@on_lab_loop(expected=_expected)
+async def run_long_polling(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0, latency: float = 0.0,
+                           hold: float = 20.0, batch: float = 0.0, use_cursor: bool = True,
+                           give_up_after: float = 30.0, restart_at: float | None = None,
+                           down_for: float = 0.3, arrivals: str = "fixed", value: str = "ticker",
+                           seed: int | None = None) -> Result:
+    """Clients long-poll ``/events`` (see ``patterns/longpolling.py``).
+
+    ``restart_at`` (seconds into the run) stops the server, keeps it down for ``down_for``
+    seconds and starts a fresh one on the same feed: the clients must find their way back.
+    """
+    return await _long_polling(Workload(rate, clients, duration, latency, arrivals, value, seed), hold=hold,
+                               batch=batch, use_cursor=use_cursor, give_up_after=give_up_after,
+                               restart_at=restart_at, down_for=down_for)
+
+
+async def _long_polling(workload: Workload, *, hold: float, batch: float, use_cursor: bool,
+                        give_up_after: float = 30.0, restart_at: float | None = None, down_for: float = 0.3,
+                        held: longpolling.Held | None = None, scenario=None) -> Result:
+    if not 0 < hold <= 60:
+        raise ValueError(f"hold must be above 0 and at most 60 s, not {hold!r}.")
+    if not 0 <= batch <= 5:
+        raise ValueError(f"batch must be between 0 and 5 s, not {batch!r}.")
+    if restart_at is not None and not 0 <= restart_at < workload.duration:
+        raise ValueError(f"restart_at must fall inside the run (0 to {workload.duration} s), not {restart_at!r}.")
+
+    async def client(url: str, recorder: Recorder) -> None:
+        # Clients arrive spread out, as page loads do. Hundreds of connects in the same
+        # instant would overflow the listen backlog (128 in Tornado): the surplus would only
+        # get through when the kernel retries them a second later.
+        await asyncio.sleep(random.uniform(0, ARRIVAL_SPREAD * workload.clients))
+        await longpolling.long_poll(url, recorder, use_cursor=use_cursor, give_up_after=give_up_after)
+
+    async def restart(run: Run) -> None:
+        await asyncio.sleep(restart_at)
+        await run.restart_server(down_for)
+
+    handlers = functools.partial(longpolling.handlers, hold=hold, batch=batch, held=held)
+    return await measure("long polling", handlers, client, workload,
+                         drain=batch + 2 * workload.latency + 0.1 + (down_for if restart_at is not None else 0),
+                         ready_first=False, scenario=scenario or (restart if restart_at is not None else None),
+                         hold=hold, batch=batch, use_cursor=use_cursor, restart_at=restart_at)
+
+
+@on_lab_loop(expected=lambda kwargs: max((_expected(v) for v in kwargs.get("variants", {}).values()), default=0))
+async def run_variants(variants: dict[str, dict]) -> dict[str, Result]:
+    """Several long-polling runs at the same time, each with its own settings; results by name.
+
+    ``run_variants({"with cursor": dict(rate=50), "without": dict(rate=50, use_cursor=False)})``
+    """
+    results = await asyncio.gather(*(run_long_polling.coro(**settings) for settings in variants.values()))
+    return dict(zip(variants, results))
+
+
+def lost_between_answers(result: Result) -> int:
+    """Events a client never saw although it saw older and newer ones: lost in the gaps."""
+    lost = 0
+    for _, seen in result.deliveries.groupby("client")["seq"]:
+        lost += int(seen.max() - seen.min() + 1 - seen.nunique())
+    return lost
+
+
+def requests_per_event(result: Result) -> float:
+    """Requests the clients made for each event they received."""
+    return len(result.requests) / max(len(result.deliveries), 1)
+
+
+@dataclass
+class WaitingClients:
+    """A long-polling run with many clients, and what the server held while it ran."""
+
+    result: Result
+    samples: pd.DataFrame   # t (s since the feed started), held_requests, open_connections
+    quiet: dict             # the same two counts at a quiet moment, once every client was waiting
+
+
+@on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 2.0) + 1.5)
+async def run_waiting_clients(clients: int = 300, *, rate: float = 1.0, duration: float = 2.0,
+                              hold: float = 20.0) -> WaitingClients:
+    """Many long-polling clients on a slow feed: count held requests and open connections as it runs."""
+    held = longpolling.Held()
+    rows: list[tuple[float, int, int]] = []
+    quiet: dict = {}
+
+    async def watch(run: Run) -> None:
+        started = run.feed.started or time.monotonic()
+        deadline = time.monotonic() + QUIET_WAIT
+        while run.feed.running or not quiet:
+            waiting, open_now = held.now, run.meter.counts().open_now
+            rows.append((time.monotonic() - started, waiting, open_now))
+            if not quiet and waiting == clients:
+                quiet.update(held_requests=waiting, open_connections=open_now)
+            elif not quiet and time.monotonic() > deadline:
+                raise LabError(f"Only {waiting} of {clients} clients were waiting after {QUIET_WAIT:.0f} s. "
+                               "Try fewer clients.")
+            await asyncio.sleep(0.02)
+
+    result = await _long_polling(Workload(rate, clients, duration), hold=hold, batch=0.0, use_cursor=True,
+                                 held=held, scenario=watch)
+    return WaitingClients(result, pd.DataFrame(rows, columns=["t", "held_requests", "open_connections"]), quiet)
+
+
+def _polling(workload: Workload, interval: float) -> Result:
+    def client(url: str, recorder: Recorder):
+        return polling.poll(url, recorder, interval=interval)
+
+    return measure("polling", polling.handlers, client, workload, drain=interval + 2 * workload.latency + 0.05,
+                   ready_first=False, interval=interval)
+
+
+def _push(workload: Workload):
+    return measure("push", push.handlers, push.listen, workload, drain=workload.latency + 0.1, ready_first=True)
+
+
+@on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 1.5) + 1.0)
+async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, interval: float = 0.2,
+                        batch: float = 0.1, clients: int = 2, duration: float = 1.5) -> pd.DataFrame:
+    """Requests per second per client as the event rate rises: periodic polling, long polling, batched.
+
+    Every run happens at once on its own server (the counts do not depend on timing
+    precision), so the whole table takes about one run's time.
+    """
+    if not rates or min(rates) <= 0:
+        raise ValueError("rates must be positive events per second.")
+    runs = {}
+    for rate in rates:
+        workload = Workload(rate, clients, duration)
+        runs[(rate, "polling")] = _polling(workload, interval)
+        runs[(rate, "long polling")] = _long_polling(workload, hold=20.0, batch=0.0, use_cursor=True)
+        runs[(rate, "long polling, batched")] = _long_polling(workload, hold=20.0, batch=batch, use_cursor=True)
+    results = dict(zip(runs, await asyncio.gather(*runs.values())))
+    rows = [{"rate": rate, "pattern": pattern, "requests_per_s_per_client": r.summary()["requests_per_s"] / clients,
+             "requests_per_event": requests_per_event(r), "latency_mean_ms": r.summary()["latency_mean_ms"],
+             "missed_share": r.summary()["missed_share"]} for (rate, pattern), r in results.items()]
+    table = pd.DataFrame(rows)
+    table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table))
+    return table
+
+
+def crossover_rate(table: pd.DataFrame) -> float:
+    """The event rate where long polling starts to send more requests than periodic polling.
+
+    Interpolated on a log scale between the two measured rates either side; NaN if the
+    curves do not cross in the measured range.
+    """
+    wide = table.pivot(index="rate", columns="pattern", values="requests_per_s_per_client").sort_index()
+    gap = (wide["long polling"] - wide["polling"]).to_numpy()
+    rates = wide.index.to_numpy(dtype=float)
+    for i in range(len(gap) - 1):
+        if gap[i] < 0 <= gap[i + 1]:
+            share = -gap[i] / (gap[i + 1] - gap[i])
+            return float(rates[i] * (rates[i + 1] / rates[i]) ** share)
+    return float("nan")
+
+
+@on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 1.5) + 0.5 + kwargs.get("interval", 0.2))
+async def run_side_by_side(*, latency: float = 0.0, rate: float = 10.0, interval: float = 0.2, clients: int = 3,
+                           duration: float = 1.5, hold: float = 20.0) -> dict[str, Result]:
+    """Long polling, periodic polling and push on the same workload and link, at the same time."""
+    workload = Workload(rate, clients, duration, latency)
+    names = ("long polling", "polling", "push")
+    results = await asyncio.gather(_long_polling(workload, hold=hold, batch=0.0, use_cursor=True),
+                                   _polling(workload, interval), _push(workload))
+    return dict(zip(names, results))

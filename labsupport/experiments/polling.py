@@ -1,0 +1,62 @@
+"""Chapter 2's experiments: Ajax (short) polling, what each poll costs on the wire and how late it is."""
+
+from __future__ import annotations
+
+import re
+
+from ..lab import on_lab_loop
+from ..patterns import polling
+from ..record import Recorder
+from ..results import Result
+from .core import Workload, expected_seconds, measure
+
+
+@on_lab_loop(expected=expected_seconds)
+async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int = 1, duration: float = 2.0,
+                      latency: float = 0.0, keep_alive: bool = True, conditional: bool = False,
+                      idle_timeout: float = 15.0, arrivals: str = "fixed", value: str = "ticker",
+                      seed: int | None = None) -> Result:
+    """Clients poll ``/latest`` every ``interval`` seconds (see ``patterns/polling.py``).
+
+    ``idle_timeout`` is how long the client keeps an idle connection for the next poll.
+    """
+    if not 0.01 <= interval <= 60:
+        raise ValueError(f"interval must be between 0.01 and 60 s, not {interval!r}.")
+    if idle_timeout <= 0:
+        raise ValueError(f"idle_timeout must be a positive number of seconds, not {idle_timeout!r}.")
+    workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
+
+    def client(url: str, recorder: Recorder):
+        return polling.poll(url, recorder, interval=interval, keep_alive=keep_alive,
+                            conditional=conditional, idle_timeout=idle_timeout)
+
+    return await measure("polling", polling.handlers, client, workload, drain=interval + 2 * latency + 0.05,
+                         ready_first=False, interval=interval, keep_alive=keep_alive,
+                         conditional=conditional, idle_timeout=idle_timeout)
+
+
+def exchange_bytes(result: Result) -> dict:
+    """The first poll and its answer as captured on the wire, split into headers and payload."""
+    up, down = result.heads[0]
+    request = up[: up.index(b"\r\n\r\n") + 4]  # a GET is all headers
+    response_head = down[: down.index(b"\r\n\r\n") + 4]
+    payload = int(re.search(rb"(?i)content-length:\s*(\d+)", response_head).group(1))
+    headers = len(request) + len(response_head)
+    return {"request_headers": len(request), "response_headers": len(response_head),
+            "payload": payload, "overhead_ratio": headers / payload}
+
+
+def poll_costs(result: Result) -> dict:
+    """Per poll: connections opened, time from sending to the whole answer, bytes both ways."""
+    polls = len(result.requests)
+    took = (result.requests["answered"] - result.requests["sent"]) * 1000
+    return {
+        "polls": polls,
+        "connections_opened": result.wire.connections_opened,
+        "polls_per_connection": polls / max(result.wire.connections_opened, 1),
+        "time_per_poll_ms": float(took.mean()),
+        "time_per_poll_p50_ms": float(took.median()),
+        "bytes_per_poll": result.wire.bytes_total / max(polls, 1),
+        "bytes_down_per_poll": result.wire.bytes_down / max(polls, 1),
+        "not_modified_share": float((result.requests["status"] == 304).mean()),
+    }

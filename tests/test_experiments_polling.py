@@ -1,0 +1,57 @@
+"""Chapter 2's experiments and exercises: polling latency, bytes per poll, connections, 304s."""
+
+import pytest
+
+from labsupport.exercises import ch02
+from labsupport.experiments.polling import exchange_bytes, poll_costs, run_polling
+
+
+def test_sparse_updates_wait_about_half_an_interval_and_at_most_about_one():
+    interval = 0.2
+    result = run_polling(interval, rate=2, clients=10, duration=1.5, arrivals="poisson", seed=3)
+    summary = result.summary()
+    assert summary["missed"] <= 0.1 * summary["events"] * 10  # rate well below 1/interval: nearly all seen
+    assert 0.25 * interval * 1000 <= summary["latency_mean_ms"] <= 0.75 * interval * 1000 + 50
+    assert summary["latency_max_ms"] >= 0.5 * interval * 1000
+
+
+def test_exchange_bytes_splits_headers_from_payload():
+    result = run_polling(0.1, rate=5, clients=1, duration=0.5)
+    sizes = exchange_bytes(result)
+    assert sizes["request_headers"] > 50 and sizes["response_headers"] > 100
+    assert 10 < sizes["payload"] < 100
+    assert sizes["overhead_ratio"] == pytest.approx(
+        (sizes["request_headers"] + sizes["response_headers"]) / sizes["payload"])
+
+
+@pytest.mark.parametrize("options, one_per_poll", [
+    ({}, False), ({"keep_alive": False}, True), ({"idle_timeout": 0.02}, True)])
+def test_connections_per_poll(options, one_per_poll):
+    costs = poll_costs(run_polling(0.08, rate=5, clients=2, duration=0.8, **options))
+    if one_per_poll:
+        assert costs["connections_opened"] >= costs["polls"]
+    else:
+        assert costs["connections_opened"] == 2
+    assert costs["time_per_poll_ms"] > 0
+
+
+def test_conditional_polls_are_mostly_304_and_smaller():
+    plain = poll_costs(run_polling(0.05, rate=2, clients=2, duration=1))
+    conditional = poll_costs(run_polling(0.05, rate=2, clients=2, duration=1, conditional=True))
+    assert plain["not_modified_share"] == 0
+    assert conditional["not_modified_share"] > 0.5
+    assert conditional["bytes_down_per_poll"] < plain["bytes_down_per_poll"]
+
+
+@pytest.mark.parametrize("bad", [{"interval": 0}, {"interval": 0.1, "idle_timeout": 0}, {"interval": 0.1, "clients": 0}])
+def test_bad_settings_are_clear_errors(bad):
+    with pytest.raises(ValueError):
+        run_polling(**bad)
+
+
+@pytest.mark.parametrize("name", ["q1", "q2", "q3", "q4"])
+def test_exercises_accept_their_model_answer_and_wait_for_one(name):
+    exercise = getattr(ch02, name)
+    assert exercise.check(exercise.answer) is True
+    assert exercise.check(...) is False
+    assert exercise.check("not a number") is False

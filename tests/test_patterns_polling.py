@@ -1,0 +1,100 @@
+"""The polling pattern: the latest value, ETag and 304, keep-alive and its limits, bad input."""
+
+import asyncio
+import json
+
+import aiohttp
+
+from conftest import scaled
+from labsupport import Feed, WireMeter, lab
+from labsupport.patterns import polling
+from labsupport.record import Recorder
+
+
+def run(coro):
+    return lab.run(coro, timeout=scaled(30))
+
+
+def test_latest_answers_with_the_newest_event_and_304_when_unchanged():
+    async def scenario():
+        feed = Feed(rate=1)
+        feed.publish()
+        feed.publish()
+        server = await lab.serve("poll-test", polling.handlers(feed))
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/latest") as first:
+                    body, etag = json.loads(await first.read()), first.headers["ETag"]
+                async with session.get(f"{server.url}/latest", headers={"If-None-Match": etag}) as same:
+                    unchanged = same.status, await same.read()
+                feed.publish()
+                async with session.get(f"{server.url}/latest", headers={"If-None-Match": etag}) as newer:
+                    changed = newer.status, json.loads(await newer.read())
+            return body, unchanged, changed
+        finally:
+            await lab.stop_server(server.name)
+
+    body, unchanged, changed = run(scenario())
+    assert body["seq"] == 2
+    assert unchanged == (304, b"")
+    assert changed[0] == 200 and changed[1]["seq"] == 3
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving():
+    async def scenario():
+        feed = Feed(rate=1)
+        feed.publish()
+        server = await lab.serve("poll-test", polling.handlers(feed))
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET\r\n\r\n")
+            garbage = await asyncio.wait_for(reader.read(), scaled(5))
+            writer.close()
+            async with aiohttp.ClientSession() as session:
+                async with session.delete(f"{server.url}/latest") as response:
+                    deleted = response.status, json.loads(await response.read())
+                async with session.get(f"{server.url}/latest") as response:
+                    good = response.status
+            return garbage, deleted, good
+        finally:
+            await lab.stop_server(server.name)
+
+    garbage, (status, body), good = run(scenario())
+    assert garbage.startswith(b"HTTP/1.1 400")
+    assert status == 405 and body == {"error": "Method Not Allowed"}
+    assert good == 200
+
+
+async def polls_through_meter(interval: float, polls: int, **options):
+    """One client polls through a wire meter; returns (requests answered, connections opened)."""
+    feed = Feed(rate=1)
+    feed.publish()
+    server = await lab.serve("poll-conn", polling.handlers(feed))
+    meter = await WireMeter(server.port).start()
+    recorder = Recorder(0)
+    client = asyncio.create_task(polling.poll(meter.url, recorder, interval=interval, **options))
+    try:
+        deadline = asyncio.get_running_loop().time() + scaled(20)
+        while len(recorder.requests) < polls and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return len(recorder.requests), meter.counts().connections_opened, recorder.errors
+    finally:
+        client.cancel()
+        await asyncio.gather(client, return_exceptions=True)
+        await meter.stop()
+        await lab.stop_server(server.name)
+
+
+def test_keep_alive_reuses_one_connection():
+    polls, connections, errors = run(polls_through_meter(0.05, 8))
+    assert polls >= 8 and connections == 1 and not errors
+
+
+def test_without_keep_alive_every_poll_opens_a_connection():
+    polls, connections, errors = run(polls_through_meter(0.05, 8, keep_alive=False))
+    assert polls >= 8 and connections >= polls and not errors
+
+
+def test_polling_slower_than_the_idle_timeout_opens_a_connection_per_poll():
+    polls, connections, errors = run(polls_through_meter(0.15, 6, idle_timeout=0.05))
+    assert polls >= 6 and connections >= polls and not errors
