@@ -1,0 +1,173 @@
+"""The SSE server and client: headers, heartbeats, history and resume, bad input, reconnection."""
+
+import asyncio
+import json
+
+import aiohttp
+
+from conftest import scaled
+from labsupport import lab
+from labsupport.feed import Feed
+from labsupport.patterns import sse
+from labsupport.patterns.sse_codec import EventStreamParser
+from labsupport.record import Recorder
+from labsupport.wire import WireMeter
+
+
+async def _server(feed, **options):
+    return await lab.serve("test-sse", sse.handlers(feed, **options))
+
+
+async def _read_events(response, count, timeout):
+    """Parse a live stream until ``count`` events arrived; returns (events, parser)."""
+    parser, events = EventStreamParser(), []
+
+    async def read():
+        async for chunk in response.content.iter_any():
+            events.extend(parser.feed(chunk))
+            if len(events) >= count:
+                return
+    await asyncio.wait_for(read(), timeout)
+    return events, parser
+
+
+def published(n):
+    feed = Feed(1.0)
+    for _ in range(n):
+        feed.publish()
+    return feed
+
+
+def test_stream_headers_and_flushed_events():
+    async def go():
+        feed = published(3)
+        server = await _server(feed)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/events") as response:
+                    assert response.status == 200
+                    assert response.headers["Content-Type"] == "text/event-stream"
+                    assert response.headers["X-Accel-Buffering"] == "no"
+                    assert response.headers["Cache-Control"] == "no-cache"
+                    assert response.headers["Transfer-Encoding"] == "chunked"
+                    feed.publish()  # a new listener starts with the next event, and gets it at once
+                    events, parser = await _read_events(response, 1, scaled(5))
+                    assert [json.loads(e.data)["seq"] for e in events] == [4]
+                    assert events[0].id == "4" and parser.retry == sse.RETRY_MS
+        finally:
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(20))
+
+
+def test_heartbeat_comments_when_idle():
+    async def go():
+        server = await _server(published(0), heartbeat=0.05)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/events") as response:
+                    parser = EventStreamParser()
+                    while parser.comments < 3:
+                        parser.feed(await asyncio.wait_for(response.content.readany(), scaled(5)))
+        finally:
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(20))
+
+
+def test_resume_from_last_event_id_and_missed_notice():
+    async def go():
+        server = await _server(published(30), history=10)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/events", headers={"Last-Event-ID": "25"}) as response:
+                    events, _ = await _read_events(response, 5, scaled(5))
+                    assert [e.id for e in events] == ["26", "27", "28", "29", "30"]
+                async with session.get(f"{server.url}/events", headers={"Last-Event-ID": "4"}) as response:
+                    events, _ = await _read_events(response, 11, scaled(5))
+                    notice, *rest = events
+                    assert notice.event == "missed" and json.loads(notice.data) == {"first": 5, "last": 20}
+                    assert notice.id == "20"  # a client that reconnects now resumes after the gap
+                    assert [e.id for e in rest] == [str(n) for n in range(21, 31)]
+        finally:
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(20))
+
+
+def test_bad_last_event_id_gets_a_clear_400_and_others_are_served():
+    async def go():
+        feed = published(5)
+        server = await _server(feed)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/events") as good:
+                    for bad in ("abc", "-1", "1e3", "9" * 40, "99", " 3 4"):
+                        async with session.get(f"{server.url}/events", headers={"Last-Event-ID": bad}) as response:
+                            assert response.status == 400, bad
+                            assert "Last-Event-ID" in await response.text()
+                    feed.publish()
+                    events, _ = await _read_events(good, 1, scaled(5))
+                    assert events[0].id == "6"
+        finally:
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(20))
+
+
+def test_post_talks_back_and_bad_body_is_400():
+    async def go():
+        feed = published(0)
+        server = await _server(feed)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/events") as stream:
+                    assert await sse.publish(server.url, 42.5, session) == 1
+                    events, _ = await _read_events(stream, 1, scaled(5))
+                    assert json.loads(events[0].data) == {"seq": 1, "value": 42.5}
+                    for body in (b"not json", b'{"price": 1}', b'{"value": "x"}'):
+                        async with session.post(f"{server.url}/events", data=body) as response:
+                            assert response.status == 400
+                            assert "value" in await response.text()
+        finally:
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(20))
+
+
+def test_client_reconnects_after_retry_with_last_event_id():
+    async def go():
+        feed = published(0)
+        server = await _server(feed, retry=100)
+        meter = await WireMeter(server.port, capture=1024).start()
+        recorder = Recorder(0)
+        client = asyncio.create_task(sse.listen(meter.url, recorder))
+        try:
+            await asyncio.wait_for(recorder.ready.wait(), scaled(5))
+            for _ in range(3):
+                feed.publish()
+            while len(recorder.seen) < 3:
+                await asyncio.sleep(0.01)
+            assert await meter.cut_all() == 1
+            for _ in range(3):
+                feed.publish()  # published while the client is away
+            while len(recorder.seen) < 6:
+                await asyncio.wait_for(asyncio.sleep(0.01), scaled(5))
+            assert [seq for seq, _ in recorder.seen] == [1, 2, 3, 4, 5, 6]
+            assert len(recorder.requests) == 2 and recorder.errors
+            second = bytes(meter.connections[1].head_up).decode()
+            assert "Last-Event-ID: 3" in second
+            assert recorder.requests[1].sent - meter.connections[0].closed >= 0.09  # waited for retry
+        finally:
+            client.cancel()
+            await asyncio.gather(client, return_exceptions=True)
+            await meter.stop()
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(30))
+
+
+def test_client_gives_up_on_a_non_stream_answer():
+    async def go():
+        server = await lab.serve("test-not-sse", [])  # every path is a 404
+        try:
+            task = asyncio.create_task(sse.listen(server.url, Recorder(0)))
+            await asyncio.wait([task], timeout=scaled(5))
+            assert isinstance(task.exception(), sse.StreamRefused)
+        finally:
+            await lab.stop_server(server.name)
+    lab.run(go(), timeout=scaled(20))
