@@ -1,0 +1,315 @@
+"""WebSockets: one HTTP request upgrades the connection, then both sides send whenever they like.
+
+The client asks ``GET`` with ``Upgrade: websocket`` and a random ``Sec-WebSocket-Key``; the
+server answers ``101 Switching Protocols`` and from then on the TCP connection carries
+*frames* both ways, independently: a frame header of 2 to 14 bytes, then the message.
+
+Server side (Tornado), four rooms on one server:
+
+* ``/feed?after=n`` pushes the feed's events; a client that reconnects with the last
+  sequence number it saw gets everything after it (WebSockets have no built-in resume);
+* ``/echo`` answers every message with itself: round-trip time;
+* ``/chat?name=...`` relays every message to everyone in the room, in one order;
+* ``/game`` runs a game loop: the server sends the state at a fixed tick rate while the
+  client sends its inputs whenever it likes. Neither waits for the other (full duplex).
+
+Every message to a client passes through that client's ``Outbox``, drained by one writer
+task that waits until the kernel has taken each frame. A slow reader therefore makes its
+outbox grow, never the server's memory without limit: at ``limit`` messages the policy
+either drops the oldest (right for state where only the latest matters) or closes the
+connection with 1008 (right where every message matters and the client can resume).
+
+Keepalive: with the ``websocket_ping_interval`` and ``websocket_ping_timeout`` settings
+(pass them to ``lab.serve``) Tornado pings each client and drops one that stops answering,
+which finds dead peers a quiet TCP connection would hide for hours. Bad input gets a close
+code, not silence: 1009 for a message over ``websocket_max_message_size``, 1007 for a text
+frame that is not UTF-8. Other clients are not affected.
+
+Client side (aiohttp): ``follow`` (reconnecting feed reader), ``play`` (the game's two
+concurrent loops), ``chat`` and ``round_trips``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import tornado.websocket
+
+from ..feed import Feed
+from ..record import Recorder
+
+OUTBOX_LIMIT = 1000   # messages waiting for one client before the policy applies
+POLICIES = ("close", "drop-oldest")
+TOO_SLOW, NOT_UTF8 = 1008, 1007
+
+
+class Outbox:
+    """Messages waiting to be written to one client; at most ``limit`` (None: no bound)."""
+
+    def __init__(self, limit: int | None, policy: str) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        self.limit, self.policy = limit, policy
+        self.queue: collections.deque = collections.deque()
+        self.dropped = self.peak = 0
+        self._nonempty = asyncio.Event()
+
+    def put(self, message: str | bytes) -> bool:
+        """Queue a message. False means the client is too slow and must be disconnected."""
+        if self.limit is not None and len(self.queue) >= self.limit:
+            if self.policy == "close":
+                return False
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(message)
+        self.peak = max(self.peak, len(self.queue))
+        self._nonempty.set()
+        return True
+
+    async def get(self) -> str | bytes:
+        while not self.queue:
+            self._nonempty.clear()
+            await self._nonempty.wait()
+        return self.queue.popleft()
+
+
+@dataclass
+class Hub:
+    """What the server's sockets share: the feed, the rules, the chat room and a log."""
+
+    feed: Feed | None = None
+    outbox_limit: int | None = OUTBOX_LIMIT
+    policy: str = "close"
+    tick_rate: float = 20.0
+    room: set = field(default_factory=set)
+    chat_seq: int = 0
+    sockets: list = field(default_factory=list)   # every socket opened, for experiments to inspect
+    inputs: list = field(default_factory=list)    # game inputs: (n, sent, received)
+
+
+class _StrictText(tornado.websocket.WebSocketProtocol13):
+    """Answer a text frame that is not UTF-8 with close code 1007 (RFC 6455 7.4.1).
+
+    Tornado drops such a connection without a word; a close code tells the client why.
+    """
+
+    def _handle_message(self, opcode: int, data: bytes):
+        if opcode == 0x1 and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(NOT_UTF8, "text frame is not valid UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
+
+
+class OutboxSocket(tornado.websocket.WebSocketHandler):
+    """A WebSocket whose outgoing messages queue in a bounded outbox, written by one task."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+        self.opened = self.closed = None
+        self.tasks: list[asyncio.Task] = []
+
+    def get_websocket_protocol(self):
+        protocol = super().get_websocket_protocol()  # Tornado's RFC 6455 protocol, or None
+        if protocol is not None:
+            protocol.__class__ = _StrictText  # the same protocol, with the UTF-8 check above
+        return protocol
+
+    def open(self) -> None:
+        self.opened = time.monotonic()
+        self.outbox = Outbox(self.hub.outbox_limit, self.hub.policy)
+        self.hub.sockets.append(self)
+        self.start(self._write_outbox())
+
+    def start(self, coro) -> None:
+        self.tasks.append(asyncio.create_task(coro))
+
+    def send(self, message: dict) -> None:
+        if not self.outbox.put(json.dumps(message)):
+            self.close(TOO_SLOW, f"reader too slow: {self.outbox.limit} messages waiting")
+
+    async def _write_outbox(self) -> None:
+        try:
+            while True:
+                message = await self.outbox.get()
+                await self.write_message(message, binary=isinstance(message, bytes))  # once the kernel has it
+        except tornado.websocket.WebSocketClosedError:
+            pass
+
+    def on_close(self) -> None:
+        self.closed = time.monotonic()
+        for task in self.tasks:
+            task.cancel()
+
+
+class FeedSocket(OutboxSocket):
+    """``/feed?after=n``: every feed event after ``n`` (default: from now on)."""
+
+    def open(self) -> None:
+        super().open()
+        after = self.get_query_argument("after", "")
+        if after and not (after.isdigit() and int(after) <= self.hub.feed.last_seq):
+            self.close(1008, f"after must be a sequence number this feed sent, not {after[:40]!r}")
+            return
+        self.start(self._push(int(after) if after else self.hub.feed.last_seq))
+
+    async def _push(self, cursor: int) -> None:
+        while True:
+            for event in await self.hub.feed.wait_after(cursor):
+                self.send(event.to_json())
+                cursor = event.seq
+
+
+class EchoSocket(OutboxSocket):
+    """``/echo``: every message comes straight back."""
+
+    def on_message(self, message: str | bytes) -> None:
+        if not self.outbox.put(message):
+            self.close(TOO_SLOW, "reader too slow")
+
+
+class ChatSocket(OutboxSocket):
+    """``/chat?name=ada``: each message goes to everyone in the room, numbered in one order."""
+
+    def open(self) -> None:
+        super().open()
+        self.name = self.get_query_argument("name", "anon")[:40]
+        self.hub.room.add(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        self.hub.chat_seq += 1
+        said = {"seq": self.hub.chat_seq, "from": self.name, "text": str(message)}
+        for member in list(self.hub.room):
+            member.send(said)
+
+    def on_close(self) -> None:
+        self.hub.room.discard(self)
+        super().on_close()
+
+
+class GameSocket(OutboxSocket):
+    """``/game``: state goes down at the tick rate; inputs come up whenever the player acts."""
+
+    def open(self) -> None:
+        super().open()
+        self.last_input = 0
+        self.start(self._tick())
+
+    async def _tick(self) -> None:
+        period, tick, due = 1.0 / self.hub.tick_rate, 0, time.monotonic()
+        while True:
+            due += period
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            tick += 1
+            self.send({"tick": tick, "ack": self.last_input, "t": time.monotonic()})
+
+    def on_message(self, message: str | bytes) -> None:
+        move = json.loads(message)
+        self.last_input = move["n"]
+        self.hub.inputs.append((move["n"], move["t"], time.monotonic()))
+
+
+def handlers(hub: Hub) -> list:
+    """Routes for a server. Tornado settings (pings, size limit) go to ``lab.serve``."""
+    return [(r"/feed", FeedSocket, {"hub": hub}), (r"/echo", EchoSocket, {"hub": hub}),
+            (r"/chat", ChatSocket, {"hub": hub}), (r"/game", GameSocket, {"hub": hub})]
+
+
+def ws_url(base_url: str, path: str) -> str:
+    return base_url.replace("http://", "ws://", 1) + path
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+async def follow(base_url: str, recorder: Recorder, *, after: int | None = None, retry: float = 0.2) -> None:
+    """Read ``/feed`` until cancelled; after any break, reconnect and resume after the last event.
+
+    ``after`` is where to start (None: from now on). Unlike EventSource, nothing in the
+    protocol does this for us: the client keeps the cursor and the server honours it.
+    """
+    cursor = after
+    async with aiohttp.ClientSession() as session:
+        while True:
+            sent = time.monotonic()
+            url = ws_url(base_url, "/feed" + ("" if cursor is None else f"?after={cursor}"))
+            try:
+                async with session.ws_connect(url) as ws:
+                    recorder.request(sent, 101, 0)
+                    async for message in ws:
+                        if message.type is aiohttp.WSMsgType.TEXT:
+                            cursor = json.loads(message.data)["seq"]
+                            recorder.saw(cursor)
+                    recorder.errors.append(f"closed by the server ({ws.close_code}), reconnecting")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                recorder.errors.append(f"connection broke ({type(error).__name__}), reconnecting")
+            await asyncio.sleep(retry)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message seen by its receiver: which way, its number, when it was sent and received."""
+
+    direction: str   # "up" (client to server) or "down"
+    n: int
+    sent: float
+    received: float
+
+
+async def play(base_url: str, *, inputs_per_s: float, duration: float, log: list[Message]) -> None:
+    """A game client: one loop sends inputs on its own clock while another reads the ticks."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(base_url, "/game")) as ws:
+
+            async def send_inputs() -> None:
+                for n in range(1, int(inputs_per_s * duration) + 1):
+                    await asyncio.sleep(1.0 / inputs_per_s)
+                    await ws.send_str(json.dumps({"n": n, "t": time.monotonic()}))
+
+            async def read_ticks() -> None:
+                async for message in ws:
+                    tick = json.loads(message.data)
+                    log.append(Message("down", tick["tick"], tick["t"], time.monotonic()))
+
+            reader = asyncio.create_task(read_ticks())
+            await send_inputs()
+            await asyncio.sleep(0.05)  # the last ticks
+            reader.cancel()
+
+
+async def chat(base_url: str, name: str, lines: list[str], *, every: float, heard: list[dict],
+               linger: float = 0.2) -> None:
+    """Join the room as ``name``, say ``lines`` every ``every`` seconds, and keep listening."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(base_url, f"/chat?name={name}")) as ws:
+
+            async def listen() -> None:
+                async for message in ws:
+                    heard.append(json.loads(message.data))
+
+            listener = asyncio.create_task(listen())
+            for line in lines:
+                await asyncio.sleep(every)
+                await ws.send_str(line)
+            await asyncio.sleep(linger)
+            listener.cancel()
+
+
+async def round_trips(base_url: str, count: int, size: int = 32) -> list[float]:
+    """Send ``count`` messages to ``/echo`` one at a time; the seconds each took to come back."""
+    payload = "x" * size
+    times = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(base_url, "/echo")) as ws:
+            for _ in range(count):
+                sent = time.monotonic()
+                await ws.send_str(payload)
+                await ws.receive_str()
+                times.append(time.monotonic() - sent)
+    return times
