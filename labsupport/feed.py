@@ -129,6 +129,7 @@ class Feed:
             else:
                 due += self._random.expovariate(ticks_per_second)
             if duration is not None and due - start > duration:
+                await asyncio.sleep(max(0.0, start + duration - time.monotonic()))  # run the full duration
                 return
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             for _ in range(self.burst):

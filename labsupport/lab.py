@@ -26,6 +26,7 @@ import tornado.netutil
 import tornado.web
 
 from .progress import Progress
+from .wire import Link, WireMeter
 
 LOOPBACK = "127.0.0.1"
 
@@ -185,6 +186,13 @@ class Lab:
         """Register a coroutine function that stops something (a relay, a feed, a broker)."""
         self._stoppers[key] = stopper
 
+    async def replace(self, key: str, stopper: Callable[[], Awaitable[None]]) -> None:
+        """Stop whatever is registered under ``key``, then register ``stopper`` in its place."""
+        old = self._stoppers.pop(key, None)
+        if old is not None:
+            await old()
+        self._stoppers[key] = stopper
+
     def forget(self, key: str) -> None:
         self._stoppers.pop(key, None)
 
@@ -252,6 +260,16 @@ def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
 async def start_server(name: str, handlers: list, **settings: Any) -> Server:
     """Start (or restart) a named Tornado server on loopback and return it."""
     return await lab.serve(name, handlers, **settings)
+
+
+@on_lab_loop
+async def start_meter(name: str, target: Server | int, *, capture: int = 0, latency: float = 0.0) -> WireMeter:
+    """Start (or restart) a named wire meter in front of a server; clients use ``meter.url``."""
+    port = target.port if isinstance(target, Server) else target
+    link = Link(latency=latency)
+    meter = await WireMeter(port, capture=capture, up=link, down=link).start()
+    await lab.replace(f"meter:{name}", meter.stop)
+    return meter
 
 
 @on_lab_loop

@@ -1,12 +1,24 @@
-"""Chapter 1's experiments: periodic pull against push over one held response."""
+"""Chapter 1's experiments: periodic pull against push over one held response, and what push holds."""
 
 from __future__ import annotations
 
-from ..lab import on_lab_loop
+import asyncio
+import socket
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from ..feed import Feed
+from ..lab import lab, on_lab_loop
 from ..patterns import polling, push
 from ..record import Recorder
 from ..results import Result
 from .core import Workload, expected_seconds, measure
+
+HELD_COUNTS = (0, 100, 200, 400)
+MAX_HELD = 2000
 
 
 @on_lab_loop(expected=expected_seconds)
@@ -31,3 +43,56 @@ async def run_push(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0
     """Clients hold one streaming response each (see ``patterns/push.py``)."""
     workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
     return await measure("push", push.handlers, push.listen, workload, drain=latency + 0.1, ready_first=True)
+
+
+def _server_connections(port: int) -> int:
+    """Established TCP connections on the server's port, as the operating system sees them."""
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def _open_streams(port: int, how_many: int) -> list[socket.socket]:
+    """Bare blocking sockets, each sending one stream request and reading its headers."""
+    opened = []
+    for _ in range(how_many):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: lab\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:  # the headers are back: the server now holds this stream
+            head += sock.recv(1024)
+        opened.append(sock)
+    return opened
+
+
+@on_lab_loop(expected=lambda kwargs: 0.5 + 0.003 * max(kwargs.get("counts", HELD_COUNTS)))
+async def measure_held_connections(counts: tuple[int, ...] = HELD_COUNTS) -> pd.DataFrame:
+    """Hold ever more idle push streams open and measure what the server keeps for them.
+
+    The clients are bare sockets in a worker thread that send one request and then wait,
+    so nearly all the Python memory that grows belongs to the server (Tornado's connection
+    objects and the push handler). The kernel's socket buffers come on top and are not
+    counted. ``table.attrs["bytes_per_connection"]`` is the slope of memory against clients.
+    """
+    if not counts or min(counts) < 0 or max(counts) > MAX_HELD:
+        raise ValueError(f"counts must be client counts between 0 and {MAX_HELD}.")
+    feed = Feed(rate=1)  # never started: the streams stay idle, only holding them costs anything
+    server = await lab.serve("held-connections", push.handlers(feed))
+    clients: list[socket.socket] = []
+    rows = []
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for target in sorted(counts):
+            clients += await asyncio.to_thread(_open_streams, server.port, target - len(clients))
+            await asyncio.sleep(0.05)  # let the server finish setting up the last streams
+            rows.append({"clients": target, "open_connections": _server_connections(server.port),
+                         "python_bytes": tracemalloc.get_traced_memory()[0] - baseline})
+    finally:
+        tracemalloc.stop()
+        for sock in clients:
+            sock.close()
+        await lab.stop_server(server.name)
+    table = pd.DataFrame(rows)
+    slope = np.polyfit(table["clients"], table["python_bytes"], 1)[0] if len(table) > 1 else float("nan")
+    table.attrs["bytes_per_connection"] = float(slope)
+    return table

@@ -1,0 +1,119 @@
+"""The lab loop: idempotent servers, blocking callers, clean shutdown."""
+
+import asyncio
+import socket
+import threading
+import time
+import urllib.request
+
+import psutil
+import pytest
+import tornado.web
+
+from conftest import scaled
+from labsupport import LabError, lab, on_lab_loop, start_server, stop_server
+
+
+class Hello(tornado.web.RequestHandler):
+    def get(self):
+        self.write("hello")
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=scaled(5)) as response:
+        return response.read().decode()
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(scaled(1))
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def lab_sockets() -> int:
+    return len(psutil.Process().net_connections(kind="inet"))
+
+
+def test_server_binds_loopback_on_an_os_chosen_port():
+    server = start_server("hello", [(r"/", Hello)])
+    assert server.url.startswith("http://127.0.0.1:") and server.port > 0
+    assert fetch(server.url + "/") == "hello"
+    family_addresses = [c.laddr for c in psutil.Process().net_connections(kind="inet")
+                        if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port]
+    assert family_addresses and all(a.ip == "127.0.0.1" for a in family_addresses)
+
+
+def test_starting_a_server_again_replaces_it():
+    first = start_server("twice", [(r"/", Hello)])
+    second = start_server("twice", [(r"/", Hello)])
+    assert list(lab.servers).count("twice") == 1
+    assert lab.servers["twice"] is second
+    assert not port_is_open(first.port)
+    assert fetch(second.url + "/") == "hello"
+    stop_server("twice")
+    assert "twice" not in lab.servers
+
+
+def test_server_answers_while_the_caller_blocks():
+    server = start_server("busy", [(r"/", Hello)])
+    answers = []
+    asker = threading.Thread(target=lambda: answers.append(fetch(server.url + "/")))
+    asker.start()
+    time.sleep(scaled(0.5))  # the "cell" blocks; the lab loop keeps serving
+    assert answers == ["hello"]
+    asker.join()
+
+
+def test_plain_and_awaitable_forms_run_on_the_lab_loop():
+    @on_lab_loop
+    async def where():
+        return threading.current_thread().name
+
+    assert where() == "lab-loop"
+    assert asyncio.run(where.aio()) == "lab-loop"
+
+
+def test_waiting_from_the_lab_loop_itself_is_a_clear_error():
+    async def nested():
+        lab.run(asyncio.sleep(0))
+
+    with pytest.raises(LabError, match="await"):
+        lab.run(nested())
+
+
+def test_a_timeout_stops_the_work_and_says_so():
+    cancelled = threading.Event()
+
+    async def slow():
+        try:
+            await asyncio.sleep(scaled(30))
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(LabError, match="did not finish"):
+        lab.run(slow(), timeout=0.2)
+    assert cancelled.wait(scaled(5))
+
+
+def test_shutdown_leaves_no_thread_socket_or_task():
+    lab.shutdown()
+    before = lab_sockets()
+    server = start_server("leftovers", [(r"/", Hello)])
+    fetch(server.url + "/")
+    loop = lab.loop()
+    lab.run(asyncio.sleep(0))
+    lab.shutdown()
+    assert not any(t.name == "lab-loop" for t in threading.enumerate())
+    assert loop.is_closed()
+    assert lab.servers == {}
+    deadline = time.monotonic() + scaled(5)
+    while lab_sockets() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lab_sockets() <= before
+    assert not port_is_open(server.port)
+
+
+def test_shutdown_twice_is_harmless():
+    lab.shutdown()
+    lab.shutdown()
