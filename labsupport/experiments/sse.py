@@ -1,0 +1,242 @@
+"""Chapter 4's experiments: Server-Sent Events on the wire, under load, across a cut, and talking back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import aiohttp
+
+from ..feed import Feed
+from ..lab import lab, on_lab_loop
+from ..patterns import sse
+from ..patterns.sse_codec import ServerSentEvent, encode_event, encode_retry
+from ..record import Recorder
+from ..results import Result
+from ..wire import WireMeter
+from .core import Workload, expected_seconds, measure
+
+
+def _options(history: int, heartbeat: float | None, retry_ms: int) -> dict:
+    return {"history": history, "heartbeat": heartbeat, "retry": retry_ms}
+
+
+@on_lab_loop(expected=expected_seconds)
+async def run_sse(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0, latency: float = 0.0,
+                  history: int = sse.HISTORY, heartbeat: float | None = sse.HEARTBEAT,
+                  retry_ms: int = sse.RETRY_MS, arrivals: str = "fixed", value: str = "ticker",
+                  seed: int | None = None) -> Result:
+    """Clients follow one event stream each (see ``patterns/sse.py``)."""
+    workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
+    options = _options(history, heartbeat, retry_ms)
+    return await measure("sse", lambda feed: sse.handlers(feed, **options), sse.listen, workload,
+                         drain=2 * latency + 0.1 + clients / 2000, ready_first=True, **options)
+
+
+# -- S2: framing bytes per event --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Framing:
+    """Where the stream's bytes went: the response head, the payloads, and the framing around them."""
+
+    events: int
+    head_bytes: int          # the HTTP response head, once per stream
+    body_bytes: int          # everything after the head
+    payload_bytes: int       # the JSON the application asked to send
+    sse_per_event: float     # "id: ...", "data: " and the blank line, per event
+    chunk_per_event: float   # chunked transfer encoding: size line and CRLF, per event
+    start_bytes: int         # the first chunk: the retry line, once per stream
+
+    @property
+    def wire_per_event(self) -> float:
+        """Measured bytes on the wire per event beyond its payload (head left out)."""
+        return (self.body_bytes - self.payload_bytes) / self.events
+
+    @property
+    def predicted_body_bytes(self) -> int:
+        return round(self.start_bytes + self.payload_bytes + self.events * (self.sse_per_event + self.chunk_per_event))
+
+    def table(self):
+        import pandas as pd
+        return pd.DataFrame([
+            ("payload (JSON)", self.payload_bytes / self.events),
+            ("SSE framing: id line, 'data: ', blank line", self.sse_per_event),
+            ("chunked encoding: size line and CRLF", self.chunk_per_event),
+            ("stream start (retry line), shared by all events", self.start_bytes / self.events),
+            ("measured on the wire, beyond the payload", self.wire_per_event),
+        ], columns=["bytes per event", "bytes"]).round(2)
+
+
+def _chunk(body: bytes) -> int:
+    """Bytes Tornado's chunked encoding adds around one flushed chunk."""
+    return len(f"{len(body):x}\r\n") + 2
+
+
+@on_lab_loop(expected=lambda kw: kw.get("duration", 1.0) + 0.5)
+async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
+    """Stream ``rate * duration`` events to one client and account for every byte of the stream."""
+    feeds: list[Feed] = []
+
+    def handlers(feed: Feed) -> list:
+        feeds.append(feed)
+        return sse.handlers(feed, heartbeat=None)  # no heartbeats: only events in the body
+
+    result = await measure("sse", handlers, sse.listen, Workload(rate, 1, duration), drain=0.2, ready_first=True)
+    events = feeds[0].events
+    if result.summary()["missed"]:
+        raise RuntimeError("the client missed events, so the byte count would be wrong; run it again")
+    payloads = [json.dumps(e.to_json()).encode() for e in events]
+    framed = [encode_event(p.decode(), id=str(e.seq)) for p, e in zip(payloads, events)]
+    head = result.heads[0][1]
+    head_bytes = head.index(b"\r\n\r\n") + 4
+    start = encode_retry(sse.RETRY_MS)
+    return Framing(
+        events=len(events), head_bytes=head_bytes,
+        body_bytes=int(result.connections["bytes_down"].iloc[0]) - head_bytes,
+        payload_bytes=sum(map(len, payloads)),
+        sse_per_event=sum(len(f) - len(p) for f, p in zip(framed, payloads)) / len(events),
+        chunk_per_event=sum(map(_chunk, framed)) / len(events),
+        start_bytes=len(start) + _chunk(start),
+    )
+
+
+# -- S4: cut the connection mid-stream --------------------------------------------------------
+
+@dataclass
+class CutOutcome:
+    """A stream cut mid-run: what the clients saw afterwards."""
+
+    result: Result
+    cut_at: float                 # seconds after the feed started
+    connections_cut: int
+    reconnects: int               # requests beyond each client's first
+    lost: int                     # (client, event) pairs never delivered
+    duplicated: int               # deliveries of an event a client already had
+    missed_notices: list[dict] = field(default_factory=list)  # the "missed" events clients got
+
+    @property
+    def announced(self) -> int:
+        """Lost events that a ``missed`` notice told the client about."""
+        return sum(n["last"] - n["first"] + 1 for n in self.missed_notices)
+
+    def summary(self) -> dict:
+        return {"cut_at_s": round(self.cut_at, 3), "connections_cut": self.connections_cut,
+                "reconnects": self.reconnects, "events": len(self.result.events),
+                "lost": self.lost, "announced_as_missed": self.announced, "duplicated": self.duplicated}
+
+
+@on_lab_loop(expected=lambda kw: kw.get("duration", 2.0) + kw.get("retry_ms", 200) / 1000 + 0.5)
+async def run_sse_cut(*, rate: float = 50.0, clients: int = 1, duration: float = 2.0, cut_at: float = 0.8,
+                      retry_ms: int = 200, history: int = sse.HISTORY) -> CutOutcome:
+    """Cut every stream ``cut_at`` seconds in; clients reconnect after ``retry_ms`` and resume.
+
+    With a short ``history`` and a long ``retry_ms`` the server no longer holds every event the
+    client missed, and says so with a ``missed`` event.
+    """
+    if not 0 < cut_at < duration:
+        raise ValueError(f"cut_at must fall inside the run (0 to {duration} s), not {cut_at!r}.")
+    notices: list[dict] = []
+    recorders: list[Recorder] = []
+    cut = {}
+
+    def client(url: str, recorder: Recorder):
+        recorders.append(recorder)
+
+        def on_event(event: ServerSentEvent) -> None:
+            if event.event == "missed":
+                notices.append(json.loads(event.data))
+        return sse.listen(url, recorder, on_event=on_event)
+
+    async def scenario(run) -> None:
+        await asyncio.sleep(cut_at)
+        cut["at"] = time.monotonic() - run.feed.started
+        cut["n"] = await run.meter.cut_all()
+
+    options = _options(history, None, retry_ms)
+    result = await measure("sse", lambda feed: sse.handlers(feed, **options),
+                           client, Workload(rate, clients, duration), drain=retry_ms / 1000 + 0.3,
+                           ready_first=True, scenario=scenario, **options)
+    seen = Counter((r.client, seq) for r in recorders for seq, _ in r.seen)
+    return CutOutcome(
+        result=result, cut_at=cut["at"], connections_cut=cut["n"],
+        reconnects=sum(len(r.requests) - 1 for r in recorders),
+        lost=result.summary()["missed"], duplicated=sum(n - 1 for n in seen.values()),
+        missed_notices=notices,
+    )
+
+
+# -- resuming by hand: what the server answers to a given Last-Event-ID ----------------------
+
+@on_lab_loop
+async def resume_with(last_event_id: str, *, published: int = 20, history: int = 5) -> tuple[int, str]:
+    """Open ``/events`` with ``Last-Event-ID`` on a stream of ``published`` events keeping ``history``.
+
+    Returns the status and the first text the server sent (what a client would parse).
+    """
+    feed = Feed(1.0)
+    for _ in range(published):
+        feed.publish()
+    server = await lab.serve("sse-resume", sse.handlers(feed, history=history))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/events", headers={"Last-Event-ID": last_event_id}) as response:
+                body = await asyncio.wait_for(response.content.readany(), timeout=5)
+                return response.status, body.decode("utf-8", "replace")
+    finally:
+        await lab.stop_server(server.name)
+
+
+# -- S5: the way back up is an ordinary request -----------------------------------------------
+
+@dataclass(frozen=True)
+class TalkBack:
+    """A listener on the stream and a client posting values: what went up, and how."""
+
+    messages: int
+    came_back: int               # posted values that came down the stream
+    round_trip_ms: list[float]   # POST sent -> event seen on the stream
+    stream_request_bytes: int    # the stream connection's request head
+    stream_bytes_up: int         # all bytes the stream connection carried up
+    post_requests: int
+    post_bytes_up: int
+    connections: int
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d["round_trip_ms"] = round(sorted(self.round_trip_ms)[len(self.round_trip_ms) // 2], 2)
+        return d
+
+
+@on_lab_loop(expected=lambda kw: kw.get("messages", 5) * kw.get("every", 0.05) + 0.5)
+async def run_talk_back(*, messages: int = 5, every: float = 0.05) -> TalkBack:
+    """One client listens on the stream while another POSTs ``messages`` values to the server."""
+    feed = Feed(1.0)  # never started: only the POSTs publish
+    server = await lab.serve("sse-talk-back", sse.handlers(feed))
+    meter = await WireMeter(server.port, capture=2048).start()
+    recorder = Recorder(0)
+    listener = asyncio.create_task(sse.listen(meter.url, recorder))
+    try:
+        await asyncio.wait_for(recorder.ready.wait(), timeout=10)
+        posted: dict[int, float] = {}
+        async with aiohttp.ClientSession() as session:
+            for i in range(messages):
+                sent = time.monotonic()
+                posted[await sse.publish(meter.url, 100.0 + i, session)] = sent
+                await asyncio.sleep(every)
+        await asyncio.sleep(0.1)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await meter.stop()
+        await lab.stop_server(server.name)
+    seen = dict(recorder.seen)
+    stream, *posts = meter.connections
+    return TalkBack(
+        messages=messages, came_back=sum(seq in seen for seq in posted),
+        round_trip_ms=[(seen[seq] - sent) * 1000 for seq, sent in posted.items() if seq in seen],
+        stream_request_bytes=bytes(stream.head_up).index(b"\r\n\r\n") + 4, stream_bytes_up=stream.bytes_up,
+        post_requests=messages, post_bytes_up=sum(c.bytes_up for c in posts), connections=len(meter.connections),
+    )
