@@ -55,6 +55,8 @@ def main(argv: list[str]) -> int:
     if command == "lab":
         args = [str(python), "-m", "jupyter", "lab", "--notebook-dir", str(HERE),
                 "--ServerApp.default_url=/lab/tree/notebooks/00_start_here.ipynb", *rest]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            args.append("--allow-root")  # containers and CI machines often run as root
     else:
         args = [str(python), "-m", "pytest", *(rest or ["tests", "notebooks"])]
     return subprocess.call(args, cwd=HERE)

@@ -36,6 +36,8 @@ class Progress:
 
             bar = widgets.FloatProgress(min=0.0, max=1.0, description=label[:20])
             display(bar)
+        if bar is not None:
+            bar.value, bar.bar_style = 0.0, ""
         return cls(label, expected_seconds or 0.0, bar)
 
     def update(self, elapsed: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 import ipywidgets as widgets
-from IPython.display import HTML, display
+from IPython.display import display
 
 from .lab import LabError, lab
 
@@ -40,11 +40,12 @@ class ControlPanel:
         self.fixed = fixed or {}
         self.button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="300px"))
+        self.status = widgets.HTML()
         self.output = widgets.Output()
         self.button.on_click(lambda _: self.run())
         header = [widgets.HTML(f"<b>{title}</b>")] if title else []
         self.widget = widgets.VBox(header + list(controls.values()) +
-                                   [widgets.HBox([self.button, self.bar]), self.output])
+                                   [widgets.HBox([self.button, self.bar, self.status]), self.output])
         self.result = None
 
     def values(self) -> dict:
@@ -60,11 +61,11 @@ class ControlPanel:
             self.result = lab.run(self.experiment.coro(**settings), expected_seconds=seconds,
                                   label="running", bar=self.bar)
         except (LabError, ValueError) as problem:
-            with self.output:
-                display(HTML(f'<div style="color:#a11">Could not run with these settings: {problem}</div>'))
+            self.status.value = f'<span style="color:#a11">Could not run with these settings: {problem}</span>'
             return None
         finally:
             self.button.disabled = False
+        self.status.value = "done"
         with self.output:
             for item in self.show(self.result):
                 display(item)

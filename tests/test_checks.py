@@ -1,0 +1,55 @@
+"""Claims fail loudly; exercises never do, and every model answer passes its own check."""
+
+import importlib
+import pkgutil
+
+import pytest
+
+import labsupport.exercises
+from labsupport import ClaimFailed, Exercise, claim
+
+
+def test_a_true_claim_passes_and_prints_its_measurement(capsys):
+    claim("two is more than one", 2 > 1, measured="2 > 1")
+    assert "PASS two is more than one (measured: 2 > 1)" in capsys.readouterr().out
+
+
+def test_a_false_claim_raises_with_the_measurement():
+    with pytest.raises(ClaimFailed, match="measured: 1 < 2"):
+        claim("one is more than two", False, measured="1 < 2")
+
+
+def make_exercise():
+    return Exercise("double", checker=lambda a: (a == 4, "2 x 2 = 4"), hint="multiply", solution="4", answer=4)
+
+
+def test_exercise_check_says_right_wrong_or_unanswered_without_raising(capsys):
+    q = make_exercise()
+    assert q.check(4) is True
+    assert q.check(5) is False
+    assert q.check(...) is False
+    assert q.check("not a number") is False
+    q.hint()
+    q.solution()
+    out = capsys.readouterr().out
+    assert "correct" in out and "not yet" in out and "not answered yet" in out and "Hint: multiply" in out
+
+
+def test_an_answer_that_breaks_the_checker_is_reported_not_raised(capsys):
+    q = Exercise("float", checker=lambda a: (float(a) > 0, ""), hint="", solution="")
+    assert q.check("abc") is False
+    assert "could not be checked" in capsys.readouterr().out
+
+
+def all_exercises():
+    for info in pkgutil.iter_modules(labsupport.exercises.__path__):
+        module = importlib.import_module(f"labsupport.exercises.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, Exercise):
+                yield pytest.param(value, id=f"{info.name}.{name}")
+
+
+@pytest.mark.parametrize("exercise", list(all_exercises()))
+def test_every_model_answer_passes_its_check(exercise):
+    assert exercise.answer is not None, "an exercise needs a model answer the tests can check"
+    assert exercise.check(exercise.answer) is True

@@ -1,0 +1,63 @@
+"""The README's first command really serves JupyterLab on the course."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from conftest import scaled
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=scaled(5)) as response:
+        return response.status, response.read()
+
+
+def test_course_lab_serves_jupyterlab_with_the_chapters():
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = psutil.Popen(
+        [sys.executable, str(ROOT / "course.py"), "lab", "--no-browser", f"--port={port}", "--port-retries=0",
+         "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=course-test"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + scaled(90)
+        while True:
+            try:
+                status, _ = get(f"{base}/api/status?token=course-test")
+                break
+            except OSError:
+                assert process.poll() is None, "course.py lab exited before serving"
+                assert time.monotonic() < deadline, "JupyterLab did not start in time"
+                time.sleep(0.5)
+        assert status == 200
+        status, page = get(f"{base}/lab/tree/notebooks/00_start_here.ipynb?token=course-test")
+        assert status == 200 and b"JupyterLab" in page
+        _, listing = get(f"{base}/api/contents/notebooks?token=course-test")
+        names = {item["name"] for item in json.loads(listing)["content"]}
+        assert {"00_start_here.ipynb", "01_pull_and_push.ipynb"} <= names
+        _, specs = get(f"{base}/api/kernelspecs?token=course-test")
+        assert "python3" in json.loads(specs)["kernelspecs"]
+    finally:
+        try:
+            family = [process] + process.children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        for member in family:
+            member.terminate()
+        _, alive = psutil.wait_procs(family, timeout=scaled(10))
+        for member in alive:
+            member.kill()
