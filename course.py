@@ -3,6 +3,7 @@
 
     python3 course.py lab     # create .venv if needed, then open JupyterLab on the course
     python3 course.py test    # create .venv if needed, then run every test (unit + notebooks)
+    python3 course.py bench   # speed and memory figures, each beside a baseline from the same run
 
 Extra arguments are passed on: to JupyterLab (``lab --no-browser --port 8899``) or to pytest
 (``test tests/test_wire.py -x``). The environment is made once and refreshed only when
@@ -47,7 +48,7 @@ def ensure_environment() -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("lab", "test"):
+    if not argv or argv[0] not in ("lab", "test", "bench"):
         print(__doc__)
         return 2
     python = ensure_environment()
@@ -57,6 +58,8 @@ def main(argv: list[str]) -> int:
                 "--ServerApp.default_url=/lab/tree/notebooks/00_start_here.ipynb", *rest]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--allow-root")  # containers and CI machines often run as root
+    elif command == "bench":
+        args = [str(python), str(HERE / "benchmark.py"), *rest]
     else:
         args = [str(python), "-m", "pytest", *(rest or ["tests", "notebooks"])]
     return subprocess.call(args, cwd=HERE)
