@@ -35,6 +35,9 @@ def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) 
             ys += [lane, lane, None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=EMPTY, width=6),
                                  name="request open", showlegend=c == 0, legendgroup="req"))
+        fig.add_trace(go.Scatter(x=rq["sent"], y=[lane] * len(rq), mode="markers", name="request sent",
+                                 marker=dict(symbol="line-ns-open", size=16, color="#555"),
+                                 showlegend=c == 0, legendgroup="sent"))
         dl = result.deliveries[(result.deliveries["client"] == c) & (result.deliveries["seen"] <= end)]
         lx, ly = [], []
         for created, seen in zip(dl["created"], dl["seen"]):

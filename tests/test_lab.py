@@ -117,3 +117,19 @@ def test_shutdown_leaves_no_thread_socket_or_task():
 def test_shutdown_twice_is_harmless():
     lab.shutdown()
     lab.shutdown()
+
+
+def test_interpreter_exit_stops_the_lab_without_hanging():
+    import subprocess
+    import sys
+
+    script = (
+        "import tornado.web\n"
+        "from labsupport import start_server\n"
+        "class H(tornado.web.RequestHandler):\n"
+        "    def get(self): self.write('x')\n"
+        "print(start_server('exit-test', [(r'/', H)]).port, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(60))
+    assert done.returncode == 0, done.stderr
+    assert not port_is_open(int(done.stdout.strip()))

@@ -61,8 +61,12 @@ async def listen(base_url: str, recorder: Recorder) -> None:
     """Open the stream and record every event until cancelled."""
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        sent = time.monotonic()
+        sent, events = time.monotonic(), 0
         async with session.get(f"{base_url}/stream") as response:
-            recorder.request(sent, response.status, 0)  # the one request; events follow
-            async for line in response.content:
-                recorder.saw(json.loads(line)["seq"], time.monotonic())
+            recorder.ready.set()  # the stream is open: events follow
+            try:
+                async for line in response.content:
+                    recorder.saw(json.loads(line)["seq"], time.monotonic())
+                    events += 1
+            finally:  # the one request is answered when the stream ends
+                recorder.request(sent, response.status, events)
