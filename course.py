@@ -2,18 +2,20 @@
 """Set up the course's environment and open it, or run every test. Needs only Python 3.10+.
 
     python3 course.py lab     # create .venv if needed, then open JupyterLab on the course
-    python3 course.py test    # create .venv if needed, then run every test (unit + notebooks)
+    python3 course.py test    # create .venv if needed, then run every test (unit, notebooks, browser)
     python3 course.py bench   # speed and memory figures, each beside a baseline from the same run
 
 Extra arguments are passed on: to JupyterLab (``lab --no-browser --port 8899``) or to pytest
 (``test tests/test_wire.py -x``). The environment is made once and refreshed only when
-requirements.txt changes.
+requirements.txt changes. The browser tests use Debian's Chromium: ``test`` installs it with
+apt-get when run as root on Debian, and otherwise the browser tests are skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -47,6 +49,21 @@ def ensure_environment() -> Path:
     return python
 
 
+def ensure_browser() -> None:
+    """The browser tests drive Debian's Chromium; install it where we can (Debian, as root)."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        print("Chromium is not installed, so the browser tests will be skipped "
+              "(on Debian or Ubuntu: apt-get install chromium).", flush=True)
+        return
+    print("Installing Debian's Chromium for the browser tests ...", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+    if subprocess.run(["apt-get", "update", "-qq"], **quiet).returncode or \
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], **quiet).returncode:
+        print("Could not install Chromium; the browser tests will be skipped.", flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("lab", "test", "bench"):
         print(__doc__)
@@ -61,6 +78,7 @@ def main(argv: list[str]) -> int:
     elif command == "bench":
         args = [str(python), str(HERE / "benchmark.py"), *rest]
     else:
+        ensure_browser()
         args = [str(python), "-m", "pytest", *(rest or ["tests", "notebooks"])]
     return subprocess.call(args, cwd=HERE)
 
