@@ -105,18 +105,6 @@ class WireMeter:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    def set_link(self, *, latency: float | None = None, jitter: float | None = None,
-                 bandwidth: float | None = None) -> None:
-        """Change the link in both directions; new values apply to bytes sent from now on."""
-        for link in (self.up, self.down):
-            if latency is not None:
-                link.latency = latency
-            if jitter is not None:
-                link.jitter = jitter
-            if bandwidth is not None:
-                link.bandwidth = bandwidth
-            link.__post_init__()
-
     # -- counting -------------------------------------------------------------------------
 
     def counts(self) -> WireCounts:
@@ -127,13 +115,6 @@ class WireMeter:
             bytes_up=sum(c.bytes_up for c in self.connections),
             bytes_down=sum(c.bytes_down for c in self.connections),
         )
-
-    def reset(self) -> None:
-        """Forget finished connections and restart the counts (open ones keep counting)."""
-        self.connections = [c for c in self.connections if c.id in self._live]
-        for c in self.connections:
-            c.bytes_up = c.bytes_down = 0
-        self._peak = len(self._live)
 
     # -- faults ---------------------------------------------------------------------------
 

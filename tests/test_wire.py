@@ -136,3 +136,26 @@ def test_link_rejects_impossible_settings():
         Link(latency=-1)
     with pytest.raises(ValueError, match="bandwidth"):
         Link(bandwidth=0)
+
+
+def test_jitter_delays_but_never_reorders_bytes():
+    pieces = [f"{n:03d}".encode() for n in range(50)]
+
+    async def trickle(reader, writer):
+        for piece in pieces:  # many small writes, so the meter relays many separate chunks
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.002)
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+        meter = await WireMeter(server.sockets[0].getsockname()[1], down=Link(latency=0.01, jitter=0.05)).start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", meter.port)
+        received = await asyncio.wait_for(reader.read(), scaled(10))
+        writer.close()
+        await meter.stop()
+        server.close()
+        return received
+
+    assert run(scenario()) == b"".join(pieces)
