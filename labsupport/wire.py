@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
@@ -161,19 +162,25 @@ class WireMeter:
         """Copy one direction, counting bytes and holding each chunk for the link's delay.
 
         Without a delay the copy is direct, so a slow reader pushes back on the sender just as
-        it would without the meter. With one, each chunk is written at its due time (never
-        before the chunk ahead of it), and at most MAX_IN_FLIGHT bytes wait at once.
+        it would without the meter. With one, chunks wait in order in ``in_flight`` and each
+        is written at its due time, never before the chunk ahead of it; at most MAX_IN_FLIGHT
+        bytes wait at once.
         """
         loop = asyncio.get_running_loop()
         head = conn.head_up if direction == "up" else conn.head_down
         last_due = 0.0
-        pending = 0  # bytes scheduled but not yet written
+        in_flight: deque[tuple[float, bytes]] = deque()  # (due time, chunk), oldest first
+        pending = 0  # bytes in flight
 
-        def write_when_due(chunk: bytes) -> None:
+        def deliver_due() -> None:
             nonlocal pending
-            pending -= len(chunk)
-            if not writer.transport.is_closing():
-                writer.write(chunk)
+            while in_flight and in_flight[0][0] <= loop.time():
+                _, chunk = in_flight.popleft()
+                pending -= len(chunk)
+                if not writer.transport.is_closing():
+                    writer.write(chunk)
+            if in_flight:
+                loop.call_at(in_flight[0][0], deliver_due)
 
         try:
             while chunk := await reader.read(READ_SIZE):
@@ -187,7 +194,9 @@ class WireMeter:
                 if delay or pending:
                     last_due = max(last_due, loop.time() + delay)
                     pending += len(chunk)
-                    loop.call_at(last_due, write_when_due, chunk)
+                    in_flight.append((last_due, chunk))
+                    if len(in_flight) == 1:
+                        loop.call_at(last_due, deliver_due)
                     while pending > MAX_IN_FLIGHT:
                         await asyncio.sleep(0.001)
                 else:
