@@ -1,0 +1,128 @@
+"""Chapter 6 exercises: message queues (idempotent consumers, sizing workers, redelivery, dedupe)."""
+
+from __future__ import annotations
+
+import math
+
+from ..checks import Exercise
+
+# -- q1: make the email service idempotent ---------------------------------------------------
+
+DELIVERIES = ["welcome-1", "reset-7", "welcome-1", "offer-3", "reset-7", "reset-7"]
+
+
+def _model_deliver(job_id: str, outbox: list) -> None:
+    if job_id not in outbox:  # already sent: a redelivery, do nothing (but still acknowledge)
+        outbox.append(job_id)
+
+
+def _check_deliver(deliver) -> tuple[bool, str]:
+    if not callable(deliver):
+        return False, "the answer should be a function deliver(job_id, outbox)."
+    outbox: list = []
+    for job in DELIVERIES:
+        deliver(job, outbox)
+    expected = list(dict.fromkeys(DELIVERIES))
+    if outbox == expected:
+        return True, f"six deliveries, three emails: {outbox}. Redelivered jobs sent nothing twice."
+    if len(outbox) > len(expected):
+        return False, f"the outbox holds {outbox}: some customers got the same email twice."
+    return False, f"the outbox holds {outbox}, but every job must be sent once: {expected}."
+
+
+q1 = Exercise(
+    "Q1 · an idempotent email service",
+    checker=_check_deliver,
+    hint="The job id travels with every delivery. Before sending, look it up in what you already sent.",
+    solution="def deliver(job_id, outbox):\n    if job_id not in outbox:\n        outbox.append(job_id)\n"
+             "In a real service the outbox is a database table with the job id as a unique key, "
+             "written in the same transaction as the email is queued for sending.",
+    answer=_model_deliver,
+)
+
+# -- q2: size the worker pool ----------------------------------------------------------------
+
+PEAK_RATE, EMAIL_SECONDS = 120, 0.04
+Q2_ANSWER = math.ceil(PEAK_RATE * EMAIL_SECONDS - 1e-9)
+
+
+def _check_workers(n) -> tuple[bool, str]:
+    n = int(n)
+    capacity = n / EMAIL_SECONDS
+    if n == Q2_ANSWER:
+        return True, f"{n} workers send {capacity:.0f} emails per second, more than the {PEAK_RATE} that arrive."
+    if n < Q2_ANSWER:
+        return False, (f"{n} workers send only {capacity:.0f} emails per second; {PEAK_RATE} arrive, so the "
+                       "backlog grows for as long as the peak lasts.")
+    return False, f"{n} workers keep up, but fewer would too: what is the smallest number?"
+
+
+q2 = Exercise(
+    "Q2 · how many email workers?",
+    checker=_check_workers,
+    hint="One worker sends 1 / service time emails per second. The workers together must send at least as "
+         "many as arrive.",
+    solution=f"Each worker sends 1 / {EMAIL_SECONDS} = {1 / EMAIL_SECONDS:.0f} emails per second; {PEAK_RATE} "
+             f"arrive, so you need {PEAK_RATE} × {EMAIL_SECONDS} = {PEAK_RATE * EMAIL_SECONDS:.1f}, rounded up: "
+             f"{Q2_ANSWER} workers.",
+    answer=Q2_ANSWER,
+)
+
+# -- q3: when does a job come back? --------------------------------------------------------
+
+ACK_WAIT, CRASH_AFTER = 30.0, 5.0
+Q3_ANSWER = ACK_WAIT - CRASH_AFTER
+
+
+def _check_redelivery(seconds) -> tuple[bool, str]:
+    seconds = float(seconds)
+    if abs(seconds - Q3_ANSWER) <= 1.0:
+        return True, (f"the clock started when the job was handed out, so it comes back {ACK_WAIT:.0f} s after "
+                      f"that: {Q3_ANSWER:.0f} s after the crash.")
+    if abs(seconds - ACK_WAIT) <= 1.0:
+        return False, "the ack wait is counted from the delivery, not from the crash."
+    return False, "when does the broker start counting the ack wait?"
+
+
+q3 = Exercise(
+    "Q3 · when is the job delivered again?",
+    checker=_check_redelivery,
+    hint="The broker cannot see a crash. It only knows when it handed the job out, and how long it waits for an ack.",
+    solution=f"The broker starts the {ACK_WAIT:.0f} s ack wait when it delivers the job. The worker crashed "
+             f"{CRASH_AFTER:.0f} s later, so the job comes back {ACK_WAIT:.0f} - {CRASH_AFTER:.0f} = "
+             f"{Q3_ANSWER:.0f} s after the crash (on the next pull after that).",
+    answer=Q3_ANSWER,
+)
+
+# -- q4: what does Nats-Msg-Id protect against? --------------------------------------------
+
+Q4_CHOICES = {
+    "a": "a producer that publishes the same job again because it never saw the broker's ack",
+    "b": "an email worker that crashes after sending the email but before its ack",
+    "c": "both",
+}
+
+
+def _check_dedupe(choice) -> tuple[bool, str]:
+    choice = str(choice).strip().lower()
+    if choice not in Q4_CHOICES:
+        return False, "answer with 'a', 'b' or 'c'."
+    if choice == "a":
+        return True, ("the broker drops a second publish with the same id inside its duplicate window. A "
+                      "redelivery to a consumer is the same stored message again: only the consumer can "
+                      "notice it has done the job already.")
+    return False, ("a redelivery is the same stored message handed out again; the broker does it on purpose. "
+                   "Which side can drop it then?")
+
+
+q4 = Exercise(
+    "Q4 · which duplicate does the broker remove?",
+    checker=_check_dedupe,
+    hint="Dedupe by message id happens when a message is *stored*. Which of the two duplicates is a second store?",
+    solution="(a). The broker stores a job once per Nats-Msg-Id within its duplicate window, so a producer may "
+             "retry safely. A redelivery after a consumer crash is at-least-once delivery working as designed; "
+             "the consumer must be idempotent (Q1).",
+    answer="a",
+)
+
+EXERCISES = [q1, q2, q3, q4]
