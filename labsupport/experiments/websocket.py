@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import re
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
@@ -166,8 +165,7 @@ async def run_game(*, tick_rate: float = 30.0, inputs_per_s: float = 20.0, durat
         raise ValueError("tick_rate and inputs_per_s must be between 1 and 200 per second")
     hub = ws.Hub(tick_rate=tick_rate)
     server = await _serve("ws-game", hub)
-    link = Link(latency=latency)
-    meter = await WireMeter(server.port, up=link, down=Link(latency=latency)).start()
+    meter = await WireMeter(server.port, up=Link(latency=latency), down=Link(latency=latency)).start()
     log: list[ws.Message] = []
     try:
         await ws.play(meter.url, inputs_per_s=inputs_per_s, duration=duration, log=log)
@@ -463,8 +461,7 @@ async def run_dead_peer(*, ping_interval: float = 0.2, ping_timeout: float = 0.2
             healthy_open = healthy_socket.closed is None and not healthy_socket.ws_connection.is_closing()
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
-            await healthy.close()
-            del frozen  # closing the session drops it
+            await healthy.close()  # the frozen one is dropped when the session closes
     finally:
         await lab.stop_server(server.name)
     return DeadPeer(ping_interval, ping_timeout, found, healthy_open)
