@@ -207,3 +207,19 @@ def test_interrupting_the_kernel_does_not_interrupt_the_broker():
         kernel.kill()
         kernel.wait()
         assert wait_gone(broker_pid, 10)
+
+
+def test_restart_takes_a_new_port_when_its_old_one_was_taken():
+    import socket
+
+    broker = start_broker("t-port", fresh=True)
+    try:
+        port = broker.port
+        lab.run(broker.stop())
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            lab.run(broker.start())
+            assert broker.running and broker.port != port
+    finally:
+        stop_broker("t-port")
