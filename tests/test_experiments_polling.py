@@ -3,7 +3,7 @@
 import pytest
 
 from labsupport.exercises import ch02
-from labsupport.experiments.polling import exchange_bytes, poll_costs, run_polling
+from labsupport.experiments.polling import exchange_sizes, exchanges, poll_costs, run_polling
 
 
 def test_sparse_updates_wait_about_half_an_interval_and_at_most_about_one():
@@ -15,9 +15,13 @@ def test_sparse_updates_wait_about_half_an_interval_and_at_most_about_one():
     assert summary["latency_max_ms"] >= 0.5 * interval * 1000
 
 
-def test_exchange_bytes_splits_headers_from_payload():
-    result = run_polling(0.1, rate=5, clients=1, duration=0.5)
-    sizes = exchange_bytes(result)
+def test_captured_exchanges_split_into_headers_and_payload():
+    result = run_polling(0.1, rate=5, clients=1, duration=0.5, conditional=True)
+    pairs = exchanges(result)
+    assert len(pairs) >= 3
+    assert all(request.startswith(b"GET /latest ") for request, _ in pairs)
+    assert {answer[:12] for _, answer in pairs} <= {b"HTTP/1.1 200", b"HTTP/1.1 304"}
+    sizes = exchange_sizes(*pairs[0])
     assert sizes["request_headers"] > 50 and sizes["response_headers"] > 100
     assert 10 < sizes["payload"] < 100
     assert sizes["overhead_ratio"] == pytest.approx(

@@ -19,6 +19,8 @@ Q1_CASES = [
 def _check_cursor(next_cursor) -> tuple[bool, str]:
     for (cursor, answer), expected in Q1_CASES:
         got = next_cursor(cursor, answer)
+        if got is None:
+            return False, "next_cursor returned nothing: write its body (replace the ...) and run the cell again."
         if got != expected:
             what = "an empty answer (the hold ran out)" if not answer["events"] else f"{len(answer['events'])} event(s)"
             return False, f"With cursor {cursor} and {what}, the next cursor is {expected}, not {got!r}."
@@ -43,6 +45,8 @@ Q2_FIRST, Q2_CAP, Q2_SAMPLES = 0.2, 5.0, 300
 
 
 def _check_backoff(backoff) -> tuple[bool, str]:
+    if backoff(1) is None:
+        return False, "backoff returned nothing: write its body (replace the ...) and run the cell again."
     waits = {f: [float(backoff(f)) for _ in range(Q2_SAMPLES)] for f in range(1, 11)}
     every = [w for ws in waits.values() for w in ws]
     mean = {f: statistics.fmean(ws) for f, ws in waits.items()}

@@ -35,15 +35,33 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
                          conditional=conditional, idle_timeout=idle_timeout)
 
 
-def exchange_bytes(result: Result) -> dict:
-    """The first poll and its answer as captured on the wire, split into headers and payload."""
-    up, down = result.heads[0]
-    request = up[: up.index(b"\r\n\r\n") + 4]  # a GET is all headers
-    response_head = down[: down.index(b"\r\n\r\n") + 4]
-    payload = int(re.search(rb"(?i)content-length:\s*(\d+)", response_head).group(1))
-    headers = len(request) + len(response_head)
-    return {"request_headers": len(request), "response_headers": len(response_head),
-            "payload": payload, "overhead_ratio": headers / payload}
+def exchanges(result: Result) -> list[tuple[bytes, bytes]]:
+    """Every whole request and answer the wire meter captured, in order, as raw bytes."""
+    pairs = []
+    for up, down in result.heads:
+        pairs += zip(_messages(up), _messages(down))
+    return pairs
+
+
+def _messages(stream: bytes) -> list[bytes]:
+    """Split captured HTTP/1.1 bytes into messages: headers, then a Content-Length body if any."""
+    messages = []
+    while (end := stream.find(b"\r\n\r\n")) >= 0:
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", stream[:end])
+        size = end + 4 + (int(length.group(1)) if length else 0)
+        if size > len(stream):
+            break  # the capture stopped inside this message
+        messages.append(stream[:size])
+        stream = stream[size:]
+    return messages
+
+
+def exchange_sizes(request: bytes, answer: bytes) -> dict:
+    """Bytes of headers against bytes of payload in one exchange."""
+    answer_headers = answer.index(b"\r\n\r\n") + 4
+    payload = len(answer) - answer_headers
+    return {"request_headers": len(request), "response_headers": answer_headers, "payload": payload,
+            "overhead_ratio": (len(request) + answer_headers) / payload if payload else float("inf")}
 
 
 def poll_costs(result: Result) -> dict:
