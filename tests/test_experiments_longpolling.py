@@ -25,8 +25,9 @@ def test_the_cursor_prevents_loss_in_the_gaps():
     assert lost_between_answers(runs["none"]) > 0
 
 
-def test_a_restart_costs_errors_but_no_events_with_the_cursor():
-    result = run_long_polling(rate=20, clients=2, duration=1.5, restart_at=0.5, down_for=0.2)
+@pytest.mark.parametrize("restart_at", [0.5, 1.3])  # mid-run, and just before the feed stops
+def test_a_restart_costs_errors_but_no_events_with_the_cursor(restart_at):
+    result = run_long_polling(rate=20, clients=2, duration=1.5, restart_at=restart_at, down_for=0.3)
     summary = result.summary()
     assert summary["errors"] > 0
     assert summary["missed"] == 0

@@ -255,7 +255,7 @@ def test_a_client_whose_cursor_the_server_rejects_stops_with_a_clear_error():
             await meter.stop()
             await lab.stop_server("lp-forgetful")
 
-    with pytest.raises(longpolling.CursorRejected, match="400.*cursor"):
+    with pytest.raises(longpolling.RequestRejected, match="400.*cursor"):
         run(scenario())
 
 

@@ -21,7 +21,8 @@ ARRIVAL_SPREAD = 0.001  # seconds per client over which clients first connect (s
 
 
 def _expected(kwargs: dict) -> float:
-    return kwargs.get("duration", 2.0) + 0.5
+    restart = 2 * kwargs.get("down_for", 0.3) if kwargs.get("restart_at") is not None else 0.0
+    return kwargs.get("duration", 2.0) + 0.5 + restart
 
 
 @on_lab_loop(expected=_expected)
@@ -34,6 +35,8 @@ async def run_long_polling(*, rate: float = 5.0, clients: int = 1, duration: flo
 
     ``restart_at`` (seconds into the run) stops the server, keeps it down for ``down_for``
     seconds and starts a fresh one on the same feed: the clients must find their way back.
+    Clients that back off may return up to about ``down_for`` after the server does, so the
+    run waits that much longer at the end.
     """
     return await _long_polling(Workload(rate, clients, duration, latency, arrivals, value, seed), hold=hold,
                                batch=batch, use_cursor=use_cursor, give_up_after=give_up_after,
@@ -63,7 +66,7 @@ async def _long_polling(workload: Workload, *, hold: float, batch: float, use_cu
 
     handlers = functools.partial(longpolling.handlers, hold=hold, batch=batch, held=held)
     return await measure("long polling", handlers, client, workload,
-                         drain=batch + 2 * workload.latency + 0.1 + (down_for if restart_at is not None else 0),
+                         drain=batch + 2 * workload.latency + 0.1 + (2 * down_for if restart_at is not None else 0),
                          ready_first=False, scenario=scenario or (restart if restart_at is not None else None),
                          hold=hold, batch=batch, use_cursor=use_cursor, restart_at=restart_at)
 

@@ -102,7 +102,7 @@ def doubling_delay(failures: int) -> float:
     return min(0.05 * 2 ** (failures - 1), 2.0)
 
 
-class CursorRejected(RuntimeError):
+class RequestRejected(RuntimeError):
     """The server said the request was wrong (a 4xx): asking again the same way cannot help."""
 
 
@@ -124,7 +124,7 @@ async def long_poll(base_url: str, recorder: Recorder, *, use_cursor: bool = Tru
                 async with session.get(f"{base_url}/events", params=params) as response:
                     status, body = response.status, await response.read()
                 if 400 <= status < 500:
-                    raise CursorRejected(f"{status}: {body.decode(errors='replace')}")
+                    raise RequestRejected(f"{status}: {body.decode(errors='replace')}")
                 if status != 200:
                     raise aiohttp.ClientError(f"HTTP {status}")
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
