@@ -6,7 +6,7 @@ import pytest
 from labsupport.exercises import ch03
 from labsupport.experiments.longpolling import (crossover_rate, lost_between_answers, requests_per_event,
                                                 run_crossover, run_long_polling, run_side_by_side,
-                                                run_variants, run_waiting_clients)
+                                                run_long_polling_variants, run_waiting_clients)
 
 
 def test_nearly_every_answer_carries_news():
@@ -18,7 +18,7 @@ def test_nearly_every_answer_carries_news():
 
 
 def test_the_cursor_prevents_loss_in_the_gaps():
-    runs = run_variants({"cursor": dict(rate=50, clients=2, duration=1, latency=0.01),
+    runs = run_long_polling_variants({"cursor": dict(rate=50, clients=2, duration=1, latency=0.01),
                          "none": dict(rate=50, clients=2, duration=1, latency=0.01, use_cursor=False)})
     assert runs["cursor"].summary()["missed"] == 0
     assert lost_between_answers(runs["cursor"]) == 0

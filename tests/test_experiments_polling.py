@@ -3,7 +3,7 @@
 import pytest
 
 from labsupport.exercises import ch02
-from labsupport.experiments.polling import exchange_sizes, exchanges, poll_costs, run_polling
+from labsupport.experiments.polling import exchange_sizes, exchanges, poll_costs, run_polling, run_polling_variants
 
 
 def test_sparse_updates_wait_about_half_an_interval_and_at_most_about_one():
@@ -47,7 +47,8 @@ def test_conditional_polls_are_mostly_304_and_smaller():
     assert conditional["bytes_down_per_poll"] < plain["bytes_down_per_poll"]
 
 
-@pytest.mark.parametrize("bad", [{"interval": 0}, {"interval": 0.1, "idle_timeout": 0}, {"interval": 0.1, "clients": 0}])
+@pytest.mark.parametrize("bad", [{"interval": 0}, {"interval": 0.1, "idle_timeout": 0},
+                                 {"interval": 0.1, "clients": 0}])
 def test_bad_settings_are_clear_errors(bad):
     with pytest.raises(ValueError):
         run_polling(**bad)
@@ -59,3 +60,11 @@ def test_exercises_accept_their_model_answer_and_wait_for_one(name):
     assert exercise.check(exercise.answer) is True
     assert exercise.check(...) is False
     assert exercise.check("not a number") is False
+
+
+def test_variants_run_side_by_side_with_their_own_settings():
+    runs = run_polling_variants({"often": dict(interval=0.05, rate=5, duration=0.6),
+                                 "rarely": dict(interval=0.3, rate=5, duration=0.6)})
+    assert set(runs) == {"often", "rarely"}
+    assert runs["often"].summary()["requests"] > runs["rarely"].summary()["requests"]
+    assert runs["often"].settings["interval"] == 0.05

@@ -15,7 +15,8 @@ def _check_wait(answer) -> tuple[bool, str]:
                       f"{Q1_INTERVAL / 2:.0f} s on average, {Q1_INTERVAL:.0f} s at worst.")
     if abs(mean - Q1_INTERVAL) <= 0.3:
         return False, "That is the worst case. On average a change arrives halfway between two polls."
-    return False, "A change can happen anywhere between two polls. How long until the next one, on average and at worst?"
+    return False, ("A change can happen anywhere between two polls. How long until the next one, "
+                   "on average and at worst?")
 
 
 q1 = Exercise(
@@ -58,7 +59,8 @@ def _check_connections(answer) -> tuple[bool, str]:
     n = int(answer)
     if n == Q3_CONNECTIONS:
         return True, (f"The connection sits idle {Q3_INTERVAL} s between polls, longer than the server's "
-                       f"{Q3_IDLE_TIMEOUT} s keep-alive timeout, so every one of the {Q3_CONNECTIONS} polls opens a new one.")
+                       f"{Q3_IDLE_TIMEOUT} s keep-alive timeout, so every one of the {Q3_CONNECTIONS} polls "
+                       "opens a new one.")
     if n == 1:
         return False, "Keep-alive only helps if the next request comes before the idle connection is closed."
     return False, "Compare the time between polls with how long the server keeps an idle connection."

@@ -55,7 +55,8 @@ def _check_backoff(backoff) -> tuple[bool, str]:
     if max(every) > Q2_CAP + 1e-9:
         return False, f"Some waits exceed the {Q2_CAP:.0f} s cap: after many failures, clients should still retry."
     if mean[1] > Q2_FIRST:
-        return False, f"The first retry should come quickly (on average {Q2_FIRST} s or less): one lost request is common."
+        return False, (f"The first retry should come quickly (on average {Q2_FIRST} s or less): "
+                       "one lost request is common.")
     if not mean[5] > 2 * mean[1]:
         return False, "The wait should grow with each failure in a row (double it, say)."
     if statistics.pstdev(waits[3]) < 0.1 * mean[3]:

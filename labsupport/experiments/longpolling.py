@@ -72,10 +72,10 @@ async def _long_polling(workload: Workload, *, hold: float, batch: float, use_cu
 
 
 @on_lab_loop(expected=lambda kwargs: max((_expected(v) for v in kwargs.get("variants", {}).values()), default=0))
-async def run_variants(variants: dict[str, dict]) -> dict[str, Result]:
+async def run_long_polling_variants(variants: dict[str, dict]) -> dict[str, Result]:
     """Several long-polling runs at the same time, each with its own settings; results by name.
 
-    ``run_variants({"with cursor": dict(rate=50), "without": dict(rate=50, use_cursor=False)})``
+    ``run_long_polling_variants({"with cursor": dict(rate=50), "without": dict(rate=50, use_cursor=False)})``
     """
     results = await asyncio.gather(*(run_long_polling.coro(**settings) for settings in variants.values()))
     return dict(zip(variants, results))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from ..lab import on_lab_loop
@@ -33,6 +34,16 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
     return await measure("polling", polling.handlers, client, workload, drain=interval + 2 * latency + 0.05,
                          ready_first=False, interval=interval, keep_alive=keep_alive,
                          conditional=conditional, idle_timeout=idle_timeout)
+
+
+@on_lab_loop(expected=lambda kwargs: max((expected_seconds(v) for v in kwargs.get("variants", {}).values()), default=0))
+async def run_polling_variants(variants: dict[str, dict]) -> dict[str, Result]:
+    """Several polling runs at the same time, each with its own settings; results by name.
+
+    ``run_polling_variants({"keep-alive": dict(interval=0.1), "close": dict(interval=0.1, keep_alive=False)})``
+    """
+    results = await asyncio.gather(*(run_polling.coro(**settings) for settings in variants.values()))
+    return dict(zip(variants, results))
 
 
 def exchanges(result: Result) -> list[tuple[bytes, bytes]]:
