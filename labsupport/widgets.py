@@ -3,14 +3,24 @@
 A panel only calls the same plain function a cell can call (``run_pull``, ``run_push``...),
 so ``panel.run()`` in a cell does exactly what the button does; that is how CI exercises it.
 Bad settings show a short message in the panel, never a traceback.
+
+Results are shown as widgets inside the panel (plotly ``FigureWidget``, HTML tables), not
+through an ``Output`` widget: output captured into an ``Output`` widget makes headless
+runners such as ``jupyter nbconvert --execute`` stall (nbclient's stand-in for the widget
+talks to the kernel on the same socket it waits on), and the widgets work the same in
+JupyterLab.
 """
 
 from __future__ import annotations
 
+import html
 from typing import Any, Callable, Iterable
 
 import ipywidgets as widgets
+import pandas as pd
+import plotly.graph_objects as go
 from IPython.display import display
+from plotly.basedatatypes import BaseFigure
 
 from .lab import LabError, lab
 
@@ -29,6 +39,19 @@ def int_slider(description: str, low: int, high: int, value: int, step: int = 1)
                              layout=widgets.Layout(width="420px"))
 
 
+def as_widget(item: Any) -> widgets.Widget:
+    """A widget that shows ``item``: a live plotly figure, an HTML table, or its HTML form."""
+    if isinstance(item, widgets.Widget):
+        return item
+    if isinstance(item, BaseFigure):
+        return go.FigureWidget(item)
+    if isinstance(item, (pd.DataFrame, pd.Series)):
+        return widgets.HTML(item.to_frame().to_html() if isinstance(item, pd.Series) else item.to_html())
+    if hasattr(item, "_repr_html_"):
+        return widgets.HTML(item._repr_html_())
+    return widgets.HTML(f"<pre>{html.escape(str(item))}</pre>")
+
+
 class ControlPanel:
     """Controls for one experiment; the Run button runs it and redraws its figures."""
 
@@ -41,11 +64,11 @@ class ControlPanel:
         self.button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="300px"))
         self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.results = widgets.VBox()
         self.button.on_click(lambda _: self.run())
         header = [widgets.HTML(f"<b>{title}</b>")] if title else []
         self.widget = widgets.VBox(header + list(controls.values()) +
-                                   [widgets.HBox([self.button, self.bar, self.status]), self.output])
+                                   [widgets.HBox([self.button, self.bar, self.status]), self.results])
         self.result = None
 
     def values(self) -> dict:
@@ -55,7 +78,6 @@ class ControlPanel:
         """Run the experiment with the current settings and show its figures. Returns the result."""
         settings = self.values()
         self.button.disabled = True
-        self.output.clear_output()
         try:
             seconds = self.experiment.expected(settings) if self.experiment.expected else None
             self.result = lab.run(self.experiment.coro(**settings), expected_seconds=seconds,
@@ -66,9 +88,9 @@ class ControlPanel:
         finally:
             self.button.disabled = False
         self.status.value = "done"
-        with self.output:
-            for item in self.show(self.result):
-                display(item)
+        for old in self.results.children:
+            old.close()
+        self.results.children = [as_widget(item) for item in self.show(self.result)]
         return self.result
 
     def _ipython_display_(self) -> None:

@@ -730,22 +730,20 @@ class DecisionPanel:
             "background_work": widgets.Checkbox(value=False, description="background work for another service"),
         }
         self.button = widgets.Button(description="Recommend", button_style="primary")
-        self.output = widgets.Output()
+        self.answer = widgets.HTML()  # not an Output widget: see labsupport/widgets.py
         self.button.on_click(lambda _: self.run())
-        self.widget = widgets.VBox(list(self.controls.values()) + [self.button, self.output])
+        self.widget = widgets.VBox(list(self.controls.values()) + [self.button, self.answer])
 
     def need(self) -> Need:
         return Need("your workload", **{name: w.value for name, w in self.controls.items()})
 
     def run(self) -> Recommendation | None:
-        self.output.clear_output()
-        with self.output:
-            try:
-                answer = recommend(self.need(), self.units)
-            except ValueError as problem:
-                print(f"Could not recommend for these settings: {problem}")
-                return None
-            display(answer)
+        try:
+            answer = recommend(self.need(), self.units)
+        except ValueError as problem:
+            self.answer.value = f'<span style="color:#a11">Could not recommend for these settings: {problem}</span>'
+            return None
+        self.answer.value = answer._repr_html_()
         return answer
 
     def _ipython_display_(self) -> None:
