@@ -4,7 +4,8 @@
 the claim does not hold it raises ``ClaimFailed``, so the cell fails and so does CI.
 
 ``Exercise`` follows the learntools shape: ``q.check(answer)`` says right or wrong (never a
-traceback), ``q.hint()`` nudges, ``q.solution()`` shows the answer.
+traceback), ``q.hint()`` nudges, ``q.solution()`` shows the answer. ``q.is_correct(answer)``
+is the same judgement without display, for tests.
 """
 
 from __future__ import annotations
@@ -56,21 +57,28 @@ class Exercise:
         self._solution = solution
         self.answer = answer  # the model answer; tests check that it passes
 
-    def check(self, answer: Any) -> bool:
-        """Say whether ``answer`` is right and why. Returns True or False, never raises."""
+    def verdict(self, answer: Any) -> tuple[bool | None, str]:
+        """(right?, why) for ``answer``; None when it is not answered yet. Never raises."""
         if answer is None or answer is Ellipsis:
-            _show(f"<div>&#9998; <b>{self.name}</b>: not answered yet. Replace the <code>...</code> "
-                  "with your answer and run the cell again.</div>",
-                  f"{self.name}: not answered yet")
-            return False
+            return None, "not answered yet. Replace the ... with your answer and run the cell again."
         try:
-            ok, why = self._checker(answer)
+            return self._checker(answer)
         except Exception as error:  # a learner's answer of the wrong type must not crash the cell
-            ok, why = False, f"that answer could not be checked ({type(error).__name__}: {error})"
+            return False, f"that answer could not be checked ({type(error).__name__}: {error})"
+
+    def is_correct(self, answer: Any) -> bool:
+        """True only for a right answer; shows nothing (for tests and other code)."""
+        return self.verdict(answer)[0] is True
+
+    def check(self, answer: Any) -> None:
+        """Tell the learner whether ``answer`` is right, and why."""
+        ok, why = self.verdict(answer)
+        if ok is None:
+            _show(f"<div>&#9998; <b>{self.name}</b>: {html.escape(why)}</div>", f"{self.name}: {why}")
+            return
         mark, colour = ("&#10004; Correct", "#176f2c") if ok else ("&#10008; Not yet", "#a11")
         _show(f'<div style="color:{colour}"><b>{self.name}</b>: {mark}. {html.escape(why)}</div>',
               f"{self.name}: {'correct' if ok else 'not yet'}. {why}")
-        return ok
 
     def hint(self) -> None:
         _show(f"<div>&#128161; <b>Hint</b>: {html.escape(self._hint)}</div>", f"Hint: {self._hint}")

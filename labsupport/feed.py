@@ -122,16 +122,17 @@ class Feed:
     async def _run(self, duration: float | None) -> None:
         self.started = start = time.monotonic()
         ticks_per_second = self.rate / self.burst
-        due = start
+        offset, ticks = 0.0, 0  # seconds from the start to the next tick, and ticks so far
         while True:
+            ticks += 1
             if self.arrivals == "fixed":
-                due += 1.0 / ticks_per_second
+                offset = ticks / ticks_per_second  # computed afresh each time: no drift, no rounding creep
             else:
-                due += self._random.expovariate(ticks_per_second)
-            if duration is not None and due - start > duration:
+                offset += self._random.expovariate(ticks_per_second)
+            if duration is not None and offset > duration + 1e-9:
                 await asyncio.sleep(max(0.0, start + duration - time.monotonic()))  # run the full duration
                 return
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
             for _ in range(self.burst):
                 self.publish()
 

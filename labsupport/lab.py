@@ -26,7 +26,7 @@ import tornado.netutil
 import tornado.web
 
 from .progress import Progress
-from .wire import Link, WireMeter
+from .wire import BACKLOG, Link, WireMeter
 
 LOOPBACK = "127.0.0.1"
 
@@ -168,7 +168,7 @@ class Lab:
         await self.stop_server(name)
         app = tornado.web.Application(handlers, **settings)
         http_server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
-        sockets = tornado.netutil.bind_sockets(0, LOOPBACK)
+        sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)
         http_server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         server = Server(name, port, http_server, state, list(cleanups or []))

@@ -9,6 +9,7 @@ staleness captures that, latency alone does not.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,29 @@ class Result:
         return latency_histogram({self.pattern: self}, **kwargs)
 
     def first_exchange(self) -> tuple[str, str]:
-        """The first bytes each way of the first connection, decoded for reading."""
+        """The first request and its answer on the first connection, decoded for reading.
+
+        An answer that never completes (a stream) is shown as far as the meter kept it.
+        """
         up, down = self.heads[0] if self.heads else (b"", b"")
-        return up.decode("latin-1"), down.decode("latin-1")
+        first = [(http_messages(raw) or [raw])[0] for raw in (up, down)]
+        return first[0].decode("latin-1"), first[1].decode("latin-1")
+
+
+def http_messages(stream: bytes) -> list[bytes]:
+    """Split captured HTTP/1.1 bytes into whole messages: headers, then a Content-Length body if any.
+
+    A message the capture cut short, or one without a length (a chunked stream), is left out.
+    """
+    messages = []
+    while (end := stream.find(b"\r\n\r\n")) >= 0:
+        head = stream[:end]
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        if length is None and re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
+            break  # a stream: it has no end to find
+        size = end + 4 + (int(length.group(1)) if length else 0)
+        if size > len(stream):
+            break  # the capture stopped inside this message
+        messages.append(stream[:size])
+        stream = stream[size:]
+    return messages

@@ -1,6 +1,6 @@
 """Control panels: sliders bound to an experiment's settings, a Run button, progress, plots.
 
-A panel only calls the same plain function a cell can call (``run_pull``, ``run_push``...),
+A panel only calls the same plain function a cell can call (``run_polling``, ``run_push``...),
 so ``panel.run()`` in a cell does exactly what the button does; that is how CI exercises it.
 Bad settings show a short message in the panel, never a traceback.
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 LOOPBACK = "127.0.0.1"
 READ_SIZE = 65536
 MAX_IN_FLIGHT = 256 * 1024
+BACKLOG = 1024  # room for hundreds of clients connecting in the same instant
 
 
 @dataclass
@@ -102,7 +103,7 @@ class WireMeter:
         return f"ws://{LOOPBACK}:{self.port}"
 
     async def start(self) -> "WireMeter":
-        self._server = await asyncio.start_server(self._relay, LOOPBACK, 0)
+        self._server = await asyncio.start_server(self._relay, LOOPBACK, 0, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

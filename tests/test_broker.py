@@ -152,10 +152,11 @@ KERNEL = textwrap.dedent("""
     if sys.argv[1] == "watchdog-only":
         b._die_with_parent = lambda: None  # as on macOS or Windows: no PR_SET_PDEATHSIG
     broker = b.start_broker()
-    print(broker.pid, broker.run_dir, flush=True)
     if sys.argv[2] == "exit":
+        print(broker.pid, broker.run_dir, flush=True)
         sys.exit(0)  # a normal interpreter exit, without calling shutdown()
     try:
+        print(broker.pid, broker.run_dir, flush=True)  # inside the try: an interrupt may follow at once
         time.sleep(120)
     except KeyboardInterrupt:  # the kernel survives an interrupt; does the broker?
         time.sleep(0.3)

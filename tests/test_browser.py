@@ -5,7 +5,6 @@ Debian's Chromium driven by Playwright. Where Chromium is not installed these te
 skipped with a message (``python3 course.py test`` installs it on Debian when run as root).
 """
 
-import asyncio
 import shutil
 
 import pytest

@@ -25,10 +25,12 @@ def make_exercise():
 
 def test_exercise_check_says_right_wrong_or_unanswered_without_raising(capsys):
     q = make_exercise()
-    assert q.check(4) is True
-    assert q.check(5) is False
-    assert q.check(...) is False
-    assert q.check("not a number") is False
+    assert q.is_correct(4) is True
+    assert q.is_correct(5) is False
+    assert q.is_correct(...) is False
+    assert q.is_correct("not a number") is False
+    for answer in (4, 5, ...):
+        assert q.check(answer) is None  # it shows; it never returns a value for the cell to echo
     q.hint()
     q.solution()
     out = capsys.readouterr().out
@@ -37,7 +39,8 @@ def test_exercise_check_says_right_wrong_or_unanswered_without_raising(capsys):
 
 def test_an_answer_that_breaks_the_checker_is_reported_not_raised(capsys):
     q = Exercise("float", checker=lambda a: (float(a) > 0, ""), hint="", solution="")
-    assert q.check("abc") is False
+    assert q.is_correct("abc") is False
+    q.check("abc")
     assert "could not be checked" in capsys.readouterr().out
 
 
@@ -52,4 +55,4 @@ def all_exercises():
 @pytest.mark.parametrize("exercise", list(all_exercises()))
 def test_every_model_answer_passes_its_check(exercise):
     assert exercise.answer is not None, "an exercise needs a model answer the tests can check"
-    assert exercise.check(exercise.answer) is True
+    assert exercise.is_correct(exercise.answer) is True

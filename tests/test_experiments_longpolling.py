@@ -85,12 +85,12 @@ def test_bad_settings_are_clear_errors(bad):
 @pytest.mark.parametrize("name", ["q1", "q2", "q3", "q4"])
 def test_exercises_accept_their_model_answer_and_wait_for_one(name):
     exercise = getattr(ch03, name)
-    assert exercise.check(exercise.answer) is True
-    assert exercise.check(...) is False
-    assert exercise.check("wrong") is False
+    assert exercise.is_correct(exercise.answer) is True
+    assert exercise.is_correct(...) is False
+    assert exercise.is_correct("wrong") is False
 
 
 def test_exercise_checks_explain_common_mistakes():
-    assert ch03.q1.check(lambda cursor, answer: 0) is False  # resets the cursor on an empty answer
-    assert ch03.q2.check(lambda failures: 0.1 * 2 ** failures) is False  # no cap, no jitter
-    assert ch03.q4.check(45) is False
+    assert ch03.q1.is_correct(lambda cursor, answer: 0) is False  # resets the cursor on an empty answer
+    assert ch03.q2.is_correct(lambda failures: 0.1 * 2 ** failures) is False  # no cap, no jitter
+    assert ch03.q4.is_correct(45) is False

@@ -2,12 +2,12 @@
 
 import pytest
 
-from labsupport import LabError, Workload, run_pull, run_push, sweep
+from labsupport import LabError, Workload, run_polling, run_push, sweep
 from labsupport.experiments.pull_push import measure_held_connections
 
 
 def test_pull_result_counts_follow_from_the_setup():
-    result = run_pull(0.1, rate=10, clients=3, duration=1.0, seed=1)
+    result = run_polling(0.1, rate=10, clients=3, duration=1.0, seed=1)
     s = result.summary()
     assert s["events"] == 10
     assert s["requests_per_s"] == pytest.approx(30, rel=0.15)
@@ -20,12 +20,12 @@ def test_pull_result_counts_follow_from_the_setup():
 
 
 def test_pull_without_keep_alive_opens_a_connection_per_request():
-    s = run_pull(0.1, rate=5, clients=2, duration=0.6, keep_alive=False).summary()
+    s = run_polling(0.1, rate=5, clients=2, duration=0.6, keep_alive=False).summary()
     assert s["connections_opened"] == s["requests"]
 
 
 def test_conditional_polls_get_304_for_unchanged_answers():
-    result = run_pull(0.05, rate=2, clients=1, duration=1.0, conditional=True)
+    result = run_polling(0.05, rate=2, clients=1, duration=1.0, conditional=True)
     statuses = set(result.requests["status"])
     assert statuses == {200, 304}
 
@@ -39,12 +39,12 @@ def test_push_delivers_every_event_once_per_client_with_one_connection_each():
 
 
 def test_staleness_is_about_half_the_poll_interval():
-    s = run_pull(0.2, rate=10, clients=10, duration=1.5, arrivals="poisson", seed=2).summary()
+    s = run_polling(0.2, rate=10, clients=10, duration=1.5, arrivals="poisson", seed=2).summary()
     assert 0.3 * 200 <= s["staleness_mean_ms"] <= 0.7 * 200 + 10
 
 
 def test_sweep_returns_one_row_per_value():
-    table = sweep(run_pull, "interval", [0.1, 0.2], rate=5, duration=0.5)
+    table = sweep(run_polling, "interval", [0.1, 0.2], rate=5, duration=0.5)
     assert list(table["interval"]) == [0.1, 0.2]
     assert table["requests_per_s"].iloc[0] > table["requests_per_s"].iloc[1]
 
@@ -56,8 +56,8 @@ def test_held_connections_are_counted_by_the_operating_system():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: run_pull(0), "interval"),
-    (lambda: run_pull(0.1, clients=0), "clients"),
+    (lambda: run_polling(0), "interval"),
+    (lambda: run_polling(0.1, clients=0), "clients"),
     (lambda: run_push(duration=-1), "duration"),
     (lambda: run_push(latency=5), "latency"),
     (lambda: run_push(rate=0), "rate"),

@@ -109,19 +109,19 @@ def test_bad_settings_are_clear_errors(call):
 
 def test_exercises_accept_their_model_answers_and_explain_wrong_ones():
     for q in ch06.EXERCISES:
-        assert q.check(q.answer) is True
-        assert q.check(...) is False and q.check(None) is False
+        assert q.is_correct(q.answer) is True
+        assert q.is_correct(...) is False and q.is_correct(None) is False
         q.hint()
         q.solution()
 
     def sends_every_time(job_id, outbox):
         outbox.append(job_id)
 
-    assert ch06.q1.check(sends_every_time) is False
-    assert ch06.q1.check("not a function") is False
-    assert ch06.q2.check(4) is False and ch06.q2.check(6) is False
-    assert ch06.q3.check(30) is False and ch06.q3.check("twenty-five") is False
-    assert ch06.q4.check("b") is False and ch06.q4.check("z") is False
+    assert ch06.q1.is_correct(sends_every_time) is False
+    assert ch06.q1.is_correct("not a function") is False
+    assert ch06.q2.is_correct(4) is False and ch06.q2.is_correct(6) is False
+    assert ch06.q3.is_correct(30) is False and ch06.q3.is_correct("twenty-five") is False
+    assert ch06.q4.is_correct("b") is False and ch06.q4.is_correct("z") is False
 
 
 def test_the_notebook_is_stored_clean():

@@ -109,7 +109,7 @@ def test_exercise_model_answers_pass_and_blanks_do_not_raise(exercises):
     found = [q for q in vars(exercises).values() if hasattr(q, "check") and hasattr(q, "answer")]
     assert len(found) >= 3
     for q in found:
-        assert q.check(q.answer) is True, q.name
-        assert q.check(...) is False
+        assert q.is_correct(q.answer) is True, q.name
+        assert q.is_correct(...) is False
         q.hint()
         q.solution()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..checks import Exercise
-from ..experiments import run_pull
+from ..experiments import run_polling
 
 # q1: how many requests does polling cost?
 Q1_CLIENTS, Q1_INTERVAL, Q1_SECONDS = 40, 0.5, 60
@@ -34,7 +34,7 @@ def _check_interval(answer) -> tuple[bool, str]:
     interval = float(answer)
     if not 0.05 <= interval <= 5:
         return False, "Give an interval in seconds between 0.05 and 5."
-    result = run_pull(interval, rate=Q2_RATE, clients=4, duration=2.0, seed=1)
+    result = run_polling(interval, rate=Q2_RATE, clients=4, duration=2.0, seed=1)
     stale = result.summary()["staleness_mean_ms"]
     measured = f"measured: mean staleness {stale:.0f} ms, {result.summary()['requests_per_s'] / 4:.1f} requests/s per client"
     if stale > Q2_TARGET_MS * 1.15:

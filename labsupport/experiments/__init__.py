@@ -1,6 +1,7 @@
 """Experiments: each chapter's ``run_*`` functions, built on ``core.measure``."""
 
 from .core import Run, Workload, measure, sweep
-from .pull_push import run_pull, run_push
+from .polling import run_polling
+from .pull_push import run_push
 
-__all__ = ["Run", "Workload", "measure", "run_pull", "run_push", "sweep"]
+__all__ = ["Run", "Workload", "measure", "run_polling", "run_push", "sweep"]

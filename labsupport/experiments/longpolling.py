@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import time
 from dataclasses import dataclass
 
@@ -17,7 +16,6 @@ from ..results import Result
 from .core import Run, Workload, measure
 
 QUIET_WAIT = 10.0
-ARRIVAL_SPREAD = 0.001  # seconds per client over which clients first connect (see _long_polling)
 
 
 def _expected(kwargs: dict) -> float:
@@ -53,12 +51,8 @@ async def _long_polling(workload: Workload, *, hold: float, batch: float, use_cu
     if restart_at is not None and not 0 <= restart_at < workload.duration:
         raise ValueError(f"restart_at must fall inside the run (0 to {workload.duration} s), not {restart_at!r}.")
 
-    async def client(url: str, recorder: Recorder) -> None:
-        # Clients arrive spread out, as page loads do. Hundreds of connects in the same
-        # instant would overflow the listen backlog (128 in Tornado): the surplus would only
-        # get through when the kernel retries them a second later.
-        await asyncio.sleep(random.uniform(0, ARRIVAL_SPREAD * workload.clients))
-        await longpolling.long_poll(url, recorder, use_cursor=use_cursor, give_up_after=give_up_after)
+    def client(url: str, recorder: Recorder):
+        return longpolling.long_poll(url, recorder, use_cursor=use_cursor, give_up_after=give_up_after)
 
     async def restart(run: Run) -> None:
         await asyncio.sleep(restart_at)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 from ..lab import on_lab_loop
 from ..patterns import polling
 from ..record import Recorder
-from ..results import Result
+from ..results import Result, http_messages
 from .core import Workload, expected_seconds, measure
 
 
@@ -50,21 +49,8 @@ def exchanges(result: Result) -> list[tuple[bytes, bytes]]:
     """Every whole request and answer the wire meter captured, in order, as raw bytes."""
     pairs = []
     for up, down in result.heads:
-        pairs += zip(_messages(up), _messages(down))
+        pairs += zip(http_messages(up), http_messages(down))
     return pairs
-
-
-def _messages(stream: bytes) -> list[bytes]:
-    """Split captured HTTP/1.1 bytes into messages: headers, then a Content-Length body if any."""
-    messages = []
-    while (end := stream.find(b"\r\n\r\n")) >= 0:
-        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", stream[:end])
-        size = end + 4 + (int(length.group(1)) if length else 0)
-        if size > len(stream):
-            break  # the capture stopped inside this message
-        messages.append(stream[:size])
-        stream = stream[size:]
-    return messages
 
 
 def exchange_sizes(request: bytes, answer: bytes) -> dict:

@@ -461,7 +461,8 @@ async def run_dead_peer(*, ping_interval: float = 0.2, ping_timeout: float = 0.2
             healthy_open = healthy_socket.closed is None and not healthy_socket.ws_connection.is_closing()
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
-            await healthy.close()  # the frozen one is dropped when the session closes
+            await healthy.close()
+            await frozen.close()
     finally:
         await lab.stop_server(server.name)
     return DeadPeer(ping_interval, ping_timeout, found, healthy_open)
