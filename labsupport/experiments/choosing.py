@@ -49,7 +49,7 @@ from ..record import Recorder
 from ..results import Result
 from ..server_process import ServerProcess, Usage
 from ..wire import Link, WireCounts, WireMeter
-from .core import CAPTURE_BYTES, READY_TIMEOUT, Run, Workload, _all_ready, _raise_client_failure, measure
+from .core import CAPTURE_BYTES, READY_TIMEOUT, Run, Workload, all_ready, cancel_all, raise_client_failure, measure
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "queue")
 PUSH_PATTERNS = ("sse", "websocket", "queue")
@@ -212,18 +212,16 @@ async def _run_with_process(pattern: str, workload: Workload, *, interval: float
     try:
         await _held_by(backend, workload.clients, tasks)  # every client connected before the first event:
         if ready_first:                                   # the window measures serving, not arriving
-            await _all_ready(recorders, tasks)
+            await all_ready(recorders, tasks)
         first, before = meter.counts(), await backend.usage()
         started = await backend.start_feed(workload.duration)
         await asyncio.sleep(max(0.0, started + workload.duration - time.monotonic()))
         last, after = meter.counts(), await backend.usage()
         await asyncio.sleep(_drain(pattern, workload, interval))
-        _raise_client_failure(tasks)
+        raise_client_failure(tasks)
         events = await backend.events()
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         counts = meter.counts()
         await meter.stop()
         await backend.stop()
@@ -338,7 +336,7 @@ def _established(pid: int, port: int) -> int:
 async def _held_by(backend, target: int, tasks: list[asyncio.Task]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while _established(backend.pid, backend.port) < target:
-        _raise_client_failure(tasks)
+        raise_client_failure(tasks)
         if time.monotonic() > deadline:
             raise LabError(f"Only {_established(backend.pid, backend.port)} of {target} connections were open "
                            f"after {READY_TIMEOUT:.0f} s. Try fewer.")
@@ -362,9 +360,7 @@ async def _memory_ramp(pattern: str, counts: tuple[int, ...]) -> list[dict]:
             await asyncio.sleep(0.2)  # let the server finish setting up the last ones
             rows.append({"pattern": pattern, "connections": target, "rss_bytes": (await backend.usage()).rss_bytes})
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         await backend.stop()
     return rows
 

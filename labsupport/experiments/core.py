@@ -99,18 +99,16 @@ async def measure(pattern: str, handlers: Callable[[Feed], list], client: Client
     tasks = [asyncio.create_task(client(meter.url, r)) for r in run.recorders]
     try:
         if ready_first:
-            await _all_ready(run.recorders, tasks)
+            await all_ready(run.recorders, tasks)
         started = time.monotonic()
         feed.start(workload.duration)
         if scenario is not None:
             await asyncio.gather(feed.finished(), scenario(run))
         await feed.finished()
         await asyncio.sleep(drain)
-        _raise_client_failure(tasks)
+        raise_client_failure(tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         counts = meter.counts()
         await meter.stop()
         await lab.stop_server(run.server.name)
@@ -118,12 +116,12 @@ async def measure(pattern: str, handlers: Callable[[Feed], list], client: Client
                         meter.connections, counts, feed.started or started, workload.duration)
 
 
-async def _all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:
+async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:
     waiting = [asyncio.ensure_future(r.ready.wait()) for r in recorders]
     deadline = time.monotonic() + READY_TIMEOUT
     try:
         while not all(w.done() for w in waiting):
-            _raise_client_failure(tasks)
+            raise_client_failure(tasks)
             if time.monotonic() > deadline:
                 raise LabError(
                     f"Only {sum(w.done() for w in waiting)} of {len(recorders)} clients connected within "
@@ -135,7 +133,15 @@ async def _all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> No
             w.cancel()
 
 
-def _raise_client_failure(tasks: list[asyncio.Task]) -> None:
+async def cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Stop every client task and wait until each has finished."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def raise_client_failure(tasks: list[asyncio.Task]) -> None:
+    """Raise a learner-readable error for the first client that crashed, if any did."""
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             error = task.exception()

@@ -353,6 +353,15 @@ class _Stage:
             stage.sampler = asyncio.create_task(sample_depth(js, queue, stage.journal))
         return stage
 
+    async def publish(self, service: str, jobs: list[str]) -> None:
+        """One producer service connects, hands over ``jobs`` one by one (each acked), and leaves."""
+        client = await connect(self.broker, service)
+        try:
+            for job in jobs:
+                await publish_job(client.jetstream(), self.queue, service, job, self.journal)
+        finally:
+            await client.close()
+
     async def close(self) -> None:
         if self.sampler is not None:
             self.sampler.cancel()
@@ -443,12 +452,7 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     second = EmailService(stage.broker, stage.queue, stage.journal, service_time=service_time,
                           idempotent=idempotent, prefix="email-restarted")
     try:
-        client = await connect(stage.broker, "registration")
-        try:
-            for i in range(1, jobs + 1):
-                await publish_job(client.jetstream(), stage.queue, "registration", f"registration-{i}", stage.journal)
-        finally:
-            await client.close()
+        await stage.publish("registration", [f"registration-{i}" for i in range(1, jobs + 1)])
         await asyncio.wait_for(first.start(crash_on=victim).finished(), timeout=jobs * service_time + 10)
         second.start()
         stage.journal.mark("email service restarted")
@@ -476,14 +480,8 @@ async def run_publish_retry(*, jobs: int = 5, retried: int = 2) -> QueueRun:
     _check("retried", retried, 0, jobs)
     stage = await _Stage.open(sample=False)
     try:
-        client = await connect(stage.broker, "password-recovery")
-        try:
-            js = client.jetstream()
-            ids = [f"password-recovery-{i}" for i in range(1, jobs + 1)]
-            for job in ids + ids[:retried]:
-                await publish_job(js, stage.queue, "password-recovery", job, stage.journal)
-        finally:
-            await client.close()
+        ids = [f"password-recovery-{i}" for i in range(1, jobs + 1)]
+        await stage.publish("password-recovery", ids + ids[:retried])
         stored = (await stage.js.stream_info(stage.queue.stream)).state.messages
         service = EmailService(stage.broker, stage.queue, stage.journal, service_time=0.0).start()
         await wait_until_done(stage.js, stage.queue, stage.journal, timeout=10)
@@ -505,12 +503,7 @@ async def run_workers(*, workers: int = 1, jobs: int = 40, service_time: float =
     stage = await _Stage.open()
     service = EmailService(stage.broker, stage.queue, stage.journal, workers=int(workers), service_time=service_time)
     try:
-        client = await connect(stage.broker, "marketing")
-        try:
-            for i in range(1, jobs + 1):
-                await publish_job(client.jetstream(), stage.queue, "marketing", f"marketing-{i}", stage.journal)
-        finally:
-            await client.close()
+        await stage.publish("marketing", [f"marketing-{i}" for i in range(1, jobs + 1)])
         started = stage.journal.now()
         stage.journal.mark(f"{workers} worker(s) start")
         service.start()
