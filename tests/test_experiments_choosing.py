@@ -22,9 +22,9 @@ def same():
 
 def test_every_pattern_runs_on_the_same_workload(same):
     table = same.table()
-    assert list(table.index) == ["polling", "long polling", "sse", "websocket", "queue"]
+    assert list(table.index) == ["polling", "long polling", "sse", "websocket", "pub/sub"]
     assert {len(run.result.events) for run in same.runs.values()} <= {4, 5, 6}
-    for push in ("sse", "websocket", "queue"):
+    for push in ("sse", "websocket", "pub/sub"):
         assert table.loc[push, "requests"] == 3 and table.loc[push, "events missed"] == 0
     assert table.loc["long polling", "events missed"] == 0
     assert table.loc["polling", "requests"] >= 3 * 1.0 / 0.25  # it asks on its clock
@@ -61,7 +61,7 @@ def test_unit_costs_and_projection(same):
 
 def _units(**changes):
     base = {"polling": (400, 0.8, 7), "long polling": (400, 0.4, 14), "sse": (50, 0.1, 14),
-            "websocket": (30, 0.1, 18), "queue": (55, float("nan"), 46)}
+            "websocket": (30, 0.1, 18), "pub/sub": (55, float("nan"), 46)}
     base.update(changes)
     return pd.DataFrame({name: {"unit": "x", "bytes_per_unit": b, "cpu_ms_per_unit": c, "setup_bytes_per_connection": 0,
                                 "memory_kb_per_connection": m} for name, (b, c, m) in base.items()}).T
@@ -74,7 +74,7 @@ def test_projection_is_linear_and_states_its_assumptions():
     assert small.loc["polling", "requests_per_s"] == 10_000 and small.loc["sse", "requests_per_s"] == 0
     assert small.loc["polling", "held_connections"] == 10_000  # polls more often than the keep-alive timeout
     assert project(units, clients=10_000, rate=1, interval=60).loc["polling", "held_connections"] == 0
-    assert math.isnan(small.loc["queue", "servers"])  # an unmeasured cost gives no total
+    assert math.isnan(small.loc["pub/sub", "servers"])  # an unmeasured cost gives no total
     assert small.loc["sse", "bandwidth_mbit_s"] == pytest.approx((10_000 * 50 + 10_000 * 20 / 30) * 8 / 1e6)
 
 
