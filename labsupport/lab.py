@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import functools
+import inspect
 import threading
 import time
 from dataclasses import dataclass, field
@@ -284,29 +285,52 @@ lab = Lab()
 atexit.register(lab.shutdown)
 
 
-def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
-                expected: Callable[[dict], float] | None = None) -> Callable:
-    """Make a coroutine function callable plainly from a cell (it waits) or awaited (``.aio``).
+class LabCall:
+    """A coroutine function made callable from a cell: ``f(...)`` waits for it, ``await f.aio(...)``
+    awaits it; either way the work runs on the lab loop.
 
-    Either way the work runs on the lab loop. ``expected(kwargs)`` estimates the seconds a
-    call takes, for its progress bar. ``.coro`` is the original coroutine function, for code
-    that already runs on the lab loop.
+    ``f.coro`` is the original coroutine function, for code already on the lab loop.
+    ``f.seconds(...)`` estimates how long a call takes, for its progress bar: the arguments are
+    bound to the function's signature with its defaults filled in, so the estimate sees
+    positional arguments and defaults as the call does. ``f.expected`` is the estimator itself,
+    a function of that dict of arguments.
+    """
+
+    def __init__(self, coro_fn: Callable[..., Awaitable], expected: Callable[[dict], float] | None = None) -> None:
+        functools.update_wrapper(self, coro_fn)
+        self.coro = coro_fn
+        self.expected = expected
+        self.signature = inspect.signature(coro_fn)
+
+    def arguments(self, *args, **kwargs) -> dict:
+        """Every argument of a call by name, defaults included (a ``TypeError`` for a wrong call)."""
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def seconds(self, *args, **kwargs) -> float | None:
+        return self.expected(self.arguments(*args, **kwargs)) if self.expected else None
+
+    def __call__(self, *args, **kwargs):
+        seconds = self.seconds(*args, **kwargs)
+        return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__)
+
+    async def aio(self, *args, **kwargs):
+        return await lab.arun(self.coro(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<lab call {self.__name__}{self.signature}>"
+
+
+def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
+                expected: Callable[[dict], float] | None = None) -> LabCall | Callable:
+    """Make a coroutine function a ``LabCall``: plain from a cell (it waits) or awaited (``.aio``).
+
+    ``expected(arguments)`` estimates the seconds a call takes, for its progress bar.
     """
     if coro_fn is None:
         return functools.partial(on_lab_loop, expected=expected)
-
-    @functools.wraps(coro_fn)
-    def plain(*args, **kwargs):
-        seconds = expected(kwargs) if expected else None
-        return lab.run(coro_fn(*args, **kwargs), expected_seconds=seconds, label=coro_fn.__name__)
-
-    async def aio(*args, **kwargs):
-        return await lab.arun(coro_fn(*args, **kwargs))
-
-    plain.aio = functools.wraps(coro_fn)(aio)
-    plain.coro = coro_fn
-    plain.expected = expected
-    return plain
+    return LabCall(coro_fn, expected)
 
 
 @on_lab_loop

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from labsupport.exercises import ch07
-from labsupport.experiments.choosing import (CASES, Need, cheaper_on_paper, framed_event_bytes, guide,
-                                             header_traffic, measure_connection_memory, project,
-                                             published_comparison, recommend, run_all_patterns,
-                                             run_crossover_sweep, unit_costs)
+from labsupport.costs import (CASES, Need, cheaper_on_paper, decision_panel, guide, header_traffic, project,
+                              published_comparison, recommend, unit_costs)
+from labsupport.experiments.choosing import (framed_event_bytes, measure_connection_memory, run_all_patterns,
+                                             run_crossover_sweep)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,10 @@ def test_paper_map_names_the_cheaper_side():
 @pytest.mark.parametrize("exercise", [ch07.q1, ch07.q2, ch07.q3, ch07.q4])
 def test_wrong_answers_do_not_crash(exercise):
     assert exercise.is_correct("something else") is False
+
+
+def test_the_decision_panel_runs_the_guide_and_answers_bad_input_in_words():
+    panel = decision_panel(_units())
+    assert panel.run().pattern in ("polling", "long polling", "sse", "websocket")
+    panel.controls["clients"].value = -5
+    assert panel.run() is None and "Could not" in panel.status.value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..checks import Exercise
-from ..experiments import run_polling
+from ..experiments.polling import run_polling
 
 # q1: how many requests does polling cost?
 Q1_CLIENTS, Q1_INTERVAL, Q1_SECONDS = 40, 0.5, 60

@@ -274,5 +274,6 @@ def expected_seconds(kwargs: dict) -> float:
 
 def sweep(run: Callable, over: str, values: list, **fixed) -> pd.DataFrame:
     """Run an experiment once per value of one setting; one summary row per run."""
-    seconds = sum((run.expected or expected_seconds)({**fixed, over: value}) for value in values)
+    calls = [run.arguments(**{**fixed, over: value}) for value in values]
+    seconds = sum((run.expected or expected_seconds)(arguments) for arguments in calls)
     return lab.run(_sweep(run, over, list(values), fixed), expected_seconds=seconds, label=f"sweep {over}")
