@@ -103,14 +103,18 @@ class ServerProcess:
         answer = await self._ask("usage")
         return Usage(answer["cpu"], answer["rss"])
 
-    async def start(self) -> "ServerProcess":
-        """Start the child and wait until its server listens."""
+    def command(self) -> list[str]:
+        """The child's command line (a gateway process runs another module)."""
         command = [sys.executable, "-m", "labsupport.server_process", self.pattern, "--rate", str(self.rate),
                    "--arrivals", self.arrivals, "--options", json.dumps(self.options)]
         if self.seed is not None:
             command += ["--seed", str(self.seed)]
+        return command
+
+    async def start(self) -> "ServerProcess":
+        """Start the child and wait until its server listens."""
         self.process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._errors,
+            *self.command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._errors,
             start_new_session=True, limit=LINE_LIMIT, cwd=Path(__file__).resolve().parent.parent)
         lab.on_shutdown(self._key, self.stop)
         try:
