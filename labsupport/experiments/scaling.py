@@ -96,6 +96,7 @@ class Stage:
 _stage: Stage | None = None
 
 
+@on_lab_loop(expected=lambda kw: 3.0)
 async def stage(gateways: int = 1) -> Stage:
     """The lab's stage, started if needed, with at least ``gateways`` gateways running."""
     global _stage
@@ -109,11 +110,12 @@ async def stage(gateways: int = 1) -> Stage:
         await client.jetstream(timeout=5).add_stream(name=stream, subjects=[subject], num_replicas=3,
                                                      storage=StorageType.FILE, duplicate_window=120.0)
         _stage = Stage(cluster, client, stream, subject)
-        lab.on_shutdown("scaling-stage", close_stage)
+        lab.on_shutdown("scaling-stage", close_stage.coro)
     await _stage.ensure_gateways(gateways)
     return _stage
 
 
+@on_lab_loop
 async def close_stage() -> None:
     global _stage
     lab.forget("scaling-stage")
@@ -307,7 +309,7 @@ async def _run(*, gateways: int, clients: int, rate: float, duration: float | No
         _check("duration", duration, 0.2, MAX_DURATION)
     if kind not in ("sse", "websocket", "mixed"):
         raise ValueError(f"kind must be 'sse', 'websocket' or 'mixed', not {kind!r}.")
-    s = await stage(gateways)
+    s = await stage.coro(gateways)
     serving = s.gateways[:gateways]
     urls = [g.url for g in serving]
     kinds = [kind if kind != "mixed" else ("sse", "websocket")[i % 2] for i in range(clients)]
@@ -381,7 +383,7 @@ def _expected_sweep(kwargs: dict) -> float:
 async def sweep_gateways(*, ks: tuple[int, ...] = (1, 2, 3), clients: int = 30, rate: float = 20.0,
                          duration: float = 2.0) -> pd.DataFrame:
     """The same clients and events over 1, 2, 3 gateways: latency and each gateway's CPU and memory."""
-    await stage(max(ks))    # every gateway up first, so no run pays for starting one
+    await stage.coro(max(ks))    # every gateway up first, so no run pays for starting one
     rows = []
     for k in ks:
         run = await run_fanout.coro(gateways=k, clients=clients, rate=rate, duration=duration)
@@ -409,7 +411,7 @@ def unit_costs(sweep: pd.DataFrame, memory_kb_per_connection: float, *, name: st
 @on_lab_loop(expected=lambda kw: 3.0)
 async def gateway_memory(*, counts: tuple[int, ...] = (0, 100, 200)) -> pd.DataFrame:
     """One gateway's resident memory holding 0, 100, 200 idle SSE streams; the slope is per connection."""
-    s = await stage(1)
+    s = await stage.coro(1)
     gateway, rows, tasks = s.gateways[0], [], []
     try:
         for count in counts:
@@ -536,7 +538,7 @@ async def _missing_from_stream(s: Stage, run: ScalingRun) -> list[int]:
 @on_lab_loop(expected=lambda kw: kw.get("attempts", 3) * PUBLISH_TIMEOUT + 2.0)
 async def run_quorum_loss(*, attempts: int = 3) -> dict[str, Any]:
     """Kill both followers of the stream's leader; try to publish; bring them back; publish again."""
-    s = await stage(1)
+    s = await stage.coro(1)
     leader = await s.stream_leader()
     followers = [n.name for n in s.cluster.nodes if n.name != leader]
     for name in followers:
