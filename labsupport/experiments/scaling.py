@@ -87,6 +87,28 @@ class Stage:
             states[r.name] = {"role": "follower", "current": bool(r.current), "lag": r.lag or 0}
         return states
 
+    async def wait_healthy(self, timeout: float = RECOVERY_TIMEOUT) -> float:
+        """Wait until the nodes agree on a meta-leader and every gateway holds the whole stream.
+
+        After a fault the gateways' consumers are recreated only once a meta-leader exists and
+        two heartbeats were missed, so a run started too early would wait for that instead.
+        Returns the seconds waited.
+        """
+        began = time.monotonic()
+        await self.cluster.meta_leader(timeout)
+        while True:
+            try:
+                last = (await self.js.stream_info(self.stream)).state.last_seq
+                states = await asyncio.gather(*(g.state() for g in self.gateways))
+                if all(state["last_seq"] >= last for state in states):
+                    return time.monotonic() - began
+            except Exception:   # the API may not answer during an election
+                pass
+            if time.monotonic() - began > timeout:
+                raise LabError(f"The gateways did not catch up with the stream within {timeout:.0f} s after the "
+                               "last fault. Run the cell again; if it persists, restart the kernel.")
+            await asyncio.sleep(0.1)
+
     async def close(self) -> None:
         await asyncio.gather(*(g.stop() for g in self.gateways))
         self.gateways.clear()
@@ -112,6 +134,7 @@ async def stage(gateways: int = 1) -> Stage:
         _stage = Stage(cluster, client, stream, subject)
         lab.on_shutdown("scaling-stage", close_stage.coro)
     await _stage.ensure_gateways(gateways)
+    await _stage.wait_healthy()
     return _stage
 
 
@@ -122,6 +145,16 @@ async def close_stage() -> None:
     if _stage is not None:
         await _stage.close()
         _stage = None
+
+
+@on_lab_loop
+async def cluster_state() -> dict[str, dict]:
+    """Who each node says the meta-leader is, and each node's role and lag in the stage's stream."""
+    s = await stage.coro(0)
+    running = [node for node in s.cluster.nodes if node.running]
+    reports = await asyncio.gather(*(node.jsz() for node in running))
+    return {"meta_leader": {n.name: r.get("meta_cluster", {}).get("leader") for n, r in zip(running, reports)},
+            "stream": await s.replicas()}
 
 
 # -- producing -------------------------------------------------------------------------------
@@ -541,6 +574,7 @@ async def run_quorum_loss(*, attempts: int = 3) -> dict[str, Any]:
     s = await stage.coro(1)
     leader = await s.stream_leader()
     followers = [n.name for n in s.cluster.nodes if n.name != leader]
+    subject, run = s.subject.replace(">", "quorum"), next(_run_ids)
     for name in followers:
         await s.cluster.kill(name)
     refused: list[str] = []
@@ -548,24 +582,52 @@ async def run_quorum_loss(*, attempts: int = 3) -> dict[str, Any]:
     try:
         for i in range(attempts):
             try:
-                await publish_event(s.js, s.subject.replace(">", "quorum"), f"quorum-{time.monotonic()}-{i}", b"{}")
+                await publish_event(s.js, subject, f"q{run}-{i}", event_body(time.monotonic(), 0.0))
                 acked_while_down += 1
             except PublishRefused as error:
                 refused.append(str(error))
     finally:
-        began = time.monotonic()
+        restarted = time.monotonic()
         for name in followers:
             await s.cluster.restart(name)
     while True:
         try:
-            await publish_event(s.js, s.subject.replace(">", "quorum"), f"quorum-back-{began}", b"{}")
+            await publish_event(s.js, subject, f"q{run}-back", event_body(time.monotonic(), 0.0))
             break
         except PublishRefused:
-            if time.monotonic() - began > RECOVERY_TIMEOUT:
+            if time.monotonic() - restarted > RECOVERY_TIMEOUT:
                 raise
+            await asyncio.sleep(0.05)
+    first_ack = time.monotonic() - restarted
     return {"leader": leader, "killed": followers, "attempts": attempts, "acked_while_down": acked_while_down,
-            "refused": len(refused), "error": refused[0] if refused else "",
-            "first_ack_after_restart_s": time.monotonic() - began}
+            "refused": len(refused), "error": refused[0] if refused else "", "first_ack_after_restart_s": first_ack,
+            "whole_again_s": first_ack + await s.wait_healthy()}
+
+
+# -- the control panel's experiment ----------------------------------------------------------
+
+FAULTS = ("nothing", "gateway 0", "gateway 1", "gateway 2", "a broker node, then the stream leader")
+
+
+def _expected_panel(kwargs: dict) -> float:
+    return 12.0 if kwargs.get("kill", "").startswith("a broker") else kwargs.get("duration", 3.0) + 2.0
+
+
+@on_lab_loop(expected=_expected_panel)
+async def run_panel(*, gateways: int = 3, clients: int = 12, rate: float = 20.0, duration: float = 3.0,
+                    kill: str = "gateway 0") -> ScalingRun:
+    """One run with a fault of your choice: K gateways, N clients, an event rate, and what to kill."""
+    if kill not in FAULTS:
+        raise ValueError(f"kill must be one of {FAULTS}, not {kill!r}.")
+    if kill == "nothing":
+        return await run_fanout.coro(gateways=gateways, clients=clients, rate=rate, duration=duration, kind="mixed")
+    if kill.startswith("gateway"):
+        target = int(kill.split()[1])
+        if target >= gateways:
+            raise ValueError(f"There is no {kill} with {gateways} gateway(s); they are numbered from 0.")
+        return await run_gateway_failover.coro(gateways=gateways, clients=clients, rate=rate, duration=duration,
+                                               kill=target, kill_at=duration / 3)
+    return await run_broker_faults.coro(gateways=gateways, clients=clients, rate=rate)
 
 
 # -- going past one machine --------------------------------------------------------------------
@@ -582,6 +644,6 @@ def machine_plan(hosts: list[str], *, client_port: int = 4222, cluster_port: int
     return pd.DataFrame(rows)
 
 
-__all__ = ["PublishRefused", "ScalingRun", "Stage", "close_stage", "machine_plan", "produce", "project",
+__all__ = ["FAULTS", "cluster_state", "PublishRefused", "gateway_memory", "run_panel", "ScalingRun", "Stage", "close_stage", "machine_plan", "produce", "project",
            "publish_event", "run_broker_faults", "run_fanout", "run_gateway_failover", "run_quorum_loss", "stage",
            "sweep_gateways", "unit_costs"]

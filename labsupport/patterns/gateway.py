@@ -59,7 +59,7 @@ class StreamMirror(Feed):
         super().__init__(MAX_RATE)   # never started: events arrive from the stream
         self.gaps: list[tuple[int, int]] = []
 
-    def add(self, seq: int, created: float, value: float) -> None:
+    def add(self, seq: int, created: float, value: float | None) -> None:
         """Append the stream's message ``seq``; a repeat is ignored, a gap is noted (it must not happen)."""
         if seq <= self.last_seq:
             return
@@ -153,8 +153,13 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
     js = client.jetstream(timeout=2.0)
 
     async def on_message(msg) -> None:
-        body = json.loads(msg.data)
-        mirror.add(msg.metadata.sequence.stream, body["created"], body["value"])
+        try:
+            body = json.loads(msg.data)
+            created, value = float(body["created"]), body["value"]
+        except (ValueError, TypeError, KeyError):   # not an event: pass it on empty, so no id goes missing
+            problems.append(f"message {msg.metadata.sequence.stream} is not an event: {msg.data[:60]!r}")
+            created, value = time.monotonic(), None
+        mirror.add(msg.metadata.sequence.stream, created, value)
 
     await js.subscribe(subject, stream=stream, cb=on_message, ordered_consumer=True, idle_heartbeat=HEARTBEAT,
                        deliver_policy=DeliverPolicy.ALL)
