@@ -424,21 +424,30 @@ async def sweep_gateways(*, ks: tuple[int, ...] = (1, 2, 3), clients: int = 30, 
     return pd.DataFrame(rows)
 
 
-def unit_costs(sweep: pd.DataFrame, memory_kb_per_connection: float, *, name: str = "sse via gateways") -> pd.DataFrame:
-    """Chapter 7's unit costs, measured on the gateways, one row per K, for ``project``.
+def split_cpu(sweep: pd.DataFrame) -> dict[str, float]:
+    """Split the gateways' CPU into its two parts, from a sweep over K.
 
-    CPU per delivered event is all the gateways' CPU over all deliveries, so it includes each
-    gateway's share of reading the stream from the cluster. Bytes per event are the SSE framing
-    of chapter 7; memory per connection is measured separately (``gateway_memory``).
+    Each gateway pays once per event for reading the stream (``ingest``) and once per delivery
+    for writing it to a client (``deliver``), so for K gateways: total CPU = K × events × ingest
+    + deliveries × deliver. Two unknowns, one equation per K: least squares over the sweep.
     """
-    rows = {}
-    for _, r in sweep.iterrows():
-        rows[f"{name}, K={int(r['gateways'])}"] = {
-            "unit": "delivered event", "bytes_per_unit": float(framed_event_bytes(1000)),
-            "cpu_ms_per_unit": r["cpu_ms_per_delivery"], "setup_bytes_per_connection": 0.0,
-            "memory_kb_per_connection": memory_kb_per_connection,
-        }
-    return pd.DataFrame(rows).T
+    rows = sweep[["gateways", "events", "deliveries", "total_gateway_cpu_s"]].astype(float)
+    a = np.column_stack([rows["gateways"] * rows["events"], rows["deliveries"]])
+    (ingest, deliver), *_ = np.linalg.lstsq(a, rows["total_gateway_cpu_s"].to_numpy(), rcond=None)
+    return {"ingest_ms_per_event_per_gateway": 1000 * ingest, "deliver_ms_per_delivery": 1000 * deliver}
+
+
+def unit_costs(sweep: pd.DataFrame, memory_kb_per_connection: float, *, name: str = "sse via gateways") -> pd.DataFrame:
+    """Chapter 7's unit costs for the gateways, one row, for chapter 7's ``project``.
+
+    CPU per delivered event is the per-delivery part from ``split_cpu``: with many clients per
+    gateway, reading the stream (paid per gateway, not per client) is a rounding error. Bytes are
+    the SSE framing of one event; memory per connection comes from ``gateway_memory``.
+    """
+    cpu = split_cpu(sweep)
+    return pd.DataFrame({name: {"unit": "delivered event", "bytes_per_unit": float(framed_event_bytes(1000)),
+                                "cpu_ms_per_unit": cpu["deliver_ms_per_delivery"], "setup_bytes_per_connection": 0.0,
+                                "memory_kb_per_connection": memory_kb_per_connection}}).T
 
 
 @on_lab_loop(expected=lambda kw: 3.0)
@@ -644,6 +653,6 @@ def machine_plan(hosts: list[str], *, client_port: int = 4222, cluster_port: int
     return pd.DataFrame(rows)
 
 
-__all__ = ["FAULTS", "cluster_state", "PublishRefused", "gateway_memory", "run_panel", "ScalingRun", "Stage", "close_stage", "machine_plan", "produce", "project",
+__all__ = ["FAULTS", "cluster_state", "split_cpu", "PublishRefused", "gateway_memory", "run_panel", "ScalingRun", "Stage", "close_stage", "machine_plan", "produce", "project",
            "publish_event", "run_broker_faults", "run_fanout", "run_gateway_failover", "run_quorum_loss", "stage",
            "sweep_gateways", "unit_costs"]
