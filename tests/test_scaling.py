@@ -99,3 +99,24 @@ def test_the_machine_plan_routes_every_node_to_every_other():
     assert len(plan) == 3
     for command in plan["command"]:
         assert all(f"nats://10.0.0.{i}:6222" in command for i in (1, 2, 3))
+
+
+def test_ladders_follow_one_event_and_one_failover_in_time_order(stage):
+    run = scaling.run_fanout(gateways=2, clients=4, rate=20, duration=0.5)
+    trip = run.ladder()
+    assert set(trip["to"]) >= {"cluster", "producer", "gateway 0", "gateway 1"}
+    assert (trip["arrived"] >= trip["sent"] - 1e-6).all()
+    failover = scaling.run_gateway_failover(gateways=2, clients=4, rate=20, duration=1.5, kill=0, kill_at=0.5)
+    steps = failover.failover_ladder()
+    assert steps["label"].tolist()[1] == "killed" and steps["to"].tolist()[2] == "gateway 1"
+    assert steps["sent"].is_monotonic_increasing
+
+
+def test_a_message_that_is_not_an_event_keeps_ids_contiguous(stage):
+    async def scenario():
+        await stage.js.publish(stage.subject.replace(">", "junk"), b"not json")
+        return await stage.wait_healthy(scaled(20))
+
+    lab.run(scenario(), timeout=scaled(30))
+    run = scaling.run_fanout(gateways=3, clients=3, rate=20, duration=0.5)
+    assert run.summary()["lost"] == 0

@@ -88,7 +88,7 @@ class Stage:
         return states
 
     async def wait_healthy(self, timeout: float = RECOVERY_TIMEOUT) -> float:
-        """Wait until the nodes agree on a meta-leader and every gateway holds the whole stream.
+        """Wait until the nodes agree on a meta-leader and every running gateway holds the whole stream.
 
         After a fault the gateways' consumers are recreated only once a meta-leader exists and
         two heartbeats were missed, so a run started too early would wait for that instead.
@@ -99,7 +99,8 @@ class Stage:
         while True:
             try:
                 last = (await self.js.stream_info(self.stream)).state.last_seq
-                states = await asyncio.gather(*(g.state() for g in self.gateways))
+                alive = [g for g in self.gateways if g.process is not None and g.process.returncode is None]
+                states = await asyncio.gather(*(g.state() for g in alive))
                 if all(state["last_seq"] >= last for state in states):
                     return time.monotonic() - began
             except Exception:   # the API may not answer during an election
@@ -235,6 +236,7 @@ class ScalingRun:
     kinds: list[str]
     usage: pd.DataFrame                 # one row per gateway
     marks: list[tuple[float, str]] = field(default_factory=list)
+    arrivals: dict[int, dict[int, float]] = field(default_factory=dict)   # gateway -> {seq: when it got there}
     t0: float = 0.0
     facts: dict = field(default_factory=dict)
 
@@ -305,6 +307,87 @@ class ScalingRun:
                           height=360, yaxis_type="log")
         return fig
 
+    def ladder(self, seq: int | None = None, clients: tuple[int, ...] | None = None) -> pd.DataFrame:
+        """The messages of one event's trip, with when each left and arrived (s since the run began).
+
+        Observed are: the publish leaving the producer, the ack reaching it, the event reaching
+        each gateway and each client. The cluster's own moments are not observed, so its arrows
+        leave at the earliest moment something came out of it (a bound, not a measurement).
+        By default: the middle event, and the first client on each of two gateways.
+        """
+        acked = self.acked
+        seq = seq if seq is not None else sorted(acked)[len(acked) // 2]
+        p = acked[seq]
+        if clients is None:
+            firsts: dict[int, int] = {}
+            for r in self.recorders:
+                if r.visits:
+                    firsts.setdefault(r.visits[0][1], r.client)
+            clients = tuple(list(firsts.values())[:2])
+        legs = []
+        for c in clients:
+            r = self.recorders[c]
+            seen = dict(r.seen).get(seq)
+            if seen is None:
+                continue
+            gateway = [g for t, g in r.visits if t <= seen][-1]
+            legs.append((c, gateway, self.arrivals.get(gateway, {}).get(seq), seen))
+        out = min([p.acked] + [at for _, _, at, _ in legs if at is not None])
+        rows = [("producer", "cluster", p.created, out, f"publish {seq}"), ("cluster", "producer", out, p.acked, "ack")]
+        for c, gateway, at_gateway, seen in legs:
+            if at_gateway is not None:
+                rows.append(("cluster", f"gateway {gateway}", out, at_gateway, f"msg {seq}"))
+            rows.append((f"gateway {gateway}", f"client {c}", at_gateway or seen, seen, f"id: {seq}"))
+        return self._ladder_table(rows)
+
+    def failover_ladder(self, client: int | None = None) -> pd.DataFrame:
+        """One moved client's failover: its last event from the killed gateway, the kill, the
+        reconnect to another gateway with its last id, and the first event it got there."""
+        killed_at, label = next((t, m) for t, m in self.marks if m.startswith("gateway"))
+        dead = int(label.split()[1])
+        moved = [r for r in self.recorders if r.visits and r.visits[0][1] == dead and len(r.visits) > 1]
+        r = moved[0] if client is None else self.recorders[client]
+        before = [(seq, t) for seq, t in r.seen if t < killed_at]
+        (back, new_gateway) = next((t, g) for t, g in r.visits if t >= killed_at)
+        request = max((q for q in r.requests if q.answered <= back), key=lambda q: q.answered)
+        after = next((seq, t) for seq, t in r.seen if t >= back)
+        rows = [(f"gateway {dead}", f"client {r.client}", before[-1][1], before[-1][1], f"id: {before[-1][0]}"),
+                (f"gateway {dead}", f"gateway {dead}", killed_at, killed_at, "killed"),
+                (f"client {r.client}", f"gateway {new_gateway}", request.sent, back,
+                 f"GET Last-Event-ID: {before[-1][0]}" if self.kinds[r.client] == "sse"
+                 else f"GET /feed?after={before[-1][0]}"),
+                (f"gateway {new_gateway}", f"client {r.client}", back, after[1], f"id: {after[0]}")]
+        return self._ladder_table(rows)
+
+    def _ladder_table(self, rows: list[tuple]) -> pd.DataFrame:
+        table = pd.DataFrame(rows, columns=["from", "to", "sent", "arrived", "label"])
+        table[["sent", "arrived"]] = table[["sent", "arrived"]] - self.t0
+        return table
+
+    def plot_ladder(self, table: pd.DataFrame | None = None, title: str = "One event's trip") -> go.Figure:
+        """A sequence diagram of a ladder table: one lane per party, time running down, one arrow per message."""
+        table = self.ladder() if table is None else table
+        lanes = list(dict.fromkeys([lane for pair in zip(table["from"], table["to"]) for lane in pair]))
+        x = {lane: i for i, lane in enumerate(lanes)}
+        fig = go.Figure()
+        top, bottom = 1000 * table["sent"].min(), 1000 * table["arrived"].max()
+        for lane in lanes:
+            fig.add_scatter(x=[x[lane]] * 2, y=[top, bottom], mode="lines", line={"color": "#bbb"},
+                            showlegend=False, hoverinfo="skip")
+        for _, m in table.iterrows():
+            if m["from"] == m["to"]:   # something that happened at one party
+                fig.add_scatter(x=[x[m["to"]]], y=[1000 * m["sent"]], mode="markers+text", text=[m["label"]],
+                                marker={"symbol": "x", "size": 12, "color": "#a11"}, textposition="middle right",
+                                showlegend=False)
+                continue
+            fig.add_annotation(x=x[m["to"]], y=1000 * m["arrived"], ax=x[m["from"]], ay=1000 * m["sent"],
+                               xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
+                               text=m["label"], font={"size": 10})
+        fig.update_xaxes(tickvals=list(x.values()), ticktext=lanes, range=[-0.5, len(lanes) - 0.5])
+        fig.update_yaxes(autorange="reversed", title_text="ms since the run began")
+        fig.update_layout(title=title, height=420)
+        return fig
+
     def _add_marks(self, fig: go.Figure) -> None:
         for t, label in self.marks:
             fig.add_vline(x=t - self.t0, line_dash="dot", line_color="#a11", annotation_text=label,
@@ -373,6 +456,10 @@ async def _run(*, gateways: int, clients: int, rate: float, duration: float | No
         raise_client_failure(tasks)
         alive = [g for g in serving if g.process.returncode is None]
         after = dict(zip(map(id, alive), await _usage(alive)))
+        if acked:
+            for i, g in enumerate(serving):
+                if g in alive:
+                    run.arrivals[i] = await g.received(min(acked), max(acked))
     finally:
         await cancel_all(tasks)
     rows = []

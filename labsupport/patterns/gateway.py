@@ -36,7 +36,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 
@@ -50,6 +49,7 @@ from .sse_codec import EventStreamParser
 CATCH_UP = 2.0        # seconds a gateway waits to reach an id another gateway already sent
 RETRY_MS = 200        # reconnection delay the gateways ask for (EventSource's default is ~3 s)
 HEARTBEAT = 1.0       # the consumer's idle heartbeat (s): two missed ones and it is recreated
+SUBSCRIBE_ATTEMPTS = 5
 
 
 class StreamMirror(Feed):
@@ -58,6 +58,7 @@ class StreamMirror(Feed):
     def __init__(self) -> None:
         super().__init__(MAX_RATE)   # never started: events arrive from the stream
         self.gaps: list[tuple[int, int]] = []
+        self.received: list[float] = []   # when each event reached this gateway (monotonic), for ladders
 
     def add(self, seq: int, created: float, value: float | None) -> None:
         """Append the stream's message ``seq``; a repeat is ignored, a gap is noted (it must not happen)."""
@@ -67,6 +68,7 @@ class StreamMirror(Feed):
             self.gaps.append((self.last_seq + 1, seq - 1))
             return
         self.events.append(Event(seq, created, value))
+        self.received.append(time.monotonic())
         if self._news is not None and not self._news.done():
             self._news.set_result(None)
 
@@ -133,6 +135,7 @@ def event_body(created: float, value: float) -> bytes:
 async def serve(servers: list[str], stream: str, subject: str, retry: int) -> None:
     """The child's main: follow the stream, serve the patterns, answer the parent's questions."""
     import nats
+    import nats.errors
     import psutil
     import tornado.httpserver
     import tornado.netutil
@@ -150,7 +153,7 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
 
     client = await nats.connect(servers, name=f"gateway-{os.getpid()}", reconnect_time_wait=0.05,
                                 max_reconnect_attempts=-1, error_cb=note)
-    js = client.jetstream(timeout=2.0)
+    js = client.jetstream(timeout=5.0)
 
     async def on_message(msg) -> None:
         try:
@@ -161,8 +164,16 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
             created, value = time.monotonic(), None
         mirror.add(msg.metadata.sequence.stream, created, value)
 
-    await js.subscribe(subject, stream=stream, cb=on_message, ordered_consumer=True, idle_heartbeat=HEARTBEAT,
-                       deliver_policy=DeliverPolicy.ALL)
+    for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):   # a busy or electing cluster may not answer at once
+        try:
+            await js.subscribe(subject, stream=stream, cb=on_message, ordered_consumer=True,
+                               idle_heartbeat=HEARTBEAT, deliver_policy=DeliverPolicy.ALL)
+            break
+        except nats.errors.Error as error:
+            if attempt == SUBSCRIBE_ATTEMPTS:
+                raise
+            await note(error)
+            await asyncio.sleep(0.5)
 
     async def publish(value: float) -> int:
         return (await js.publish(subject.replace(">", "post"), event_body(time.monotonic(), value))).seq
@@ -178,6 +189,9 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
             _say(cpu=time.process_time(), rss=psutil.Process().memory_info().rss)
         elif command == "state":
             _say(last_seq=mirror.last_seq, gaps=mirror.gaps, problems=problems[-5:])
+        elif command.startswith("received"):   # "received first last": when those events arrived here
+            first, last = (int(word) for word in command.split()[1:])
+            _say(received=mirror.received[max(first - 1, 0):last])
     os._exit(0)   # as in server_process: no polite wait for open streams
 
 
@@ -201,6 +215,11 @@ class GatewayProcess(ServerProcess):
     async def state(self) -> dict:
         """The last stream sequence the gateway holds, any gap in it, its broker client's last problems."""
         return await self._ask("state")
+
+    async def received(self, first: int, last: int) -> dict[int, float]:
+        """When events ``first`` to ``last`` reached this gateway (monotonic, the lab's clock too)."""
+        times = (await self._ask(f"received {first} {last}"))["received"]
+        return dict(zip(range(first, first + len(times)), times))
 
     def kill(self) -> float:
         """SIGKILL, as a crash would: its clients' connections break at once. Returns when."""
