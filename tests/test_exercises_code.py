@@ -3,11 +3,12 @@ mistake a learner typically makes fails with a hint drawn from what was measured
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import tornado.iostream
 
-from labsupport.exercises import ch01
+from labsupport.exercises import ch01, ch02
 from labsupport.patterns import push
 
 
@@ -55,3 +56,39 @@ def test_ch01_code_that_raises_gets_a_sentence_not_a_traceback():
 
     ok, why = ch01.q4.verdict(broken)
     assert ok is False and "ValueError: oops" in why
+
+
+async def poll_without_etag(base_url, recorder, interval=0.1):
+    async with aiohttp.ClientSession() as session:
+        recorder.ready.set()
+        while True:
+            sent = time.monotonic()
+            async with session.get(f"{base_url}/latest") as response:
+                event = json.loads(await response.read())
+                recorder.saw(event["seq"])
+                recorder.request(sent, response.status, 0)
+            await asyncio.sleep(interval)
+
+
+async def poll_with_a_session_per_poll(base_url, recorder, interval=0.1):
+    recorder.ready.set()
+    while True:
+        async with aiohttp.ClientSession() as session:
+            sent = time.monotonic()
+            async with session.get(f"{base_url}/latest") as response:
+                event = json.loads(await response.read())
+                recorder.saw(event["seq"])
+                recorder.request(sent, response.status, 0)
+        await asyncio.sleep(interval)
+
+
+def test_ch02_conditional_model_passes_and_a_poller_without_etag_sees_no_304():
+    assert ch02.q5.verdict(ch02.q5.answer)[0] is True
+    ok, why = ch02.q5.verdict(poll_without_etag)
+    assert ok is False and "0 of" in why and "If-None-Match" in why
+
+
+def test_ch02_keep_alive_model_passes_and_a_session_per_poll_opens_a_connection_each_time():
+    assert ch02.q6.verdict(ch02.q6.answer)[0] is True
+    ok, why = ch02.q6.verdict(poll_with_a_session_per_poll)
+    assert ok is False and "new TCP connection" in why
