@@ -9,7 +9,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from nats.js.api import StorageType
 
@@ -19,15 +18,9 @@ from labsupport.cluster import Cluster, connect_cluster, free_ports, node_argume
 from labsupport.experiments.scaling import PublishRefused, publish_event
 
 from conftest import scaled
+from test_broker import gone
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def wait_gone(pids: list[int], seconds: float) -> bool:

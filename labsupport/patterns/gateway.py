@@ -33,15 +33,15 @@ import asyncio
 import json
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from ..feed import MAX_RATE, Event, Feed
+from ..lab import LOOPBACK
 from ..record import Recorder
-from ..server_process import ServerProcess
+from ..server_process import ServerProcess, serve_commands
 from . import sse
 from . import websocket as ws
 from .sse_codec import EventStreamParser
@@ -136,14 +136,7 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
     """The child's main: follow the stream, serve the patterns, answer the parent's questions."""
     import nats
     import nats.errors
-    import psutil
-    import tornado.httpserver
-    import tornado.netutil
-    import tornado.web
     from nats.js.api import DeliverPolicy
-
-    from ..lab import LOOPBACK
-    from ..server_process import _read_commands, _say
 
     mirror = StreamMirror()
     problems: list[str] = []
@@ -178,21 +171,13 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
     async def publish(value: float) -> int:
         return (await js.publish(subject.replace(">", "post"), event_body(time.monotonic(), value))).seq
 
-    server = tornado.httpserver.HTTPServer(tornado.web.Application(handlers(mirror, publish, retry=retry)))
-    sockets = tornado.netutil.bind_sockets(0, LOOPBACK)
-    server.add_sockets(sockets)
-    commands: asyncio.Queue = asyncio.Queue()
-    threading.Thread(target=_read_commands, args=(asyncio.get_running_loop(), commands), daemon=True).start()
-    _say(port=sockets[0].getsockname()[1])
-    while (command := await commands.get()) is not None:
-        if command == "usage":
-            _say(cpu=time.process_time(), rss=psutil.Process().memory_info().rss)
-        elif command == "state":
-            _say(last_seq=mirror.last_seq, gaps=mirror.gaps, problems=problems[-5:])
-        elif command.startswith("received"):   # "received first last": when those events arrived here
-            first, last = (int(word) for word in command.split()[1:])
-            _say(received=mirror.received[max(first - 1, 0):last])
-    os._exit(0)   # as in server_process: no polite wait for open streams
+    async def answer(word: str, rest: list[str]) -> dict:
+        if word == "received":   # "received first last": when those events arrived here
+            first, last = int(rest[0]), int(rest[1])
+            return {"received": mirror.received[max(first - 1, 0):last]}
+        return {"last_seq": mirror.last_seq, "gaps": mirror.gaps, "problems": problems[-5:]}   # "state"
+
+    await serve_commands(handlers(mirror, publish, retry=retry), answer)
 
 
 class GatewayProcess(ServerProcess):
@@ -209,7 +194,6 @@ class GatewayProcess(ServerProcess):
 
     @property
     def url(self) -> str:
-        from ..lab import LOOPBACK
         return f"http://{LOOPBACK}:{self.port}"
 
     async def state(self) -> dict:
