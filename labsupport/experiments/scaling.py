@@ -381,8 +381,10 @@ class ScalingRun:
                                 showlegend=False)
                 continue
             fig.add_annotation(x=x[m["to"]], y=1000 * m["arrived"], ax=x[m["from"]], ay=1000 * m["sent"],
-                               xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
-                               text=m["label"], font={"size": 10})
+                               xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, text="")
+            fig.add_scatter(x=[(x[m["to"]] + x[m["from"]]) / 2], y=[500 * (m["arrived"] + m["sent"])], mode="text",
+                            text=[m["label"]], textposition="top center", textfont={"size": 10}, showlegend=False,
+                            hovertext=f"{m['from']} → {m['to']}: {1000 * (m['arrived'] - m['sent']):.2f} ms")
         fig.update_xaxes(tickvals=list(x.values()), ticktext=lanes, range=[-0.5, len(lanes) - 0.5])
         fig.update_yaxes(autorange="reversed", title_text="ms since the run began")
         fig.update_layout(title=title, height=420)
