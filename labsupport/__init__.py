@@ -11,7 +11,7 @@ One path per thing (see ``labsupport/README.md`` for the map):
 * ``from labsupport.exercises.chNN import q1, ...``: a chapter's exercises.
 """
 
-from .checks import ClaimFailed, Exercise, claim
+from .checks import ClaimFailed, Exercise, claim, show_progress
 from .experiments.core import Run, Workload, measure, sweep
 from .feed import Event, Feed
 from .lab import LabCall, LabError, Server, lab, on_lab_loop, shutdown, start_meter, start_server, stop_server
@@ -24,6 +24,6 @@ from .wire import Link, WireCounts, WireMeter
 __all__ = [
     "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
     "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "latency_histogram",
-    "measure", "on_lab_loop", "show_source", "shutdown", "slider", "start_meter", "start_server",
-    "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
+    "measure", "on_lab_loop", "show_progress", "show_source", "shutdown", "slider", "start_meter",
+    "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
 ]
