@@ -45,7 +45,7 @@ from ..record import Recorder
 from ..results import Result
 from ..server_process import ServerProcess, Usage
 from ..wire import WireCounts
-from .core import READY_TIMEOUT, Workload, cancel_all, measure, raise_client_failure
+from .core import READY_TIMEOUT, Workload, cancel_all, crossing, established, measure, raise_client_failure
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -329,18 +329,12 @@ async def _idle_keep_alive(base_url: str, recorder: Recorder) -> None:
         await asyncio.Event().wait()
 
 
-def _established(pid: int, port: int) -> int:
-    """Connections the operating system shows as established on the server's port."""
-    return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
-               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
-
-
 async def _held_by(backend, target: int, tasks: list[asyncio.Task]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
-    while _established(backend.pid, backend.port) < target:
+    while established(backend.port, backend.pid) < target:
         raise_client_failure(tasks)
         if time.monotonic() > deadline:
-            raise LabError(f"Only {_established(backend.pid, backend.port)} of {target} connections were open "
+            raise LabError(f"Only {established(backend.port, backend.pid)} of {target} connections were open "
                            f"after {READY_TIMEOUT:.0f} s. Try fewer.")
         await asyncio.sleep(0.05)
 
@@ -446,14 +440,7 @@ class Crossover:
         found = {}
         for clients, rows in self.table.groupby("clients"):
             wide = rows.pivot(index="rate", columns="pattern", values="bytes").sort_index()
-            gap = np.log(wide["sse"] / wide["polling"]).to_numpy()
-            rates = wide.index.to_numpy(dtype=float)
-            found[int(clients)] = float("nan")
-            for i in range(len(gap) - 1):
-                if gap[i] < 0 <= gap[i + 1]:
-                    share = -gap[i] / (gap[i + 1] - gap[i])
-                    found[int(clients)] = float(rates[i] * (rates[i + 1] / rates[i]) ** share)
-                    break
+            found[int(clients)] = crossing(wide.index, np.log(wide["sse"] / wide["polling"]))
         return found
 
     def plot(self, measure_name: str = "bytes") -> go.Figure:

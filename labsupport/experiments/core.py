@@ -24,7 +24,9 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
+import numpy as np
 import pandas as pd
+import psutil
 
 from ..feed import Event, Feed
 from ..lab import LabError, LoopWatch, Server, lab
@@ -225,6 +227,26 @@ async def all_caught_up(recorders: list[Recorder], last_seq: int, limit: float) 
     while time.monotonic() < deadline and not all(r.seen and max(s for s, _ in r.seen) >= last_seq
                                                   for r in recorders):
         await asyncio.sleep(0.02)
+
+
+def established(port: int, pid: int | None = None) -> int:
+    """TCP connections the operating system shows as established on a server's port.
+
+    ``pid`` is the server's process (a child process or the broker); by default this one.
+    """
+    return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def crossing(xs, gap) -> float:
+    """Where ``gap`` (measured at the increasing ``xs``) first goes from below zero to zero or above,
+    interpolated on a log scale of ``xs``; NaN if it never does in the measured range."""
+    xs, gap = np.asarray(xs, dtype=float), np.asarray(gap, dtype=float)
+    for i in range(len(gap) - 1):
+        if gap[i] < 0 <= gap[i + 1]:
+            share = -gap[i] / (gap[i + 1] - gap[i])
+            return float(xs[i] * (xs[i + 1] / xs[i]) ** share)
+    return float("nan")
 
 
 async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:

@@ -13,7 +13,7 @@ from ..lab import LabError, on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
-from .core import Run, Workload, measure
+from .core import Run, Workload, crossing, measure
 
 QUIET_WAIT = 10.0
 
@@ -167,13 +167,7 @@ def crossover_rate(table: pd.DataFrame) -> float:
     curves do not cross in the measured range.
     """
     wide = table.pivot(index="rate", columns="pattern", values="requests_per_s_per_client").sort_index()
-    gap = (wide["long polling"] - wide["polling"]).to_numpy()
-    rates = wide.index.to_numpy(dtype=float)
-    for i in range(len(gap) - 1):
-        if gap[i] < 0 <= gap[i + 1]:
-            share = -gap[i] / (gap[i + 1] - gap[i])
-            return float(rates[i] * (rates[i + 1] / rates[i]) ** share)
-    return float("nan")
+    return crossing(wide.index, wide["long polling"] - wide["polling"])
 
 
 @on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 1.5) + 0.5 + kwargs.get("interval", 0.2))
