@@ -461,7 +461,7 @@ class Crossover:
                             line=dict(color="#1f77b4", dash="dash", width=1))
             fig.add_vline(x=self.theory_rate, line_dash="dot",
                           annotation_text=f"theory: cross at {self.theory_rate:.1f} events/s")
-        fig.update_layout(title=f"{labels[measure_name]} (polling every {self.interval:g} s, no keep-alive)",
+        fig.update_layout(title=f"{labels[measure_name]} (polling every {self.interval:g} s)",
                           xaxis_title="events per second", yaxis_title=labels[measure_name], xaxis_type="log",
                           yaxis_type="log" if measure_name in ("bytes", "requests") else "linear", height=380,
                           margin=dict(l=10, r=10, t=50, b=40))

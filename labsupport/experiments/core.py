@@ -29,7 +29,7 @@ import pandas as pd
 import psutil
 
 from ..feed import Event, Feed
-from ..lab import LabError, LoopWatch, Server, lab
+from ..lab import LabCall, LabError, LoopWatch, Server, lab
 from ..record import Recorder
 from ..results import Result
 from ..wire import Link, WireCounts, WireMeter
@@ -279,6 +279,21 @@ def raise_client_failure(tasks: list[asyncio.Task]) -> None:
         if task.done() and not task.cancelled() and task.exception() is not None:
             error = task.exception()
             raise LabError(f"A client stopped with {type(error).__name__}: {error}") from error
+
+
+def variants_of(run: LabCall) -> LabCall:
+    """``run`` several times at the same time, each with its own settings; the results by name.
+
+    ``variants_of(run_polling)({"keep-alive": dict(interval=0.1), "close": dict(interval=0.1, keep_alive=False)})``
+    """
+    async def variants(variants: dict[str, dict]) -> dict[str, Result]:
+        results = await asyncio.gather(*(run.coro(**settings) for settings in variants.values()))
+        return dict(zip(variants, results))
+
+    variants.__name__ = variants.__qualname__ = f"{run.__name__}_variants"
+    variants.__module__ = run.__module__
+    return LabCall(variants, lambda arguments: max((run.seconds(**v) or 0.0 for v in arguments["variants"].values()),
+                                                   default=0.0))
 
 
 async def _sweep(run: Callable, over: str, values: list, fixed: dict) -> pd.DataFrame:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from ..lab import on_lab_loop
 from ..patterns import polling
 from ..record import Recorder
 from ..results import Result, http_messages
-from .core import Workload, expected_seconds, measure
+from .core import Workload, expected_seconds, measure, variants_of
 
 
 @on_lab_loop(expected=expected_seconds)
@@ -35,14 +33,7 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
                          conditional=conditional, idle_timeout=idle_timeout)
 
 
-@on_lab_loop(expected=lambda kwargs: max((expected_seconds(v) for v in kwargs.get("variants", {}).values()), default=0))
-async def run_polling_variants(variants: dict[str, dict]) -> dict[str, Result]:
-    """Several polling runs at the same time, each with its own settings; results by name.
-
-    ``run_polling_variants({"keep-alive": dict(interval=0.1), "close": dict(interval=0.1, keep_alive=False)})``
-    """
-    results = await asyncio.gather(*(run_polling.coro(**settings) for settings in variants.values()))
-    return dict(zip(variants, results))
+run_polling_variants = variants_of(run_polling)
 
 
 def exchanges(result: Result) -> list[tuple[bytes, bytes]]:
