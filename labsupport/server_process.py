@@ -47,6 +47,7 @@ import psutil
 
 from .feed import Event, Feed
 from .lab import LOOPBACK, LabError, lab
+from .wire import BACKLOG
 
 PATTERNS = ("polling", "long polling", "sse", "websocket")
 START_TIMEOUT = 30.0   # Python, Tornado and the course package load in about a second; a busy machine is slower
@@ -185,7 +186,7 @@ async def serve(pattern: str, rate: float, arrivals: str, seed: int | None, opti
 
     feed = Feed(rate, arrivals=arrivals, seed=seed)
     server = tornado.httpserver.HTTPServer(tornado.web.Application(handlers(pattern, feed, options)))
-    sockets = tornado.netutil.bind_sockets(0, LOOPBACK)
+    sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)  # room for a reconnect storm
     server.add_sockets(sockets)
     commands: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_commands, args=(asyncio.get_running_loop(), commands), daemon=True).start()
