@@ -173,7 +173,9 @@ async def run_deploy(*, kind: str = "rolling", clients: int = 5, rate: float = 2
     tasks = [asyncio.create_task(_clients(p)(balancer.url, r)) for p, r in zip(patterns, recorders)]
     restarts, maintenance = [], None
     try:
-        await all_ready(recorders, tasks)
+        streams = [r for p, r in zip(patterns, recorders) if p != "long polling"]
+        await all_ready(streams, tasks)   # a long poll is only answered once there is news: it cannot be 'ready' earlier
+        await asyncio.sleep(0.1)          # by now the long polls are held
         feed.start(duration)
         for i in range(count):
             await asyncio.sleep(duration / (count + 1) - (down if kind == "naive" else 0))

@@ -111,21 +111,21 @@ def _lost(recorders: list[Recorder], upto: int) -> int:
 
 
 def _expected(kw: dict) -> float:
-    return kw.get("retry", 0.5) + kw.get("base", 2.0) + ARRIVAL_SPREAD + 4.5
+    return kw.get("retry", 0.5) + kw.get("base", 3.0) + ARRIVAL_SPREAD + 3.5
 
 
 @on_lab_loop(expected=_expected)
-async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 2.0, cap: float = 30.0,
+async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.0, cap: float = 30.0,
                      seed: int = 8) -> dict[str, Storm]:
     """Cut ``clients`` SSE streams at once, twice: first the clients wait a fixed ``retry`` s, then
-    they use full-jitter backoff from ``base`` s (ceiling ``cap``). Each storm is watched until
-    every client should be back: its longest delay plus a second for the queue."""
+    they use full-jitter backoff from ``base`` s (ceiling ``cap``). Each storm is watched for its
+    longest delay, then until every client is back (at most BACK_TIMEOUT s more)."""
     if not 1 <= clients <= MAX_CLIENTS:
         raise ValueError(f"clients must be between 1 and {MAX_CLIENTS}, not {clients!r}.")
     if not 0 <= retry <= 5 or not 0 < base <= min(cap, 5):
         raise ValueError("retry and base must be at most 5 s (and base above 0, at most cap) to fit the run.")
-    policies = {"fixed": (f"fixed {retry:g} s", reconnect.fixed(retry), retry + 1.0),
-                "jitter": (f"backoff from {base:g} s, full jitter", reconnect.backoff_with_jitter(base, cap), base + 1.0)}
+    policies = {"fixed": (f"fixed {retry:g} s", reconnect.fixed(retry), retry),
+                "jitter": (f"backoff from {base:g} s, full jitter", reconnect.backoff_with_jitter(base, cap), base)}
     current = [policies["fixed"][1]]
     server = await ServerProcess("sse", rate=5.0, options={"heartbeat": None, "retry": 1000}).start()
     meter = await WireMeter(server.port).start()

@@ -110,9 +110,16 @@ async def apply(ledger: Ledger, msg_id: str, work: float, dedupe: bool) -> None:
 
 
 async def worker(ledger: Ledger, work: float, dedupe: bool) -> None:
-    """Apply queued events one after another, after the provider already has its answer."""
-    while True:
-        await apply(ledger, await ledger.queue.get(), work, dedupe)
+    """Apply queued events, each as soon as it is taken, after the provider already has its answer."""
+    jobs: set[asyncio.Task] = set()
+    try:
+        while True:
+            job = asyncio.create_task(apply(ledger, await ledger.queue.get(), work, dedupe))
+            jobs.add(job)
+            job.add_done_callback(jobs.discard)
+    finally:
+        for job in jobs:
+            job.cancel()
 
 
 def handlers(ledger: Ledger, secret: bytes, *, work: float = 0.0, fast: bool = True, dedupe: bool = True) -> list:
