@@ -168,3 +168,11 @@ def test_a_rolling_deploy_loses_nothing_and_a_503_ends_event_sources():
 
 def test_exercise_two_accepts_per_10_ms_not_per_second():
     assert ch08.q2.is_correct(5.0) and not ch08.q2.is_correct(500)
+
+
+def test_sessions_in_memory_need_a_sticky_balancer_and_a_websocket_does_not():
+    from labsupport.experiments.production_sticky import run_sticky, sticky_summary
+    table = sticky_summary(run_sticky(clients=2, polls=4))
+    assert table.loc[("round robin", "long polling"), "refused"] == 4   # every other poll of each client
+    assert table.loc[("sticky by address", "long polling"), "refused"] == 0
+    assert table.loc[("round robin", "websocket"), "refused"] == 0
