@@ -176,3 +176,23 @@ def test_sessions_in_memory_need_a_sticky_balancer_and_a_websocket_does_not():
     assert table.loc[("round robin", "long polling"), "refused"] == 4   # every other poll of each client
     assert table.loc[("sticky by address", "long polling"), "refused"] == 0
     assert table.loc[("round robin", "websocket"), "refused"] == 0
+
+
+def test_tickets_are_single_use_and_expire():
+    from labsupport.patterns.auth import Tickets
+    tickets = Tickets(lifetime=0.05)
+    first = tickets.issue("ada")
+    assert tickets.spend(first) == "ada" and tickets.spend(first) is None
+    late = tickets.issue("ada")
+    import time
+    time.sleep(0.1)
+    assert tickets.spend(late) is None and tickets.spend("made-up") is None
+
+
+def test_origin_check_stops_cross_site_hijacking_and_query_tokens_reach_the_log():
+    from labsupport.experiments.production_auth import run_auth
+    attempts, log = run_auth()
+    assert attempts.loc["WebSocket from another site's page, server checking Origin", "status"] == "403 refused"
+    assert attempts.loc["WebSocket from another site's page, server trusting any origin", "status"] == "101 open"
+    assert attempts.loc["stream with the same ticket again", "status"] == 401
+    assert any("token=tok_" in line for line in log) and not any("Bearer" in line for line in log)
