@@ -196,3 +196,11 @@ def test_origin_check_stops_cross_site_hijacking_and_query_tokens_reach_the_log(
     assert attempts.loc["WebSocket from another site's page, server trusting any origin", "status"] == "101 open"
     assert attempts.loc["stream with the same ticket again", "status"] == 401
     assert any("token=tok_" in line for line in log) and not any("Bearer" in line for line in log)
+
+
+def test_http3_handshake_takes_one_round_trip_and_the_stream_delivers_everything():
+    from labsupport.experiments.production_http3 import run_http3
+    quic = run_http3(latency=0.03, polls=3, rate=20, duration=0.3)
+    assert quic.first_datagram >= 1200
+    assert 0.9 * quic.rtt <= quic.handshake_s and 1.9 * quic.rtt <= quic.first_answer_s
+    assert quic.delivered == quic.events and quic.poll_up > 0 and quic.poll_down > 0
