@@ -56,11 +56,11 @@ def certificate() -> tuple[QuicConfiguration, bytes]:
 
 class _ServerProtocol(QuicConnectionProtocol):
     feed: Feed
+    tasks: set[asyncio.Task]   # the server's open event streams, shared by its connections
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.http = H3Connection(self._quic)
-        self.tasks: set[asyncio.Task] = set()
 
     def quic_event_received(self, event: QuicEvent) -> None:
         for http_event in self.http.handle_event(event):
@@ -91,10 +91,6 @@ class _ServerProtocol(QuicConnectionProtocol):
                 cursor = event.seq
             self.transmit()
 
-    def connection_lost(self, exc) -> None:
-        for task in self.tasks:
-            task.cancel()
-        super().connection_lost(exc)
 
 
 class Http3Server:
@@ -104,15 +100,19 @@ class Http3Server:
         self.feed = feed
         self.configuration, self.ca_pem = certificate()
         self._server = None
+        self._streams: set[asyncio.Task] = set()
         self.port: int | None = None
 
     async def start(self) -> "Http3Server":
-        protocol = type("FeedProtocol", (_ServerProtocol,), {"feed": self.feed})
+        protocol = type("FeedProtocol", (_ServerProtocol,), {"feed": self.feed, "tasks": self._streams})
         self._server = await serve(LOOPBACK, 0, configuration=self.configuration, create_protocol=protocol)
         self.port = self._server._transport.get_extra_info("sockname")[1]
         return self
 
     async def stop(self) -> None:
+        for task in list(self._streams):
+            task.cancel()
+        await asyncio.gather(*self._streams, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             self._server = None
