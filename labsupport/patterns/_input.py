@@ -1,4 +1,4 @@
-"""Reading what a client sends, strictly: the servers' cursors and JSON bodies.
+"""Reading what a client sends, strictly: request sizes, cursors and JSON bodies.
 
 Python is lenient where a server should not be. ``int()`` takes ``"١"`` (Arabic-Indic one),
 ``"0_0"``, ``"+0"`` and ``" 7 "``, and raises (not ValueError but a limit error) past 4,300
@@ -12,7 +12,26 @@ from __future__ import annotations
 import json
 import re
 
+import tornado.web
+
 _CURSOR = re.compile(r"[0-9]{1,18}")  # ASCII digits, short enough for any sequence number
+MAX_TARGET = 8 * 1024     # bytes of request target (path and query), as nginx's default buffer
+MAX_HEADERS = 16 * 1024   # bytes of header fields
+
+
+class SizeLimits:
+    """Mix into a RequestHandler: 414 for a long target (RFC 9110 15.5.15), 431 for big headers (RFC 6585 5).
+
+    Tornado reads at most 64 KiB of request head (``max_header_size``) and closes the connection
+    without an answer beyond it; below that, these limits give the client a status it can read.
+    """
+
+    def prepare(self) -> None:
+        if len(self.request.uri) > MAX_TARGET:
+            raise tornado.web.HTTPError(414, reason="URI Too Long")
+        size = sum(len(name) + len(value) + 4 for name, value in self.request.headers.get_all())
+        if size > MAX_HEADERS:
+            raise tornado.web.HTTPError(431, reason="Request Header Fields Too Large")
 
 
 def cursor(text: str) -> int | None:

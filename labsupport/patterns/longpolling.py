@@ -30,7 +30,7 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import cursor
+from ._input import SizeLimits, cursor
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Held:
         self.now -= 1
 
 
-class EventsHandler(tornado.web.RequestHandler):
+class EventsHandler(SizeLimits, tornado.web.RequestHandler):
     """Answers with the events after the client's cursor, holding the request until there are some."""
 
     def initialize(self, feed: Feed, hold: float, batch: float, held: Held) -> None:

@@ -48,7 +48,7 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import cursor as read_cursor, strict_json
+from ._input import SizeLimits, cursor as read_cursor, strict_json
 from .sse_codec import EventStreamParser, ServerSentEvent, encode_comment, encode_event, encode_retry
 
 HISTORY = 1000       # events kept for clients that reconnect
@@ -58,7 +58,7 @@ MAX_BODY = 1024      # bytes: a talk-back POST carries one small JSON object
 
 
 @tornado.web.stream_request_body  # so a POST's size is judged before its body is read
-class EventStreamHandler(tornado.web.RequestHandler):
+class EventStreamHandler(SizeLimits, tornado.web.RequestHandler):
     """``GET /events``: the stream. ``POST /events``: publish a value (the way back up)."""
 
     def initialize(self, feed: Feed, history: int = HISTORY, heartbeat: float = HEARTBEAT,
@@ -112,6 +112,7 @@ class EventStreamHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         """Before a POST's body is read: refuse another site's page (403) and an oversized body (413)."""
+        super().prepare()  # 414, 431
         if self.request.method != "POST":
             return
         self.set_header("Connection", "close")  # refused now, its body unread: this connection ends (RFC 9112 9.6)

@@ -49,7 +49,7 @@ import tornado.websocket
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import cursor, strict_json
+from ._input import SizeLimits, cursor, strict_json
 from ._rfc6455 import INVALID_DATA, close_reason, strict
 
 OUTBOX_LIMIT = 1000           # messages waiting for one client before the policy applies
@@ -124,7 +124,7 @@ class Hub:
     inputs: list = field(default_factory=list)    # game inputs: (n, sent, received)
 
 
-class OutboxSocket(tornado.websocket.WebSocketHandler):
+class OutboxSocket(SizeLimits, tornado.websocket.WebSocketHandler):
     """A WebSocket whose outgoing messages queue in a bounded outbox, written by one task."""
 
     def initialize(self, hub: Hub) -> None:
