@@ -58,6 +58,16 @@ def publish(feed: Feed, count: int) -> None:
     lab.run(go())
 
 
+def page_that_saw_five(browser, url: str, feed: Feed):
+    """A page whose EventSource opened once and received events 1 to 5."""
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_function("window.opened === 1", timeout=scaled(10) * 1000)
+    publish(feed, 5)
+    page.wait_for_function("window.seen.length === 5", timeout=scaled(10) * 1000)
+    return page
+
+
 def test_event_source_resumes_after_a_cut_with_nothing_lost_or_repeated(browser):
     async def setup():
         feed = Feed(rate=1)
@@ -67,11 +77,7 @@ def test_event_source_resumes_after_a_cut_with_nothing_lost_or_repeated(browser)
         return feed, meter
 
     feed, meter = lab.run(setup())
-    page = browser.new_page()
-    page.goto(meter.url + "/")
-    page.wait_for_function("window.opened === 1", timeout=scaled(10) * 1000)
-    publish(feed, 5)
-    page.wait_for_function("window.seen.length === 5", timeout=scaled(10) * 1000)
+    page = page_that_saw_five(browser, meter.url, feed)
 
     assert lab.run(meter.cut_all()) >= 1  # the network blips mid-stream
     publish(feed, 5)  # these happen while the browser is disconnected
@@ -130,18 +136,10 @@ def _serve_on(port: int, handlers: list):
     return lab.run(go())
 
 
-def _opened_then_saw_five(browser, retry: int = 200):
-    async def setup():
-        feed = Feed(rate=1)
-        server = await lab.serve("browser-restart", sse.handlers(feed, retry=retry) + [(r"/", Page)])
-        return feed, server
-
-    feed, server = lab.run(setup())
-    page = browser.new_page()
-    page.goto(server.url + "/")
-    page.wait_for_function("window.opened === 1", timeout=scaled(10) * 1000)
-    publish(feed, 5)
-    page.wait_for_function("window.seen.length === 5", timeout=scaled(10) * 1000)
+def _opened_then_saw_five(browser):
+    feed = Feed(rate=1)
+    server = lab.run(lab.serve("browser-restart", sse.handlers(feed, retry=200) + [(r"/", Page)]))
+    page = page_that_saw_five(browser, server.url, feed)
     lab.run(lab.stop_server(server.name))  # the server goes away
     return page, server.port
 
