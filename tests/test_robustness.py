@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -323,6 +324,9 @@ def test_an_oversized_message_gets_1009_every_time(log):
 
 # -- the SSE talk-back POST --------------------------------------------------------------------------
 
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (Debian: apt-get install curl)")
+
+
 def curl(*args) -> tuple[int, str]:
     done = subprocess.run(["curl", "-sS", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}", *args],
                           capture_output=True, text=True, timeout=scaled(30))
@@ -338,6 +342,7 @@ def sse_server():
     stop(server)
 
 
+@needs_curl
 def test_talk_back_refuses_a_huge_body_with_413_before_reading_it(log, sse_server, tmp_path):
     server, feed = sse_server
     huge = tmp_path / "huge.json"
@@ -354,6 +359,7 @@ def test_talk_back_refuses_a_huge_body_with_413_before_reading_it(log, sse_serve
     assert curl("-X", "POST", "--data-binary", '{"value": 1}', f"{server.url}/events")[0] == 202
 
 
+@needs_curl
 def test_talk_back_refuses_a_chunked_body_that_grows_too_big(log, sse_server):
     server, feed = sse_server
     chunks = subprocess.run(["curl", "-sS", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}", "-X", "POST",
@@ -363,6 +369,7 @@ def test_talk_back_refuses_a_chunked_body_that_grows_too_big(log, sse_server):
     assert chunks.stdout.rsplit(b"\n", 1)[1] == b"413" and feed.last_seq == 0
 
 
+@needs_curl
 @pytest.mark.parametrize("body, words", [
     (b'{"value": NaN}', "NaN"), (b'{"value": Infinity}', "Infinity"), (b'{"value": "nan"}', "finite"),
     (b"not json", "not JSON"), (b"[1, 2]", "object"),
@@ -373,6 +380,7 @@ def test_talk_back_parses_strictly_with_a_reason(log, sse_server, body, words):
     assert status == 400 and words in text and feed.last_seq == 0
 
 
+@needs_curl
 def test_talk_back_deep_nesting_gets_400_not_a_recursion_traceback(log):
     feed = Feed(1.0)
     server = serve("robust-sse-deep", sse.handlers(feed, max_body=200_000))
@@ -383,6 +391,7 @@ def test_talk_back_deep_nesting_gets_400_not_a_recursion_traceback(log):
         stop(server)
 
 
+@needs_curl
 def test_talk_back_refuses_another_sites_page_with_403(log, sse_server):
     server, feed = sse_server
     status, text = curl("-X", "POST", "-H", "Origin: http://evil.example", "-H", "Content-Type: text/plain",
@@ -390,6 +399,7 @@ def test_talk_back_refuses_another_sites_page_with_403(log, sse_server):
     assert status == 403 and "evil.example" in text and feed.last_seq == 0
 
 
+@needs_curl
 def test_listeners_are_still_served_during_the_abuse(log, sse_server):
     server, feed = sse_server
 
