@@ -1,0 +1,101 @@
+"""The browser's claims, judged from a finished run: what the theory predicts against what happened.
+
+A verdict is ``True`` (held), ``False`` (did not hold) or ``None`` (not run: no browser took
+part). Verdicts are shown in the widget, not raised: the browser reports after its cell has
+finished, so there is no cell left to fail. The JupyterLab test reads them and fails instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..results import Result
+from .session import BrowserRun
+
+
+@dataclass(frozen=True)
+class Verdict:
+    statement: str
+    holds: bool | None
+    measured: str = ""
+
+
+def _latency(result: Result, client: int):
+    return result.deliveries.loc[result.deliveries["client"] == client, "latency"].to_numpy()
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def judge(run: BrowserRun, result: Result) -> list[Verdict]:
+    """Every claim the run can check, route by route."""
+    alignment = run.alignment()
+    u = alignment.uncertainty if alignment else float("nan")
+    python = _latency(result, 0)
+    verdicts = []
+    for client, log in enumerate(run.logs.values(), start=1):
+        via = "directly" if log.route == "direct" else "through jupyter-server-proxy"
+        seen = _latency(result, client)
+        verdicts.append(Verdict(f"the browser's {run.spec.api} connected {via}", log.ready and len(seen) > 0,
+                                log.failed or f"{len(seen)} events seen"))
+        if not len(seen):
+            continue
+        verdicts.append(Verdict(
+            f"{via}, no event reached the browser before the server created it (to within the clock's ±{_ms(u)})",
+            bool(seen.min() >= -u), f"earliest {_ms(seen.min())}"))
+        verdicts += _pattern_claims(run, result, client, log, seen, python, u, via)
+    return verdicts
+
+
+def _pattern_claims(run, result, client, log, seen, python, u, via) -> list[Verdict]:
+    gap = 1 / run.rate
+    if run.pattern == "poll":
+        took = max((answered - sent for sent, answered, *_ in log.requests), default=0.0)
+        bound = run.interval + took + u
+        return [Verdict(f"{via}, no update waited longer than one poll interval ({_ms(run.interval)}) "
+                        "and one request", bool(seen.max() <= bound),
+                        f"worst {_ms(seen.max())}, bound {_ms(bound)}")]
+    if run.pattern == "stream":
+        if log.route == "direct":
+            return [Verdict("directly, each update of the held stream arrived before the next was created",
+                            bool(np.percentile(seen, 95) < gap), f"p95 {_ms(np.percentile(seen, 95))}, "
+                            f"updates {_ms(gap)} apart")]
+        first = result.deliveries.loc[result.deliveries["client"] == client, "seen"].min()
+        last_created = result.events["created"].max()
+        return [Verdict("through the proxy, nothing of the held stream arrived until it ended (buffered)",
+                        bool(first >= last_created - u),
+                        f"first update seen {first:.2f} s, last created {last_created:.2f} s")]
+    claims = []
+    if run.pattern in ("sse", "ws", "longpoll") and len(python):
+        # What the browser adds: its own handling of an answer, and on the proxy route the extra
+        # hop. A fetch round trip on the same route contains both, so one (median) round trip
+        # bounds it; the clock's alignment adds its ±u either way.
+        rtt = run.round_trip(log.route)
+        extra = np.median(seen) - np.median(python)
+        claims.append(Verdict(
+            f"{via}, the browser's median latency is the Python client's plus at most one round trip on "
+            f"its route ({_ms(rtt)}), to within the clock's ±{_ms(u)}", bool(-u <= extra <= rtt + u),
+            f"browser {_ms(np.median(seen))}, Python {_ms(np.median(python))}"))
+    if run.pattern == "sse" and log.route == "proxy":
+        claims.append(Verdict("through the proxy, EventSource's events arrived as they happened, not at the end "
+                              "(the proxy streams text/event-stream)", bool(np.median(seen) < gap),
+                              f"median {_ms(np.median(seen))}, events {_ms(gap)} apart"))
+    if run.pattern == "sse" and run.cut_at is not None:
+        missed = len(result.events) - len(seen)
+        claims.append(Verdict(f"{via}, EventSource reconnected by itself after the cut and lost nothing",
+                              log.notes.get("opens", 0) >= 2 and missed == 0,
+                              f"opened {log.notes.get('opens', 0)} times, {missed} events missed"))
+        asks = [head for head in run.stream_requests(log.route)]
+        resumed = [h for h in asks[1:] if b"\r\nlast-event-id: " in h.lower()]
+        claims.append(Verdict(f"{via}, the browser's reconnection said where it stopped (Last-Event-ID)",
+                              len(asks) >= 2 and len(resumed) == len(asks) - 1,
+                              f"{len(asks)} requests for the stream, {len(resumed)} with Last-Event-ID"))
+    if run.pattern == "sse" and "refused_state" in log.notes:
+        hits = run.refused.get(log.route, 0)
+        claims.append(Verdict(f"{via}, an EventSource answered 503 asked once and never again",
+                              hits == 1 and log.notes["refused_state"] == 2,
+                              f"{hits} request(s) in {run.duration:.0f} s, readyState {log.notes['refused_state']}"))
+    return claims
