@@ -33,8 +33,9 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-renderer-backgrounding",
          "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows"]
-CHAPTERS = ["04_server_sent_events.ipynb", "01_pull_and_push.ipynb"]
-CHAPTER_TIMEOUT = 90  # seconds for one chapter, every cell and every browser run
+CHAPTERS = ["01_pull_and_push.ipynb", "02_ajax_polling.ipynb", "03_long_polling.ipynb",
+            "04_server_sent_events.ipynb", "05_websockets.ipynb"]
+CHAPTER_TIMEOUT = 240  # seconds for one chapter, every cell and every browser run
 # Every cell rendered into the page (no virtual scrolling), so the test sees every output.
 NOTEBOOK_SETTINGS = '{"windowingMode": "none"}'
 
@@ -97,34 +98,56 @@ def chromium():
         browser.close()
 
 
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+ERRORS = "[data-mime-type='application/vnd.jupyter.error'], [data-mime-type='application/vnd.jupyter.stderr']"
+
+
 def run_every_cell(page, url: str, token: str, notebook: str) -> None:
     """Open ``notebook`` in JupyterLab, run all its cells and wait until the kernel is done."""
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=scaled(60) * 1000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}&reset")  # reset: only this notebook open
+    page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=scaled(60) * 1000)
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=scaled(60) * 1000)  # the kernel is up
-    page.click(".jp-Notebook")
-    page.evaluate("document.activeElement.blur()")
+    page.click(NOTEBOOK)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
     page.get_by_text("Run All Cells", exact=True).click()
-    # Done when no cell is waiting or running ([*]) and every browser widget has finished.
-    page.wait_for_function("""() => {
-        const prompts = [...document.querySelectorAll('.jp-Cell.jp-CodeCell .jp-InputPrompt')];
-        const busy = prompts.some((p) => p.textContent.includes('*'));
-        const widgets = [...document.querySelectorAll('.lab-browser')];
-        const finished = widgets.every((w) => ['done', 'failed'].includes(w.dataset.state));
-        return !busy && finished && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
-    }""", timeout=scaled(CHAPTER_TIMEOUT) * 1000, polling=500)
+    # Done when no cell is waiting or running ([*]) and every browser widget has finished, or
+    # when a cell failed (JupyterLab then stops running the rest).
+    try:
+        page.wait_for_function("""([notebook, errors]) => {
+            const root = document.querySelector(notebook);
+            if ([...root.querySelectorAll(errors)].some((e) => e.innerText.includes("Traceback"))) return true;
+            const prompts = [...root.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+            const widgets = [...root.querySelectorAll('.lab-browser')];
+            return widgets.every((w) => ['done', 'failed'].includes(w.dataset.state))
+                && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
+        }""", arg=[NOTEBOOK, ERRORS], timeout=scaled(CHAPTER_TIMEOUT) * 1000, polling=500)
+    except PlaywrightTimeout:
+        prompts = page.eval_on_selector_all(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt", "ns => ns.map(n => n.textContent)")
+        widgets = page.eval_on_selector_all(".lab-browser", "ns => ns.map(n => n.innerText.slice(0, 300))")
+        raise AssertionError(f"{notebook} did not finish in {CHAPTER_TIMEOUT} s; prompts {prompts}; "
+                             f"browser widgets {widgets}") from None
+
+
+def shut_down_kernels(url: str, token: str) -> None:
+    """Stop every kernel, so one chapter's servers and threads do not slow the next."""
+    import json
+
+    kernels = json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=10).read())
+    for kernel in kernels:
+        request = urllib.request.Request(f"{url}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
+        urllib.request.urlopen(request, timeout=30).read()
 
 
 def cell_errors(page) -> list[str]:
-    return page.eval_on_selector_all("[data-mime-type='application/vnd.jupyter.error'], "
-                                     "[data-mime-type='application/vnd.jupyter.stderr']",
+    return page.eval_on_selector_all(", ".join(f"{NOTEBOOK} {e}" for e in ERRORS.split(", ")),
                                      "nodes => nodes.map(n => n.innerText.slice(0, 2000))")
 
 
 def unrendered_widgets(page) -> list[str]:
     """Outputs still showing a widget's plain-text stand-in (the widget did not render)."""
-    texts = page.eval_on_selector_all(".jp-OutputArea-output", "nodes => nodes.map(n => n.innerText)")
+    texts = page.eval_on_selector_all(f"{NOTEBOOK} .jp-OutputArea-output", "nodes => nodes.map(n => n.innerText)")
     return [t for t in texts if "open this notebook in JupyterLab" in t or "Loading widget" in t]
 
 
@@ -135,17 +158,18 @@ def test_chapter_in_jupyterlab(jupyterlab, chromium, notebook):
     page = chromium.new_page()
     try:
         run_every_cell(page, url, token, notebook)
-        errors = [e for e in cell_errors(page) if "Traceback" in e or "Error" in e]
+        verdicts = page.eval_on_selector_all(
+            ".lab-browser-verdict", "nodes => nodes.map(n => [n.dataset.verdict, n.innerText])")
+        print(f"\n{notebook}:\n" + "\n".join(text for _, text in verdicts))
+        errors = [e for e in cell_errors(page) if "Traceback" in e]
         assert not errors, f"cells of {notebook} show errors:\n" + "\n---\n".join(errors)
         assert not unrendered_widgets(page)
         widgets = page.eval_on_selector_all(".lab-browser", "nodes => nodes.map(n => n.dataset.state)")
         assert widgets and all(state == "done" for state in widgets), widgets
-        verdicts = page.eval_on_selector_all(
-            ".lab-browser-verdict", "nodes => nodes.map(n => [n.dataset.verdict, n.innerText])")
         failed = [text for verdict, text in verdicts if verdict != "pass"]
         assert not failed, "browser claims did not hold:\n" + "\n".join(failed)
         connected = [text for _, text in verdicts if " connected " in text]
         assert any("directly" in t for t in connected) and any("jupyter-server-proxy" in t for t in connected)
-        print(f"\n{notebook}:\n" + "\n".join(text for _, text in verdicts))
     finally:
         page.close()
+        shut_down_kernels(url, token)

@@ -45,7 +45,8 @@ class Pattern:
 
 
 PATTERNS = {
-    "poll": Pattern("setInterval + fetch", lambda run: polling.handlers(run.feed),
+    "poll": Pattern("setInterval + fetch",
+                    lambda run: polling.handlers(run.feed, cache_control=run.cache_control, answers=run.answers),
                     lambda run, url, rec: polling.poll(url, rec, interval=run.interval), push=False),
     "longpoll": Pattern("a fetch loop with a cursor", lambda run: longpolling.handlers(run.feed, hold=5.0),
                         lambda run, url, rec: longpolling.long_poll(url, rec), push=True),
@@ -91,6 +92,7 @@ class BrowserRun:
     interval: float = 0.5
     cut_at: float | None = None
     retry_ms: int = 200
+    cache_control: str | None = "no-cache"
     routes: tuple[str, ...] = ROUTES
     allowed_origins: set = field(default_factory=set)
     feed: Feed | None = None
@@ -101,6 +103,7 @@ class BrowserRun:
     over: asyncio.Event | None = None
     streams: list = field(default_factory=list)
     refused: dict = field(default_factory=dict)
+    answers: list = field(default_factory=list)
     cut: dict = field(default_factory=dict)
     _tasks: list = field(default_factory=list)
     _browser_done: asyncio.Event | None = None
@@ -216,9 +219,16 @@ class BrowserRun:
         return [f"Python: {python}"] + [f"browser {via[route]}" for route in self.logs]
 
     def round_trip(self, route: str) -> float:
-        """The median round trip of a route's clock exchanges (s): what one fetch costs there."""
-        trips = sorted(t1 - t0 for t0, _, t1 in self.logs[route].samples)
+        """The median round trip of a route's clock exchanges (s): what one fetch costs there.
+
+        The first exchange also opened the connection, so it is left out.
+        """
+        trips = sorted(t1 - t0 for t0, _, t1 in self.logs[route].samples[1:])
         return trips[len(trips) // 2] if trips else float("nan")
+
+    def answers_to(self, route: str) -> list[tuple[int, dict]]:
+        """``(status, request headers)`` of every poll that reached the server from one browser route."""
+        return [(status, headers) for status, headers in self.answers if _route_of(headers) == route]
 
     def stream_requests(self, route: str) -> list[bytes]:
         """The requests for ``/events`` that reached the server from one browser route, in order.
@@ -226,20 +236,24 @@ class BrowserRun:
         The meter sees the proxy's requests, not the browser's: they carry the proxy's
         ``X-Forwarded-Context``; the browser's own carry its ``Mozilla`` user agent.
         """
-        heads = []
-        for connection in self.meter.connections:
-            head = bytes(connection.head_up)
-            lower = head.lower()
-            if not lower.startswith(b"get /events"):
-                continue
-            proxied = b"\r\nx-forwarded-context:" in lower
-            browser = b"mozilla" in lower
-            if (route == "proxy" and proxied) or (route == "direct" and browser and not proxied):
-                heads.append(head)
-        return heads
+        heads = [bytes(c.head_up) for c in self.meter.connections]
+        return [h for h in heads if h.lower().startswith(b"get /events") and _route_of(_headers(h)) == route]
 
     def alignment(self, route: str | None = None) -> Alignment | None:
         """The tightest alignment from one route's exchanges, or from all of them."""
         samples = [s for log in self.logs.values() if route in (None, log.route) for s in log.samples]
         return align(samples) if samples else None
 
+
+
+def _headers(head: bytes) -> dict:
+    lines = head.decode("latin-1").split("\r\n\r\n")[0].split("\r\n")[1:]
+    return dict(line.split(":", 1) for line in lines if ":" in line)
+
+
+def _route_of(headers) -> str:
+    """Which client sent a request: the proxy adds ``X-Forwarded-Context``; a browser says ``Mozilla``."""
+    lower = {k.strip().lower(): v for k, v in headers.items()}
+    if "x-forwarded-context" in lower:
+        return "proxy"
+    return "direct" if "mozilla" in lower.get("user-agent", "").lower() else "python"
