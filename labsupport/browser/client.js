@@ -45,6 +45,7 @@ class RouteClient {
     this.stopped = false;
     this.closers = [];
     this.readySent = false;
+    this.started = new Promise((ok) => { this.go = ok; });  // resolved when the feed starts
   }
 
   url(path, port) {
@@ -208,8 +209,72 @@ class RouteClient {
     };
   }
 
+  async cors() {
+    // Three kinds of poll from this page's origin to the server's own port (another origin):
+    // to a route that sends no Access-Control-Allow-Origin, to one that names this page, and to
+    // the same with a custom header, which makes the browser send a preflight OPTIONS first.
+    const phases = [["closed", "/closed/latest", {}], ["simple", "/latest", {}],
+                    ["custom", "/latest", { "X-Client": "course-notebook" }]];
+    this.notes.cors = {};
+    this.ready();
+    await this.started;
+    let held = 0;
+    for (const [phase, path, headers] of phases) {
+      const outcome = { made: 0, read: 0 };
+      this.notes.cors[phase] = outcome;
+      for (let i = 0; i < 3 && !this.stopped; i++) {
+        outcome.made += 1;
+        const sent = now();
+        try {
+          const answer = await fetch(this.url(`${path}?phase=${phase}`), { headers, cache: "no-store" });
+          const event = await answer.json();
+          outcome.read += 1;
+          const fresh = event.seq > held ? 1 : 0;
+          if (fresh) {
+            held = event.seq;
+            this.seen.push([event.seq, now()]);
+          }
+          this.requests.push([sent, now(), answer.status, fresh]);
+        } catch (error) {
+          this.errors.push(`${phase} poll: ${error}`);
+        }
+        await new Promise((ok) => setTimeout(ok, this.plan.interval_ms));
+      }
+    }
+  }
+
+  async connectionLimit() {
+    // Seven EventSources to one host:port over HTTP/1.1. A browser opens at most six connections
+    // to one host (Chromium's per-group limit), so the seventh, and a fetch after it, must wait
+    // until one closes. Then close the first stream, and a second one a moment later.
+    const start = now();
+    const limit = { opened: [], closed: [], fetch_sent: null, fetch_done: null };
+    this.notes.limit = limit;
+    const sources = [];
+    for (let i = 0; i < 7; i++) {
+      const source = new EventSource(this.url("/events"));
+      source.onopen = () => { if (limit.opened[i] == null) limit.opened[i] = now() - start; };
+      source.onmessage = (e) => this.seen.push([JSON.parse(e.data).seq, now()]);
+      sources.push(source);
+      this.closers.push(() => source.close());
+    }
+    this.ready();
+    const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+    await sleep(this.plan.hold_ms);
+    limit.fetch_sent = now() - start;
+    fetch(this.url("/clock"), { cache: "no-store" })
+      .then(() => { limit.fetch_done = now() - start; })
+      .catch((error) => this.errors.push(`fetch beside the streams: ${error}`));
+    await sleep(this.plan.hold_ms);
+    for (const first of sources.slice(0, 2)) {
+      first.close();
+      limit.closed.push(now() - start);
+      await sleep(this.plan.hold_ms / 2);
+    }
+  }
+
   open() {
-    const run = { poll: () => this.poll(), longpoll: () => this.longPoll(), stream: () => this.stream(),
+    const run = { limit: () => this.connectionLimit(), cors: () => this.cors(), poll: () => this.poll(), longpoll: () => this.longPoll(), stream: () => this.stream(),
                   sse: () => this.eventSource(), ws: () => this.webSocket() }[this.plan.pattern];
     run();
     setTimeout(() => {
@@ -259,6 +324,7 @@ function render({ model, el }) {
           .catch((error) => client.fail(`could not reach ${client.url("/clock", plan.server_port)}: ${error}`));
       }
     } else if (message.kind === "go") {
+      clients.forEach((c) => c.go());
       const flusher = setInterval(() => clients.forEach((c) => c.flush()), FLUSH_MS);
       setTimeout(() => {
         clearInterval(flusher);

@@ -84,7 +84,19 @@ def browser_facing(handler: type, allowed_origins: set[str]) -> type:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
 
-    return type(handler.__name__, (handler,), {"set_default_headers": set_default_headers})
+    def options(self, *args) -> None:
+        """A CORS preflight (WHATWG Fetch, "CORS-preflight fetch"): say what the real request may do.
+
+        ``Access-Control-Max-Age: 0`` forbids the browser to remember the answer, so every
+        request that needs a preflight gets one (without it, a browser keeps it 5 s).
+        """
+        self.set_header("Access-Control-Allow-Methods", "GET, POST")
+        self.set_header("Access-Control-Allow-Headers", self.request.headers.get("Access-Control-Request-Headers", ""))
+        self.set_header("Access-Control-Max-Age", "0")
+        self.set_status(204)
+        self.finish()
+
+    return type(handler.__name__, (handler,), {"set_default_headers": set_default_headers, "options": options})
 
 
 def open_to_browsers(routes: list, allowed_origins: set[str]) -> list:

@@ -42,12 +42,21 @@ class Pattern:
     routes: Callable[["BrowserRun"], list]
     python_client: Callable[["BrowserRun", str, Recorder], Awaitable[None]]
     push: bool  # the server sends news as it happens (so the clients must be in place first)
+    closed_routes: Callable[["BrowserRun"], list] = lambda run: []  # not opened to other origins
 
 
 PATTERNS = {
     "poll": Pattern("setInterval + fetch",
                     lambda run: polling.handlers(run.feed, cache_control=run.cache_control, answers=run.answers),
                     lambda run, url, rec: polling.poll(url, rec, interval=run.interval), push=False),
+    "cors": Pattern("fetch across origins",
+                    lambda run: polling.handlers(run.feed, answers=run.answers),
+                    lambda run, url, rec: polling.poll(url, rec, interval=run.interval), push=False,
+                    closed_routes=lambda run: [(r"/closed/latest", polling.LatestHandler,
+                                                {"feed": run.feed, "answers": run.answers})]),
+    "limit": Pattern("seven EventSources",
+                     lambda run: sse.handlers(run.feed, retry=run.retry_ms),
+                     lambda run, url, rec: sse.listen(url, rec, retry=run.retry_ms / 1000), push=True),
     "longpoll": Pattern("a fetch loop with a cursor", lambda run: longpolling.handlers(run.feed, hold=5.0),
                         lambda run, url, rec: longpolling.long_poll(url, rec), push=True),
     "stream": Pattern("a streamed fetch body",
@@ -122,6 +131,10 @@ class BrowserRun:
         unknown = set(self.routes) - set(ROUTES)
         if unknown or not self.routes:
             raise ValueError(f"routes must be some of {ROUTES}, not {self.routes!r}.")
+        if self.pattern in ("cors", "limit"):
+            # Through the proxy the page and the server share one origin, and the streams would
+            # take the connections JupyterLab itself needs.
+            self.routes = ("direct",)
         self.logs = {route: RouteLog(route) for route in self.routes}
 
     @property
@@ -140,7 +153,7 @@ class BrowserRun:
         self.allowed_origins.add(origin)
         self.over, self._browser_done = asyncio.Event(), asyncio.Event()
         self.feed = Feed(self.rate)
-        routes = open_to_browsers(self.spec.routes(self), self.allowed_origins)
+        routes = open_to_browsers(self.spec.routes(self), self.allowed_origins) + self.spec.closed_routes(self)
         self.server = await lab.serve(f"browser-{self.pattern}-{next(_ids)}", routes)
         self.meter = await WireMeter(self.server.port, capture=CAPTURE_BYTES).start()
         lab.on_shutdown(f"meter:{self.server.name}", self.meter.stop)
@@ -213,7 +226,7 @@ class BrowserRun:
     # -- derived ------------------------------------------------------------------------------
 
     def client_names(self) -> list[str]:
-        python = {"poll": "aiohttp polling", "longpoll": "aiohttp long poll", "stream": "aiohttp stream",
+        python = {"poll": "aiohttp polling", "cors": "aiohttp polling", "limit": "Python EventSource", "longpoll": "aiohttp long poll", "stream": "aiohttp stream",
                   "sse": "Python EventSource", "ws": "aiohttp WebSocket"}[self.pattern]
         via = {"direct": "directly", "proxy": "via jupyter-server-proxy"}
         return [f"Python: {python}"] + [f"browser {via[route]}" for route in self.logs]
@@ -226,9 +239,10 @@ class BrowserRun:
         trips = sorted(t1 - t0 for t0, _, t1 in self.logs[route].samples[1:])
         return trips[len(trips) // 2] if trips else float("nan")
 
-    def answers_to(self, route: str) -> list[tuple[int, dict]]:
-        """``(status, request headers)`` of every poll that reached the server from one browser route."""
-        return [(status, headers) for status, headers in self.answers if _route_of(headers) == route]
+    def answers_to(self, route: str, phase: str | None = None) -> list[tuple[int, object]]:
+        """``(status, request)`` of every poll that reached the server from one browser route."""
+        return [(status, request) for status, request in self.answers if _route_of(request.headers) == route
+                and phase in (None, request.query_arguments.get("phase", [b""])[0].decode())]
 
     def stream_requests(self, route: str) -> list[bytes]:
         """The requests for ``/events`` that reached the server from one browser route, in order.

@@ -52,6 +52,10 @@ def judge(run: BrowserRun, result: Result) -> list[Verdict]:
 
 def _pattern_claims(run, result, client, log, seen, python, u, via) -> list[Verdict]:
     gap = 1 / run.rate
+    if run.pattern == "cors":
+        return _cors_claims(run, log)
+    if run.pattern == "limit":
+        return [_limit_claim(run, log, u)]
     if run.pattern == "poll" and run.cache_control != "no-cache":
         return [_cache_claim(run, log, via)]  # a cache that reuses answers makes them late on purpose
     if run.pattern == "poll":
@@ -110,7 +114,7 @@ def _cache_claim(run, log, via) -> Verdict:
     made = len(log.requests)
     page_304 = sum(status == 304 for _, _, status, *_ in log.requests)
     answers = run.answers_to(log.route)
-    revalidated = sum(status == 304 and "If-None-Match" in headers for status, headers in answers)
+    revalidated = sum(status == 304 and "If-None-Match" in request.headers for status, request in answers)
     counted = f"the page made {made} requests, {len(answers)} reached the server, {revalidated} answered 304"
     if run.cache_control == "no-cache":
         return Verdict(f"{via}, with no-cache the browser asked every time and revalidated on its own "
@@ -119,3 +123,43 @@ def _cache_claim(run, log, via) -> Verdict:
     return Verdict(f"{via}, with {run.cache_control or 'no freshness headers'} the browser reused answers "
                    "without asking: fewer requests reached the server than the page made",
                    len(answers) < made, counted)
+
+
+def _cors_claims(run, log) -> list[Verdict]:
+    """Three kinds of poll from this page's origin to the server's (another port): who saw what."""
+    outcome = log.notes.get("cors", {})
+
+    def arrived(phase: str, method: str = "GET") -> int:
+        return sum(request.method == method for _, request in run.answers_to("direct", phase))
+
+    closed, simple, custom = (outcome.get(p, {}) for p in ("closed", "simple", "custom"))
+    return [
+        Verdict("without Access-Control-Allow-Origin the server answered every poll, but the browser hid "
+                "each answer from the page", arrived("closed") == closed.get("made", -1) > 0
+                and closed.get("read", -1) == 0,
+                f"{arrived('closed')} polls reached the server, the page read {closed.get('read')}"),
+        Verdict("with Access-Control-Allow-Origin naming this page, the page read every answer, one request "
+                "per poll", simple.get("read", -1) == simple.get("made") == arrived("simple") > 0
+                and arrived("simple", "OPTIONS") == 0,
+                f"{simple.get('read')} of {simple.get('made')} read, {arrived('simple')} requests"),
+        Verdict("a custom header made the browser ask first (a preflight OPTIONS): two requests per poll",
+                custom.get("read", -1) == custom.get("made") == arrived("custom") == arrived("custom", "OPTIONS") > 0,
+                f"{custom.get('made')} polls, {arrived('custom', 'OPTIONS')} OPTIONS + {arrived('custom')} GET"),
+    ]
+
+
+def _limit_claim(run, log, u) -> Verdict:
+    """Six connections per host: when did the seventh stream, and a fetch, get one?"""
+    limit = log.notes.get("limit", {})
+    opened, closed = limit.get("opened", []), limit.get("closed", [])
+    if len(opened) < 7 or None in opened or not closed or limit.get("fetch_done") is None:
+        return Verdict("six EventSources opened at once; the seventh and a fetch waited until one closed",
+                       False, f"opened at {opened}, closed at {closed}, fetch {limit.get('fetch_done')}")
+    first_six, seventh = max(opened[:6]), opened[6]
+    waited = seventh - closed[0]
+    return Verdict("six EventSources opened at once; the seventh, and a fetch to the same host, waited until "
+                   "one closed", first_six < closed[0] and seventh >= closed[0] - u
+                   and limit["fetch_done"] >= closed[0] - u,
+                   f"six open by {first_six:.2f} s; the seventh opened at {seventh:.2f} s, {waited * 1000:.0f} ms "
+                   f"after the first closed ({closed[0]:.2f} s); the fetch sent at {limit['fetch_sent']:.2f} s "
+                   f"came back at {limit['fetch_done']:.2f} s")

@@ -47,7 +47,8 @@ class BrowserPanel(widgets.VBox):
         self.run = run
         self.title = title
         self.client = BrowserClient(plan={"pattern": run.pattern, "routes": list(run.routes),
-                                          "interval_ms": run.interval * 1000, "refuse": run.pattern == "sse"},
+                                          "interval_ms": run.interval * 1000, "refuse": run.pattern == "sse",
+                                          "hold_ms": run.duration * 1000 / 4},
                                     status=f"{title}: waiting for the browser…")
         self.figure = go.FigureWidget()
         self.plots = widgets.Box([self.figure], layout=widgets.Layout(display="none"))  # shown when done

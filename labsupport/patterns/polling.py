@@ -23,7 +23,7 @@ Server side, ``cache_control`` is what the answer says about caching (RFC 9111 s
 asking; ``None`` says nothing, and a cache may then guess a freshness lifetime (section 4.2.2).
 A browser's own HTTP cache follows these rules by itself: the page's code never sends
 ``If-None-Match``, yet the server sees it. ``answers``, if given, collects
-``(status, request headers)`` for every answer, so a chapter can count what reached the server.
+``(status, request)`` for every answer, so a chapter can count what reached the server.
 
 A request the server cannot serve (a wrong method, say) gets a JSON error, not an HTML page.
 """
@@ -56,7 +56,7 @@ class LatestHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         if self.answers is not None:
-            self.answers.append((self.get_status(), self.request.headers))
+            self.answers.append((self.get_status(), self.request))
 
     def write_error(self, status_code: int, **kwargs) -> None:
         self.finish({"error": self._reason})
