@@ -273,8 +273,33 @@ class RouteClient {
     }
   }
 
+  chat() {
+    // Join the kernel's chat room; say hello by itself (so a run without typing still talks),
+    // then send whatever the learner types in the box.
+    const name = `browser-${this.route}`;
+    const socket = new WebSocket(wsOrigin(this.route, this.plan.meter_port) + `/chat?name=${name}`);
+    this.socket = socket;
+    this.notes.heard = [];
+    this.closers.push(() => socket.close());
+    const opened = now();
+    socket.onopen = () => {
+      this.requests.push([opened, now(), 101, 0]);
+      this.ready();
+      this.started.then(() => this.say(`hello from your browser (${this.route})`));
+    };
+    socket.onmessage = (e) => {
+      const message = JSON.parse(e.data);
+      this.notes.heard.push(message);
+      if (this.onHeard) this.onHeard(message);
+    };
+  }
+
+  say(text) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(text);
+  }
+
   open() {
-    const run = { limit: () => this.connectionLimit(), cors: () => this.cors(), poll: () => this.poll(), longpoll: () => this.longPoll(), stream: () => this.stream(),
+    const run = { chat: () => this.chat(), limit: () => this.connectionLimit(), cors: () => this.cors(), poll: () => this.poll(), longpoll: () => this.longPoll(), stream: () => this.stream(),
                   sse: () => this.eventSource(), ws: () => this.webSocket() }[this.plan.pattern];
     run();
     setTimeout(() => {
@@ -314,10 +339,35 @@ function render({ model, el }) {
   const send = (message) => model.send(message);
   let clients = [];
 
+  let chatLog = null;
+  if (plan.pattern === "chat") {
+    const box = document.createElement("input");
+    box.placeholder = "say something to the bots, then press Enter";
+    box.className = "lab-browser-chat-input";
+    box.style.width = "420px";
+    chatLog = document.createElement("div");
+    chatLog.className = "lab-browser-chat-log";
+    chatLog.style.cssText = "max-height: 9em; overflow-y: auto; font-family: monospace; font-size: 90%;";
+    box.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && box.value.trim()) {
+        clients.forEach((c) => c.say(box.value.trim()));
+        box.value = "";
+      }
+    });
+    root.append(box, chatLog);
+  }
+
   model.on("msg:custom", (message) => {
     if (message.kind === "start") {
       Object.assign(plan, message);
       clients = plan.routes.map((route) => new RouteClient(route, plan, send));
+      if (chatLog) {
+        clients[0].onHeard = (m) => {
+          const line = document.createElement("div");
+          line.textContent = `#${m.seq} ${m.from}: ${m.text}`;
+          chatLog.append(line);
+        };
+      }
       for (const client of clients) {
         client.alignClock()
           .then(() => client.open())

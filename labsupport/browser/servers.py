@@ -13,6 +13,9 @@
   an origin, so none of this is needed there.
 * ``/stream`` ends when the run is over (the course's push stream never ends by itself): a
   buffering proxy hands on a response only once it has ended, so only an ending stream shows it.
+* ``/chat`` is chapter 5's room, noting the ``Origin``, cookies and any ``Authorization`` each
+  client's opening request carried: a browser's ``WebSocket`` (like ``EventSource``) cannot add
+  headers of its own, so what it sends is what the browser decides.
 * ``/refuse`` answers 503 to count how often an ``EventSource`` asks after a non-200 answer.
 """
 
@@ -25,7 +28,7 @@ import tornado.web
 import tornado.websocket
 
 from ..feed import Feed
-from ..patterns import push
+from ..patterns import push, websocket
 
 
 class ClockHandler(tornado.web.RequestHandler):
@@ -68,6 +71,21 @@ class RefuseHandler(tornado.web.RequestHandler):
         self.hits[route] = self.hits.get(route, 0) + 1
         self.set_status(503)
         self.finish("not now")
+
+
+class WitnessedChat(websocket.ChatSocket):
+    """The chat room of chapter 5, noting what each client's opening request carried."""
+
+    def initialize(self, hub, witnessed: list) -> None:
+        super().initialize(hub)
+        self.witnessed = witnessed
+
+    def open(self) -> None:
+        headers = self.request.headers
+        self.witnessed.append({"name": self.get_query_argument("name", "anon")[:40],
+                               "origin": headers.get("Origin"), "authorization": "Authorization" in headers,
+                               "cookies": sorted(self.request.cookies), "forwarded": "X-Forwarded-Context" in headers})
+        super().open()
 
 
 def browser_facing(handler: type, allowed_origins: set[str]) -> type:

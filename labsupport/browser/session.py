@@ -26,7 +26,7 @@ from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
 from .clock import Alignment, align
-from .servers import EndingStream, RefuseHandler, open_to_browsers
+from .servers import EndingStream, RefuseHandler, WitnessedChat, open_to_browsers
 
 ROUTES = ("direct", "proxy")
 CAPTURE_BYTES = 2048
@@ -57,6 +57,9 @@ PATTERNS = {
     "limit": Pattern("seven EventSources",
                      lambda run: sse.handlers(run.feed, retry=run.retry_ms),
                      lambda run, url, rec: sse.listen(url, rec, retry=run.retry_ms / 1000), push=True),
+    "chat": Pattern("a WebSocket chat",
+                    lambda run: [(r"/chat", WitnessedChat, {"hub": run.hub, "witnessed": run.witnessed})],
+                    lambda run, url, rec: run.bots(url, rec), push=True),
     "longpoll": Pattern("a fetch loop with a cursor", lambda run: longpolling.handlers(run.feed, hold=5.0),
                         lambda run, url, rec: longpolling.long_poll(url, rec), push=True),
     "stream": Pattern("a streamed fetch body",
@@ -113,6 +116,10 @@ class BrowserRun:
     streams: list = field(default_factory=list)
     refused: dict = field(default_factory=dict)
     answers: list = field(default_factory=list)
+    hub: websocket.Hub = field(default_factory=websocket.Hub)
+    witnessed: list = field(default_factory=list)
+    bot_heard: list = field(default_factory=list)
+    forged_origin_status: int | None = None
     cut: dict = field(default_factory=dict)
     _tasks: list = field(default_factory=list)
     _browser_done: asyncio.Event | None = None
@@ -131,6 +138,8 @@ class BrowserRun:
         unknown = set(self.routes) - set(ROUTES)
         if unknown or not self.routes:
             raise ValueError(f"routes must be some of {ROUTES}, not {self.routes!r}.")
+        if self.pattern == "chat":
+            self.hub.feed = None
         if self.pattern in ("cors", "limit"):
             # Through the proxy the page and the server share one origin, and the streams would
             # take the connections JupyterLab itself needs.
@@ -182,11 +191,32 @@ class BrowserRun:
         self.over.set()
         await asyncio.sleep(self.drain)
         await cancel_all(self._tasks)
+        if self.pattern == "chat":
+            await self.try_forged_origin()
         try:
             await asyncio.wait_for(self._browser_done.wait(), ABANDON)
         except asyncio.TimeoutError:
             pass
         await self.stop()
+
+    async def bots(self, url: str, recorder: Recorder) -> None:
+        """Two Python bots in the chat room, speaking on their own; then a page from a forged origin."""
+        recorder.ready.set()
+        lines = ["hello from the kernel", "anyone there?", "the kernel hears you", "bye for now"]
+        every = max(0.2, self.duration / (len(lines) + 1))
+        await asyncio.gather(*(websocket.chat(url, name, lines, every=every, heard=self.bot_heard, linger=1.0)
+                               for name in ("bot-ada", "bot-bob")))
+
+    async def try_forged_origin(self) -> None:
+        """A page from another site tries to join: the server's ``Origin`` check must refuse it."""
+        import aiohttp
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(websocket.ws_url(self.meter.url, "/chat?name=intruder"),
+                                              headers={"Origin": "https://evil.example"}):
+                    self.forged_origin_status = 101
+            except aiohttp.WSServerHandshakeError as refused:
+                self.forged_origin_status = refused.status
 
     def browser_done(self) -> None:
         """Called (from any thread) once every browser route has sent its last report."""
@@ -226,7 +256,7 @@ class BrowserRun:
     # -- derived ------------------------------------------------------------------------------
 
     def client_names(self) -> list[str]:
-        python = {"poll": "aiohttp polling", "cors": "aiohttp polling", "limit": "Python EventSource", "longpoll": "aiohttp long poll", "stream": "aiohttp stream",
+        python = {"chat": "two aiohttp chat bots", "poll": "aiohttp polling", "cors": "aiohttp polling", "limit": "Python EventSource", "longpoll": "aiohttp long poll", "stream": "aiohttp stream",
                   "sse": "Python EventSource", "ws": "aiohttp WebSocket"}[self.pattern]
         via = {"direct": "directly", "proxy": "via jupyter-server-proxy"}
         return [f"Python: {python}"] + [f"browser {via[route]}" for route in self.logs]

@@ -36,6 +36,8 @@ def judge(run: BrowserRun, result: Result) -> list[Verdict]:
     u = alignment.uncertainty if alignment else float("nan")
     python = _latency(result, 0)
     verdicts = []
+    if run.pattern == "chat":
+        return _chat_claims(run)
     for client, log in enumerate(run.logs.values(), start=1):
         via = "directly" if log.route == "direct" else "through jupyter-server-proxy"
         seen = _latency(result, client)
@@ -163,3 +165,27 @@ def _limit_claim(run, log, u) -> Verdict:
                    f"six open by {first_six:.2f} s; the seventh opened at {seventh:.2f} s, {waited * 1000:.0f} ms "
                    f"after the first closed ({closed[0]:.2f} s); the fetch sent at {limit['fetch_sent']:.2f} s "
                    f"came back at {limit['fetch_done']:.2f} s")
+
+
+def _chat_claims(run) -> list[Verdict]:
+    """The learner's browser and the kernel's bots in one room: both ways, and what the browser sent."""
+    verdicts = []
+    for log in run.logs.values():
+        via = "directly" if log.route == "direct" else "through jupyter-server-proxy"
+        me = f"browser-{log.route}"
+        heard = log.notes.get("heard", [])
+        from_bots = sum(m.get("from", "").startswith("bot-") for m in heard)
+        to_bots = sum(m.get("from") == me for m in run.bot_heard)
+        verdicts.append(Verdict(f"the browser's WebSocket connected {via}, and messages crossed both ways",
+                                log.ready and from_bots > 0 and to_bots > 0,
+                                f"the browser heard {from_bots} bot messages; the bots heard the browser "
+                                f"{to_bots} times"))
+        seen = [w for w in run.witnessed if w["name"] == me]
+        origin = seen[0]["origin"] if seen else None
+        verdicts.append(Verdict(f"{via}, the browser's WebSocket sent this page's Origin and no Authorization "
+                                "header (the API cannot add one)",
+                                bool(seen) and origin in run.allowed_origins and not seen[0]["authorization"],
+                                f"Origin: {origin}; cookies: {', '.join(seen[0]['cookies']) if seen else '-'}"))
+    verdicts.append(Verdict("a page from another origin was refused by the server's Origin check",
+                            run.forged_origin_status == 403, f"handshake answered {run.forged_origin_status}"))
+    return verdicts

@@ -115,7 +115,8 @@ class BrowserPanel(widgets.VBox):
         self.client.report = self.report_html()
         self.client.state = "done"
         self.client.status = f"{self.title}: done."
-        self._draw()
+        if self.run.pattern != "chat":
+            self._draw()
 
     def _fail(self, why: str) -> None:
         self.client.state = "failed"
@@ -126,8 +127,12 @@ class BrowserPanel(widgets.VBox):
 
     def table(self) -> pd.DataFrame:
         """One row per client: events seen and missed, latency, requests."""
-        rows = []
         names = self.run.client_names()
+        if self.run.pattern == "chat":  # no feed to be late against: who said and heard what
+            heard = {log.route: log.notes.get("heard", []) for log in self.run.logs.values()}
+            return pd.DataFrame([{"client": name, "messages heard": len(h)} for name, h in
+                                 zip(names, [self.run.bot_heard] + list(heard.values()))])
+        rows = []
         for client, name in enumerate(names):
             dl = self.result.deliveries[self.result.deliveries["client"] == client]["latency"] * 1000
             rows.append({"client": name, "events seen": len(dl),
