@@ -41,7 +41,7 @@ def judge(run: BrowserRun, result: Result) -> list[Verdict]:
     for client, log in enumerate(run.logs.values(), start=1):
         via = "directly" if log.route == "direct" else "through jupyter-server-proxy"
         seen = _latency(result, client)
-        verdicts.append(Verdict(f"the browser's {run.spec.api} connected {via}", log.ready and len(seen) > 0,
+        verdicts.append(Verdict(f"the browser ({run.spec.api}) connected {via}", log.ready and len(seen) > 0,
                                 log.failed or f"{len(seen)} events seen"))
         if not len(seen):
             continue
@@ -61,11 +61,17 @@ def _pattern_claims(run, result, client, log, seen, python, u, via) -> list[Verd
     if run.pattern == "poll" and run.cache_control != "no-cache":
         return [_cache_claim(run, log, via)]  # a cache that reuses answers makes them late on purpose
     if run.pattern == "poll":
+        # An update waits for the next poll, then for that poll's answer. The browser's timer may
+        # fire late when the page is busy, so the wait is bounded by the largest gap between two
+        # polls it actually sent (about one interval), not by the interval it was asked for.
+        sends = sorted(sent for sent, *_ in log.requests)
+        gap_max = max((b - a for a, b in zip(sends, sends[1:])), default=run.interval)
         took = max((answered - sent for sent, answered, *_ in log.requests), default=0.0)
-        bound = run.interval + took + u
-        return [Verdict(f"{via}, no update waited longer than one poll interval ({_ms(run.interval)}) "
-                        "and one request", bool(seen.max() <= bound),
-                        f"worst {_ms(seen.max())}, bound {_ms(bound)}"), _cache_claim(run, log, via)]
+        bound = gap_max + took + u
+        return [Verdict(f"{via}, no update waited longer than one poll (the largest gap between polls, "
+                        f"{_ms(gap_max)} for an interval of {_ms(run.interval)}) and its answer",
+                        bool(seen.max() <= bound), f"worst {_ms(seen.max())}, bound {_ms(bound)}"),
+                _cache_claim(run, log, via)]
     if run.pattern == "stream":
         if log.route == "direct":
             return [Verdict("directly, each update of the held stream arrived before the next was created",

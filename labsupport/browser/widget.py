@@ -60,7 +60,7 @@ class BrowserPanel(widgets.VBox):
 
     def planned(self) -> list[str]:
         """What this run would check, for the headless report."""
-        return [f"the browser's {self.run.spec.api} connected {route}" for route in self.run.routes] + [
+        return [f"the browser ({self.run.spec.api}) connected {route}" for route in self.run.routes] + [
             f"{self.run.pattern}: the browser's own measurements (latency, order, what the server saw)"]
 
     def _repr_mimebundle_(self, **kwargs):
