@@ -41,8 +41,11 @@ def judge(run: BrowserRun, result: Result) -> list[Verdict]:
     for client, log in enumerate(run.logs.values(), start=1):
         via = "directly" if log.route == "direct" else "through jupyter-server-proxy"
         seen = _latency(result, client)
+        if log.failed:  # e.g. on Binder the browser is not on the kernel's machine: no direct route
+            verdicts.append(Verdict(f"the browser ({run.spec.api}) connected {via}", None, log.failed))
+            continue
         verdicts.append(Verdict(f"the browser ({run.spec.api}) connected {via}", log.ready and len(seen) > 0,
-                                log.failed or f"{len(seen)} events seen"))
+                                f"{len(seen)} events seen"))
         if not len(seen):
             continue
         verdicts.append(Verdict(
@@ -178,6 +181,9 @@ def _chat_claims(run) -> list[Verdict]:
     verdicts = []
     for log in run.logs.values():
         via = "directly" if log.route == "direct" else "through jupyter-server-proxy"
+        if log.failed:
+            verdicts.append(Verdict(f"the browser's WebSocket connected {via}", None, log.failed))
+            continue
         me = f"browser-{log.route}"
         heard = log.notes.get("heard", [])
         from_bots = sum(m.get("from", "").startswith("bot-") for m in heard)
