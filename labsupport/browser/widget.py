@@ -139,7 +139,8 @@ class BrowserPanel(widgets.VBox):
                          "missed": len(self.result.events) - len(dl),
                          "latency p50 (ms)": round(dl.median(), 1) if len(dl) else None,
                          "latency p95 (ms)": round(dl.quantile(0.95), 1) if len(dl) else None,
-                         "requests": int((self.result.requests["client"] == client).sum())})
+                         "requests": int(((self.result.requests["client"] == client)
+                                          & (self.result.requests["sent"] >= 0)).sum())})  # since the feed began
         return pd.DataFrame(rows)
 
     def report_html(self) -> str:
