@@ -35,6 +35,7 @@ class Result:
     duration: float
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
@@ -111,6 +112,7 @@ class Result:
             "staleness_mean_ms": float(np.nanmean(stale)) if np.isfinite(stale).any() else float("nan"),
             "requests": len(self.requests),
             "requests_per_s": len(in_window) / self.duration,
+            "served_per_s": self.served_per_s(),
             "empty_share": float(in_window["empty"].mean()) if len(in_window) else float("nan"),
             "connections_opened": self.wire.connections_opened,
             "peak_open_connections": self.wire.peak_open,
@@ -119,6 +121,23 @@ class Result:
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
         }
+
+    def served_per_s(self) -> float:
+        """Requests a second the server received (NaN where the server did not count them).
+
+        A connection that carried several requests counts at its own rate, (requests - 1) /
+        (last - first), so where each client happened to start in the run does not matter;
+        connections that carried one request each are counted within the run's duration.
+        """
+        if self.served is None:
+            return float("nan")
+        rate = 0.0
+        for _, arrived in self.served.groupby("connection")["arrived"]:
+            if len(arrived) > 1:
+                rate += (len(arrived) - 1) / (arrived.max() - arrived.min())
+            else:
+                rate += float(arrived.between(0, self.duration).sum()) / self.duration
+        return rate
 
     # -- showing it -----------------------------------------------------------------------
 
