@@ -27,7 +27,7 @@ class Result:
 
     pattern: str
     settings: dict[str, Any]
-    events: pd.DataFrame          # seq, created
+    events: pd.DataFrame          # seq, created, late (how long after its due time the feed published it)
     deliveries: pd.DataFrame      # client, seq, created, seen, latency
     requests: pd.DataFrame        # client, sent, answered, status, new_events, empty
     connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut
@@ -41,7 +41,7 @@ class Result:
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
               connections: list[Connection], wire: WireCounts, started: float, duration: float) -> "Result":
         created = {e.seq: e.created - started for e in events}
-        ev = pd.DataFrame({"seq": list(created), "created": list(created.values())})
+        ev = pd.DataFrame({"seq": list(created), "created": list(created.values()), "late": [e.late for e in events]})
         rows = [(r.client, seq, seen - started) for r in recorders for seq, seen in r.seen]
         dl = pd.DataFrame(rows, columns=["client", "seq", "seen"])
         dl = dl.drop_duplicates(["client", "seq"]).reset_index(drop=True)  # first sighting counts
@@ -120,6 +120,7 @@ class Result:
             "bytes_down": self.wire.bytes_down,
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
+            "feed_late_p95_ms": pct(self.events["late"].to_numpy() * 1000, 95) if "late" in self.events else float("nan"),
         }
 
     def served_per_s(self) -> float:
