@@ -65,3 +65,10 @@ def test_variants_run_side_by_side_with_their_own_settings():
     assert set(runs) == {"often", "rarely"}
     assert runs["often"].summary()["requests"] > runs["rarely"].summary()["requests"]
     assert runs["often"].settings["interval"] == 0.05
+
+
+@pytest.mark.parametrize("options", [{}, {"keep_alive": False}])
+def test_the_server_counts_the_polls_it_receives(options):
+    result = run_polling(0.1, rate=5, clients=4, duration=1.0, **options)
+    assert set(result.served.columns) == {"connection", "arrived"}
+    assert result.summary()["served_per_s"] == pytest.approx(4 / 0.1, rel=0.25)

@@ -51,6 +51,14 @@ def test_a_crash_before_ack_is_redelivered_after_the_ack_wait(idempotent, duplic
     assert list(again["job"]) == ["registration-2"]
 
 
+@pytest.mark.parametrize("idempotency_key, duplicates", [(False, 1), (True, 0)])
+def test_a_crash_between_the_email_and_the_record_needs_the_mail_servers_key(idempotency_key, duplicates):
+    run = run_crash(jobs=3, crash_on=2, ack_wait=0.5, service_time=0.01, idempotent=True,
+                    crash_before_record=True, idempotency_key=idempotency_key)
+    s = run.summary()
+    assert s["lost"] == 0 and s["redeliveries"] == 1 and s["duplicate_emails"] == duplicates
+
+
 def test_the_broker_drops_a_retried_publish_with_the_same_id():
     s = run_publish_retry(jobs=4, retried=3).summary()
     assert s["publishes"] == 7 and s["stored"] == 4 and s["flagged_duplicate"] == 3
