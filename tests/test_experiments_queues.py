@@ -116,10 +116,15 @@ def test_bad_settings_are_clear_errors(call):
 
 
 def test_exercises_explain_wrong_ones():
-    def sends_every_time(job_id, outbox):
+    def sends_every_time(job_id, done, outbox):
         outbox.append(job_id)
 
+    def reads_the_mail_servers_log(job_id, done, outbox):
+        if job_id not in outbox:
+            outbox.append(job_id)
+
     assert ch06.q1.is_correct(sends_every_time) is False
+    assert ch06.q1.is_correct(reads_the_mail_servers_log) is False
     assert ch06.q1.is_correct("not a function") is False
     assert ch06.q2.is_correct(4) is False and ch06.q2.is_correct(6) is False
     assert ch06.q3.is_correct(30) is False and ch06.q3.is_correct("twenty-five") is False
