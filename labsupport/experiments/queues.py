@@ -4,7 +4,7 @@ The story is the article's. Three services, password recovery, marketing and reg
 need emails sent; one email service sends them, one at a time. Instead of calling the email
 service and waiting, each producer *publishes a job* to the broker and carries on:
 
-* a **stream** (``EMAIL_n``) stores every job on disk until it is done. Its *work-queue*
+* a **stream** (``EMAIL_n``) keeps every job in its file store until it is done. Its *work-queue*
   retention deletes a job once the email service acknowledges it;
 * a durable **consumer** (``email-service``) remembers, on the broker, which jobs were handed
   out and which were acknowledged. Workers *pull* one job at a time, send the email, then
@@ -64,7 +64,7 @@ class EmailQueue:
 
 
 async def open_queue(js, *, ack_wait: float) -> EmailQueue:
-    """Create a stream that keeps jobs on disk until acknowledged, and its work-queue consumer."""
+    """Create a stream that keeps jobs in files until acknowledged, and its work-queue consumer."""
     n = next(_run_ids)
     queue = EmailQueue(f"EMAIL_{n}", f"email{n}")
     await js.add_stream(name=queue.stream, subjects=[f"{queue.subject}.>"], storage=StorageType.FILE,
@@ -110,7 +110,7 @@ class Journal:
 # -- producers and consumers ----------------------------------------------------------------
 
 async def publish_job(js, queue: EmailQueue, service: str, job: str, journal: Journal) -> None:
-    """Hand one email job to the broker and wait for its acknowledgement (it is on disk then)."""
+    """Hand one email job to the broker and wait for its acknowledgement (it is in the broker's store then)."""
     body = json.dumps({"job": job, "template": TEMPLATES.get(service, "notice")}).encode()
     sent = journal.now()
     ack = await js.publish(queue.subject_for(service), body, headers={"Nats-Msg-Id": job})
