@@ -126,16 +126,17 @@ class Result:
     def served_per_s(self) -> float:
         """Requests a second the server received (NaN where the server did not count them).
 
-        A connection that carried several requests counts at its own rate, (requests - 1) /
-        (last - first), so where each client happened to start in the run does not matter;
-        connections that carried one request each are counted within the run's duration.
+        A connection that carried several requests counts at its own pace, one over the median
+        time between two of its requests: where each client happened to start in the run, or one
+        late request, does not move it. Connections that carried one request each are counted
+        within the run's duration.
         """
         if self.served is None:
             return float("nan")
         rate = 0.0
         for _, arrived in self.served.groupby("connection")["arrived"]:
             if len(arrived) > 1:
-                rate += (len(arrived) - 1) / (arrived.max() - arrived.min())
+                rate += 1 / float(np.median(np.diff(np.sort(arrived.to_numpy()))))
             else:
                 rate += float(arrived.between(0, self.duration).sum()) / self.duration
         return rate
