@@ -35,6 +35,7 @@ class Result:
     duration: float
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
@@ -59,7 +60,9 @@ class Result:
         )
         heads = [(bytes(c.head_up), bytes(c.head_down)) for c in connections]
         errors = [e for r in recorders for e in r.errors]
-        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors)
+        captures = {c.id: [(way, read - started, delivered - started, data) for way, read, delivered, data in c.chunks]
+                    for c in connections if c.chunks}
+        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors, captures)
 
     # -- derived measures -----------------------------------------------------------------
 
@@ -132,6 +135,10 @@ class Result:
     def plot_timeline(self, clients: int = 3, **kwargs):
         from .plots import timeline
         return timeline(self, clients=clients, **kwargs)
+
+    def plot_ladder(self, **kwargs):
+        from .plots import ladder
+        return ladder(self, **kwargs)
 
     def plot_latency(self, **kwargs):
         from .plots import latency_histogram

@@ -49,7 +49,7 @@ from ..record import Recorder
 from ..results import Result
 from ..server_process import ServerProcess, Usage
 from ..wire import Link, WireCounts, WireMeter
-from .core import CAPTURE_BYTES, READY_TIMEOUT, Run, Workload, all_ready, cancel_all, raise_client_failure, measure
+from .core import CAPTURE_BYTES, LOG_BYTES, READY_TIMEOUT, Run, Workload, all_ready, cancel_all, raise_client_failure, measure
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "queue")
 PUSH_PATTERNS = ("sse", "websocket", "queue")
@@ -206,7 +206,7 @@ async def _run_with_process(pattern: str, workload: Workload, *, interval: float
     client = _client(pattern, interval=interval, subject=getattr(backend, "subject", ""))
     ready_first = pattern in PUSH_PATTERNS  # a stream starts listening from "now": connect first
     link = Link(latency=workload.latency)
-    meter = await WireMeter(backend.port, capture=CAPTURE_BYTES, up=link, down=link).start()
+    meter = await WireMeter(backend.port, capture=CAPTURE_BYTES, up=link, down=link, log_bytes=LOG_BYTES).start()
     recorders = [Recorder(i) for i in range(workload.clients)]
     tasks = [asyncio.create_task(_arrive(client, meter.url, r, workload.clients)) for r in recorders]
     try:
