@@ -141,7 +141,7 @@ class DirectionParser:
                     at += len(line)
                     body.begins = None if line.strip() == b"" else begins  # a blank line ends what it began
                     for kind, label, first in body.read(line):
-                        out.append(self._message(kind, label, end, first, begins))
+                        out.append(self._message(kind, label, at, first, begins))
                         body.begins = None
                 if last:
                     out.append(self._message("end of stream", "end of stream", end, b"0\r\n\r\n"))
@@ -171,6 +171,9 @@ class DirectionParser:
             op = op.upper().decode("latin-1")
             size = line_end + 2
             if op in ("PUB", "HPUB", "MSG", "HMSG"):
+                if not (args and args[-1].isdigit()):
+                    self._read = self._read_bytes  # not the NATS protocol as documented
+                    return
                 size += int(args[-1]) + 2  # the payload and its CRLF (NATS client protocol)
                 if len(self._buffer) < size:
                     return
@@ -195,15 +198,17 @@ _HTTP_KIND = {"up": "request", "down": "response"}
 _CHUNKED = re.compile(rb"(?i)\r\ntransfer-encoding:[^\r\n]*chunked")
 _EVENT_STREAM = re.compile(rb"(?i)\r\ncontent-type:\s*text/event-stream")
 _UPGRADE = re.compile(rb"(?i)\r\nupgrade:\s*websocket")
+# headers worth reading on the arrow itself: they change what the exchange means
+_TOLD = re.compile(rb"(?i)(?<=\r\n)(last-event-id: *[^\r]*|connection: *close|upgrade: *[^\r]*|if-none-match)")
 
 
 def _http_label(message: bytes) -> str:
     """``GET /latest`` for a request, ``200 OK`` for a response."""
     first_line = message.split(b"\r\n", 1)[0].decode("latin-1")
     parts = first_line.split(" ", 2)
-    if first_line.startswith("HTTP/"):
-        return " ".join(parts[1:])
-    return " ".join(parts[:2])
+    label = " ".join(parts[1:] if first_line.startswith("HTTP/") else parts[:2])
+    notes = [m.group(0).decode("latin-1") for m in _TOLD.finditer(message.split(b"\r\n\r\n", 1)[0])]
+    return label + (f" ({', '.join(n.strip() for n in notes)})" if notes else "")
 
 
 def _is_upgrade(direction: str, message: bytes) -> bool:
@@ -336,5 +341,7 @@ def _nats_label(op: str, args: list[str], payload: bytes) -> str:
             answer = None
         if isinstance(answer, dict) and "stream" in answer and "seq" in answer:
             return f"PubAck seq={answer['seq']}"
+        if subject.startswith("_INBOX."):
+            return "reply" if payload else "reply (empty)"  # an empty reply confirms an ack_sync
         return f"message {subject}"
     return op

@@ -36,6 +36,7 @@ from nats.js.api import AckPolicy, RetentionPolicy, StorageType
 from ..broker import Broker, connect, start_broker
 from ..lab import on_lab_loop
 from ..wire import WireMeter
+from .core import LOG_BYTES
 
 SERVICES = ("password-recovery", "marketing", "registration")
 TEMPLATES = {"password-recovery": "reset-your-password", "marketing": "spring-offer", "registration": "welcome"}
@@ -612,6 +613,7 @@ class WireCapture:
     worker_up: bytes
     worker_down: bytes
     job_bytes: int
+    wire: list = field(default_factory=list)  # the meter's connections, producer then worker, with their logs
 
     @staticmethod
     def readable(data: bytes, width: int = 130) -> str:
@@ -624,7 +626,7 @@ class WireCapture:
 async def run_wire() -> WireCapture:
     """One job published and one job pulled and acknowledged, through a wire meter."""
     stage = await _Stage.open(sample=False)
-    meter = await WireMeter(stage.broker.port, capture=4096).start()
+    meter = await WireMeter(stage.broker.port, capture=4096, log_bytes=LOG_BYTES).start()
     try:
         via_meter = f"nats://127.0.0.1:{meter.port}"
         producer = await connect(via_meter, "registration")
@@ -638,7 +640,7 @@ async def run_wire() -> WireCapture:
         await asyncio.sleep(0.05)
         (p, w) = meter.connections[:2]
         return WireCapture(bytes(p.head_up), bytes(p.head_down), bytes(w.head_up), bytes(w.head_down),
-                           len(message.data))
+                           len(message.data), [p, w])
     finally:
         await meter.stop()
         await stage.close()
