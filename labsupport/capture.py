@@ -8,7 +8,8 @@ cut the bytes, with no sockets involved:
 * HTTP/1.1 requests and responses, split by the course's own ``results.http_messages``
   (RFC 9112 section 6: a ``Content-Length`` body, or none);
 * a chunked body (RFC 9112 section 7.1): a ``text/event-stream`` one is read event by event
-  with the course's SSE parser (``patterns/sse_codec.py``), any other as one response;
+  with the course's SSE parser (``patterns/sse_codec.py``), any other chunk by chunk (a server
+  that pushes flushes one chunk per update);
 * WebSocket frames after an ``Upgrade`` (RFC 6455 section 5.2), read by the ``websockets``
   library's own frame parser;
 * NATS protocol operations (``PUB``, ``MSG``, ``PING`` ...), named for what JetStream uses
@@ -42,7 +43,7 @@ class Message:
     """One message on one connection: an arrow of the ladder.
 
     ``direction`` is ``"up"`` (client to server) or ``"down"``; ``kind`` is one of request,
-    response, response head, event, comment, retry, end of stream, frame, nats, bytes;
+    response, response head, chunk, event, comment, retry, end of body, frame, nats, bytes;
     ``label`` says what it is in a few words; ``sent`` and ``arrived`` are the meter's times.
     """
 
@@ -118,8 +119,7 @@ class DirectionParser:
             self._body = _ChunkedBody(head)
             self._consume(self._base + len(head))
             self._read = self._read_chunked
-            if self._body.events is not None:
-                out.append(self._message("response head", _http_label(head), self._base, head))
+            out.append(self._message(_HEAD_KIND[self.direction], _http_label(head), self._base, head))
 
     def _read_chunked(self, out: list[Message]) -> None:
         body = self._body
@@ -131,9 +131,12 @@ class DirectionParser:
         self._consume(self._base + used)
         for end, data, last in pieces:
             end += self._base - used
-            if body.events is None:
-                if last:
-                    out.append(self._message(_HTTP_KIND[self.direction], _http_label(body.head), end, body.head))
+            if body.events is None:  # each chunk is what the server flushed at once: show each
+                if data:
+                    body.first += data[:FIRST_BYTES - len(body.first)]
+                elif not last:
+                    out.append(self._message("chunk", "chunk", end, body.first))
+                    body.first = b""
             else:
                 at = end - len(data)
                 for line in re.findall(rb"[^\n]*\n|[^\n]+", data):
@@ -143,9 +146,8 @@ class DirectionParser:
                     for kind, label, first in body.read(line):
                         out.append(self._message(kind, label, at, first, begins))
                         body.begins = None
-                if last:
-                    out.append(self._message("end of stream", "end of stream", end, b"0\r\n\r\n"))
             if last:
+                out.append(self._message("end of body", "end of body", end, b"0\r\n\r\n"))
                 self._read, self._body = self._read_http, None
 
     def _read_frames(self, out: list[Message]) -> None:
@@ -195,6 +197,7 @@ def messages(chunks: Iterable[tuple[str, float, float, bytes]]) -> list[Message]
 # -- HTTP -------------------------------------------------------------------------------------
 
 _HTTP_KIND = {"up": "request", "down": "response"}
+_HEAD_KIND = {"up": "request head", "down": "response head"}  # a chunked body follows, piece by piece
 _CHUNKED = re.compile(rb"(?i)\r\ntransfer-encoding:[^\r\n]*chunked")
 _EVENT_STREAM = re.compile(rb"(?i)\r\ncontent-type:\s*text/event-stream")
 _UPGRADE = re.compile(rb"(?i)\r\nupgrade:\s*websocket")
@@ -222,6 +225,7 @@ class _ChunkedBody:
 
     def __init__(self, head: bytes) -> None:
         self.head = head
+        self.first = b""  # the first bytes of the chunk being read (for a body that is not SSE)
         self.events = EventStreamParser() if _EVENT_STREAM.search(head) else None
         self._comments, self._retry = 0, None
         self.begins: int | None = None  # wire offset of the first line of the event being read

@@ -102,9 +102,10 @@ def sweep_plot(table: pd.DataFrame, x: str, ys: Mapping[str, str], *, theory: Ma
 # -- ladder (sequence) diagrams from the wire meter's captures ------------------------------------
 
 LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": "#2ca02c", "event": "#d62728",
-                  "comment": "#999999", "retry": "#999999", "end of stream": "#555555", "frame up": "#9467bd",
+                  "chunk": "#d62728", "comment": "#999999", "retry": "#999999", "end of body": "#555555", "frame up": "#9467bd",
                   "frame down": "#ff7f0e", "nats up": "#1f77b4", "nats down": "#17becf", "bytes": "#bbbbbb"}
 HELD = 0.01  # a request the server answers later than this (s) is drawn as held
+MAX_LANES = 6  # client connections drawn at most; the figure says when there were more
 
 
 def ladder(source, *, connections=None, start: float | None = None, end: float | None = None,
@@ -183,7 +184,7 @@ def _exchanges(messages) -> list[list]:
     """Messages grouped into exchanges: a request with its answers, or one pushed message."""
     groups: list[list] = []
     for m in messages:
-        if groups and groups[-1][0].kind == "request" and m.kind in ("response", "response head"):
+        if groups and groups[-1][0].kind in ("request", "request head") and m.kind in ("response", "response head"):
             groups[-1].append(m)
         else:
             groups.append([m])
@@ -196,19 +197,27 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
 
     from .capture import messages as parse
 
-    lane_names = list(dict.fromkeys(lane["name"] for lane in lanes))
-    show_link = any(lane["latency"] > 0 or lane["cut"] for lane in lanes)
-    x_of = {name: i for i, name in enumerate(lane_names)}
-    link_x = len(lane_names) if show_link else None
-    server_x = len(lane_names) + (1 if show_link else 0)
     parsed = {lane["id"]: parse(lane["chunks"]) for lane in lanes}
     everything = [m for ms in parsed.values() for m in ms]
     t0 = start if start is not None else min([0.0] + [lane["opened"] for lane in lanes])
     t1 = end if end is not None else max([t0 + 0.001] + [m.arrived for m in everything] +
                                          [lane["closed"] or 0 for lane in lanes])
+    lanes = [lane for lane in lanes if lane["opened"] <= t1 and (lane["closed"] is None or lane["closed"] >= t0)]
+    notes = []
+    lane_names = list(dict.fromkeys(lane["name"] for lane in lanes))
+    if len(lane_names) > MAX_LANES:
+        notes.append(f"{MAX_LANES} of {len(lane_names)} connections drawn: pick others with connections=[ids] "
+                     "or a shorter window with start= and end=")
+        lane_names = lane_names[:MAX_LANES]
+        lanes = [lane for lane in lanes if lane["name"] in lane_names]
+    parsed = {lane["id"]: parsed[lane["id"]] for lane in lanes}
+    show_link = any(lane["latency"] > 0 or lane["cut"] for lane in lanes)
+    x_of = {name: i for i, name in enumerate(lane_names)}
+    link_x = len(lane_names) if show_link else None
+    server_x = len(lane_names) + (1 if show_link else 0)
     in_window = {cid: [m for m in ms if t0 <= m.sent <= t1] for cid, ms in parsed.items()}
     total = sum(map(len, in_window.values()))
-    notes, folded_count = [], 0
+    folded_count = 0
     drawn: dict[int, list] = {}
     folds = []  # (lane x, from t, to t, how many, what)
     for cid, ms in in_window.items():
@@ -298,7 +307,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
     bx, by, btip = [], [], []
     for cid, ms in drawn.items():
         for group in _exchanges(ms):
-            if group[0].kind == "request" and len(group) > 1 and group[1].sent - group[0].arrived > HELD:
+            if group[0].kind in ("request", "request head") and len(group) > 1 and group[1].sent - group[0].arrived > HELD:
                 wait = group[1].sent - group[0].arrived
                 bx += [server_x, server_x, None]
                 by += [group[0].arrived, group[1].sent, None]

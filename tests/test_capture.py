@@ -70,12 +70,13 @@ STREAMS = {
         + b"0\r\n\r\n" + ANSWER,
         [("response head", "200 OK"), ("retry", "retry: 200 ms"), ("event", "message id=1"),
          ("event", "message id=2"), ("event", "message id=3"), ("comment", "comment (heartbeat)"),
-         ("event", "tick id=3"), ("end of stream", "end of stream"), ("response", "200 OK")]),
+         ("event", "tick id=3"), ("end of body", "end of body"), ("response", "200 OK")]),
     "two events in one chunk": ("down", SSE_HEAD + chunked(encode_event("a", id="1") + encode_event("b", id="2")),
                                 [("response head", "200 OK"), ("event", "message id=1"), ("event", "message id=2")]),
-    "a chunked answer that is not a stream": (
-        "down", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b'{"a":') + chunked(b"1}")
-        + b"0\r\n\r\n", [("response", "200 OK")]),
+    "pushed updates, one chunk each": (
+        "down", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b'{"seq": 1}\n')
+        + chunked(b'{"seq": 2}\n') + b"0\r\n\r\n",
+        [("response head", "200 OK"), ("chunk", "chunk"), ("chunk", "chunk"), ("end of body", "end of body")]),
     "WebSocket client: handshake, then masked frames": (
         "up", UPGRADE + frame(Opcode.TEXT, b"hello", mask=True) + frame(Opcode.BINARY, b"x" * 300, mask=True)
         + frame(Opcode.TEXT, b"par", mask=True, fin=False) + frame(Opcode.CONT, b"ts", mask=True)
