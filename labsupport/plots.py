@@ -5,6 +5,7 @@ Each builder returns a ``go.Figure``; a notebook shows it by leaving it as the c
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import pandas as pd
@@ -110,14 +111,15 @@ MAX_LANES = 6  # client connections drawn at most; the figure says when there we
 
 def ladder(source, *, connections=None, start: float | None = None, end: float | None = None,
            names: list[str] | None = None, server: str = "server", fold: bool = True, max_arrows: int = 80,
-           labels: bool | None = None, title: str | None = None) -> go.Figure:
+           labels: bool | None = None, held: bool | None = None, title: str | None = None) -> go.Figure:
     """A sequence diagram of a run, drawn from what the wire meter relayed: time runs down.
 
     ``source`` is a ``Result``, a list of the meter's connections, or a dict of either (drawn side
     by side). One lane per client connection (or one "client" lane when the run had one client),
     the link when it added latency or was cut, and the server. One arrow per message (see
     ``capture.py``), slanted by the time it spent on the link; a cut connection ends in a cross;
-    a request the server held is a bar spanning the wait. ``connections`` (ids) and ``start``/
+    a request the server held is a bar spanning the wait (by default for long polling, the one
+    pattern whose server holds requests; ``held=True`` asks for it). ``connections`` (ids) and ``start``/
     ``end`` (seconds) pick what to draw; with ``fold``, runs of identical exchanges past
     ``max_arrows`` arrows are folded to their first two and last one, and the figure says so.
     ``fig.layout.meta`` counts what was drawn.
@@ -128,19 +130,23 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[str(n) for n in panels] if len(panels) > 1 else None)
     meta, notes = {}, []
+    height = 420 if len(panels) > 1 else 520
     for col, (name, item) in enumerate(panels.items(), start=1):
         lanes = _ladder_lanes(item, names)
         if connections is not None:
             lanes = [lane for lane in lanes if lane["id"] in connections]
-        counts, note = _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels,
-                                    first=col == 1)
+        holds = held if held is not None else "long" in str(getattr(item, "pattern", ""))
+        say = labels if labels is not None or len(panels) <= 2 else False  # narrow panels: hover only
+        counts, note = _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, say, holds,
+                                    plot_px=height - 160, first=col == 1)
         meta[name or "run"] = counts
         notes += [f"{name}: {n}" if name else n for n in note]
+    fig.update_annotations(yshift=22)  # the panels' titles, above the lane names
     pattern = getattr(source, "pattern", None)
     fig.update_yaxes(autorange="reversed", title_text="seconds", row=1, col=1)
-    height = 420 if len(panels) > 1 else 520
     fig.update_layout(title=title or (f"{pattern}: who sent what, when" if pattern else "Who sent what, when"),
-                      height=height, margin=dict(l=10, r=10, t=70, b=40 + 18 * len(notes)), meta=meta,
+                      height=height, margin=dict(l=10, r=10, t=90 if len(panels) > 1 else 70, b=40 + 18 * len(notes)),
+                      meta=meta,
                       legend=dict(orientation="h", y=-0.08 if not notes else -0.08 - 0.04 * len(notes)))
     for i, text in enumerate(notes):
         fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=1.0, yshift=-4 - 16 * i,
@@ -191,7 +197,8 @@ def _exchanges(messages) -> list[list]:
     return groups
 
 
-def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, first) -> tuple[dict, list[str]]:
+def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, holds, plot_px,
+                 first) -> tuple[dict, list[str]]:
     import html
     from collections import Counter, defaultdict
 
@@ -282,7 +289,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
             t["mx"].append((a + b) / 2)
             t["my"].append((m.sent + m.arrived) / 2)
             t["label"].append(f"{m.label} · {m.size} B")
-    gap, last_label = (t1 - t0) / 30, {}  # labels closer than this to the one above are left to hover
+    line = (t1 - t0) * 14 / plot_px  # one line of label text, in seconds of the time axis
     for key, t in traces.items():
         colour = LADDER_COLOURS.get(key, "#333")
         fig.add_trace(go.Scatter(x=t["x"], y=t["y"], mode="lines+markers", name=key, legendgroup=key,
@@ -293,19 +300,24 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
         placed = sorted(((my, mx, text, key) for key, t in traces.items()
                          for mx, my, text in zip(t["mx"], t["my"], t["label"])), key=lambda p: p[0])
         kept = defaultdict(list)
+        below: dict = {}  # per x: the last label kept, and where its text ends
         for my, mx, text, key in placed:
-            if my - last_label.get(mx, -1e9) >= gap:
-                last_label[mx] = my
-                kept[key].append((mx, my, text))
+            label, ends = below.get(mx, (None, -1e9))
+            if my >= ends:
+                kept[key].append([mx, my, text])
+                below[mx] = (kept[key][-1], my + line)
+            elif label[2].count("<br>") < 2:  # close to the label above (a request and its answer): join it
+                label[2] += "<br>" + text
+                below[mx] = (label, ends + line)
         for key, points in kept.items():
             mx, my, text = zip(*points)
             fig.add_trace(go.Scatter(x=mx, y=my, mode="text", text=text, showlegend=False, legendgroup=key,
-                                     hoverinfo="skip", textposition="top center",
+                                     hoverinfo="skip", textposition="bottom center",
                                      textfont=dict(size=10, color=LADDER_COLOURS.get(key, "#333"))), **row)
 
     # held requests: a bar on the server's lane from the request's arrival to the answer's departure
     bx, by, btip = [], [], []
-    for cid, ms in drawn.items():
+    for cid, ms in drawn.items() if holds else ():
         for group in _exchanges(ms):
             if group[0].kind in ("request", "request head") and len(group) > 1 and group[1].sent - group[0].arrived > HELD:
                 wait = group[1].sent - group[0].arrived
@@ -357,3 +369,28 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
     fig.update_yaxes(range=[t1 + 0.02 * (t1 - t0), t0 - 0.02 * (t1 - t0)], **row)
     counts["folded"] = folded_count
     return dict(counts), notes
+
+
+# -- marks and axes that read well on log scales ----------------------------------------------------
+
+def mark_x(fig: go.Figure, x: float, text: str, *, log_x: bool, dash: str = "dash") -> go.Figure:
+    """A dashed vertical line at ``x`` with its label beside it.
+
+    Plotly places a line's shape in data units but an annotation on a log axis in log10 units, so
+    ``add_vline(annotation_text=...)`` puts the label at 10**x, stretching the axis far past the
+    data; this places the label where the line is.
+    """
+    fig.add_vline(x=x, line_dash=dash, line_color="#555")
+    fig.add_annotation(x=math.log10(x) if log_x else x, y=1, yref="paper", text=text, showarrow=False,
+                       xanchor="left", yanchor="top", xshift=4, font=dict(size=11), bgcolor="rgba(255,255,255,0.7)")
+    return fig
+
+
+def tidy_log_axes(fig: go.Figure) -> go.Figure:
+    """Label log axes at powers of ten only, with unlabelled minor grid lines between.
+
+    Plotly's default labels every 2 and 5 too on a short log axis, a crowd of small digits.
+    """
+    for update in (fig.update_xaxes, fig.update_yaxes):
+        update(selector=dict(type="log"), dtick=1, minor=dict(ticks="outside", dtick="D1", showgrid=True))
+    return fig
