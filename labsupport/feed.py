@@ -58,6 +58,7 @@ class Feed:
         self._news: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self.started: float | None = None
+        self.behind = 0.0  # the most (s) an event came later than its schedule: the loop was too busy
 
     # -- reading --------------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class Feed:
                 await asyncio.sleep(max(0.0, start + duration - time.monotonic()))  # run the full duration
                 return
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+            self.behind = max(self.behind, time.monotonic() - start - offset)
             for _ in range(self.burst):
                 self.publish()
 

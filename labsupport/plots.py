@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from .results import Result
 
 NEW, EMPTY, EVENT = "#1f77b4", "#bbbbbb", "#d62728"
+STREAMS = ("push", "sse", "websocket")  # patterns whose one request opens a stream that stays open
 
 
 def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) -> go.Figure:
@@ -30,8 +32,13 @@ def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) 
                              hovertext=[f"event {s}" for s in ev["seq"]]))
     for c, lane in enumerate(lanes[1:]):
         rq = result.requests[(result.requests["client"] == c) & (result.requests["sent"] <= end)]
+        closes = rq["answered"]
+        if result.pattern in STREAMS:  # the answer starts a stream: open until a connection drops or it asks again
+            closed = result.connections["closed"].dropna().sort_values().to_numpy()
+            dropped = [closed[i] if (i := closed.searchsorted(t)) < len(closed) else end for t in rq["sent"]]
+            closes = rq["sent"].shift(-1).fillna(end).combine(pd.Series(dropped, index=rq.index), min)
         xs, ys = [], []
-        for sent, answered in zip(rq["sent"], rq["answered"].clip(upper=end)):
+        for sent, answered in zip(rq["sent"], closes.clip(upper=end)):
             xs += [sent, answered, None]
             ys += [lane, lane, None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=EMPTY, width=6),
@@ -57,15 +64,34 @@ def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) 
 
 
 def latency_histogram(results: Mapping[str, Result], *, marks: Mapping[str, float] | None = None) -> go.Figure:
-    """Distribution of delivery latency (ms) per result; ``marks`` draws labelled vertical lines (ms)."""
-    fig = go.Figure()
-    for name, result in results.items():
-        fig.add_trace(go.Histogram(x=result.deliveries["latency"] * 1000, name=name, opacity=0.6, nbinsx=40))
-    for label, x in (marks or {}).items():
-        fig.add_vline(x=x, line_dash="dash", annotation_text=label)
-    fig.update_layout(barmode="overlay", title="How late did updates arrive?", xaxis_title="latency (ms)",
-                      yaxis_title="updates", height=350, margin=dict(l=10, r=10, t=50, b=40))
+    """Distribution of delivery latency (ms) per result; ``marks`` draws labelled vertical lines (ms).
+
+    Several results get one panel each, with its own latency scale: on a shared axis the fast
+    patterns (a few ms) would be slivers beside polling (hundreds). Counts are whole numbers.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=max(len(results), 1), cols=1, subplot_titles=[
+        f"{name}: median {r.deliveries['latency'].median() * 1000:.1f} ms" for name, r in results.items()]
+        if len(results) > 1 else None, vertical_spacing=0.12 if len(results) > 1 else 0.0)
+    for row, (name, result) in enumerate(results.items(), start=1):
+        ms = result.deliveries["latency"].to_numpy() * 1000
+        fig.add_trace(go.Histogram(x=ms, name=name, nbinsx=40, showlegend=len(results) == 1), row=row, col=1)
+        tallest = int(np.histogram(ms, bins=40)[0].max()) if len(ms) else 1
+        fig.update_yaxes(title_text="updates", tick0=0, dtick=_whole_step(tallest), rangemode="tozero", row=row, col=1)
+        for label, x in (marks or {}).items():
+            fig.add_vline(x=x, line_dash="dash", annotation_text=label, row=row, col=1)
+    fig.update_xaxes(title_text="latency (ms)", row=len(results), col=1)
+    fig.update_layout(title="How late did updates arrive?", height=max(350, 220 * len(results)),
+                      margin=dict(l=10, r=10, t=60, b=40))
     return fig
+
+
+def _whole_step(tallest: int) -> int:
+    """A tick step for counts: a whole number (1, 2, 5, 10 ...) giving about five ticks."""
+    raw = max(tallest / 5, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    return int(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
 def traffic_bars(results: Mapping[str, Result]) -> go.Figure:

@@ -20,6 +20,8 @@ from .feed import Event
 from .record import Recorder
 from .wire import Connection, WireCounts
 
+OVERLOADED_BEHIND = 0.2  # s the feed may fall behind its schedule before a run counts as overloaded
+
 
 @dataclass
 class Result:
@@ -36,6 +38,7 @@ class Result:
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
+    feed_behind: float = 0.0  # the most the feed fell behind its schedule (s): a sign the lab was overloaded
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
@@ -122,6 +125,18 @@ class Result:
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
         }
+
+    def overload(self) -> str:
+        """What to tell the learner when the lab could not keep up with the run, or "" when it could.
+
+        The feed publishes on the lab loop's clock; when it falls behind, the loop was too busy
+        (too many clients or events for one Python thread), and latencies measure that, not the pattern.
+        """
+        if self.feed_behind <= max(OVERLOADED_BEHIND, 0.05 * self.duration):
+            return ""
+        return (f"the lab was overloaded: the feed fell {self.feed_behind:.1f} s behind its schedule, so "
+                "latencies measure a busy Python thread more than the pattern. Lower the event rate or the "
+                "number of clients (or shorten the run).")
 
     # -- showing it -----------------------------------------------------------------------
 

@@ -113,8 +113,10 @@ async def measure(pattern: str, handlers: Callable[[Feed], list], client: Client
         counts = meter.counts()
         await meter.stop()
         await lab.stop_server(run.server.name)
-    return Result.build(pattern, {**asdict(workload), **settings}, feed.events, run.recorders,
-                        meter.connections, counts, feed.started or started, workload.duration)
+    result = Result.build(pattern, {**asdict(workload), **settings}, feed.events, run.recorders,
+                          meter.connections, counts, feed.started or started, workload.duration)
+    result.feed_behind = feed.behind
+    return result
 
 
 async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:
