@@ -237,3 +237,14 @@ def test_the_panel_says_running_runs_once_for_a_double_click_and_reports_overloa
     panel.controls["clients"].value = 20
     original()
     assert "overloaded" in panel.status.value
+
+
+def test_held_requests_are_counted_at_every_change_not_by_a_starved_sampler():
+    from labsupport.experiments.longpolling import run_waiting_clients
+
+    crowd = run_waiting_clients(100, rate=1, duration=1.5)
+    s = crowd.samples
+    assert len(s) >= 2 * 100  # every arrival and answer, not a few samples of a busy loop
+    lasted = np.diff(np.append(s["t"].to_numpy(), crowd.result.duration))
+    all_held = lasted[(s["held_requests"] == 100).to_numpy()].sum() / crowd.result.duration
+    assert all_held >= 0.3, f"every request held for only {all_held:.0%} of the run"
