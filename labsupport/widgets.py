@@ -79,6 +79,25 @@ def table_widget(frame: pd.DataFrame) -> widgets.Widget:
     return widgets.VBox([widgets.HTML(_html_table(frame[key])), everything])
 
 
+def ladder_view(result: Any) -> widgets.Widget | None:
+    """A folded "sequence diagram" view of a run (or of several, side by side), drawn when opened."""
+    from .plots import ladder
+    from .results import Result
+
+    runs = result if isinstance(result, dict) else {"": result}
+    if not runs or not all(isinstance(r, Result) for r in runs.values()):
+        return None
+    holder = widgets.VBox()
+    view = widgets.Accordion(children=[holder], titles=("sequence diagram: who sent what, when",), selected_index=None)
+
+    def draw(change) -> None:
+        if change["new"] == 0 and not holder.children:
+            holder.children = [as_widget(ladder(result, connections=[0]) if isinstance(result, dict) else ladder(result))]
+
+    view.observe(draw, "selected_index")
+    return view
+
+
 class ControlPanel:
     """Controls for one experiment; the Run button runs it and redraws its figures."""
 
@@ -133,7 +152,8 @@ class ControlPanel:
                              else "done")
         for old in self.results.children:
             old.close()
-        self.results.children = [as_widget(item) for item in self.show(self.result)]
+        views = [as_widget(item) for item in self.show(self.result)]
+        self.results.children = views + [view for view in [ladder_view(self.result)] if view is not None]
         return self.result
 
     def _ipython_display_(self) -> None:

@@ -248,3 +248,15 @@ def test_held_requests_are_counted_at_every_change_not_by_a_starved_sampler():
     lasted = np.diff(np.append(s["t"].to_numpy(), crowd.result.duration))
     all_held = lasted[(s["held_requests"] == 100).to_numpy()].sum() / crowd.result.duration
     assert all_held >= 0.3, f"every request held for only {all_held:.0%} of the run"
+
+
+def test_a_panels_run_gains_a_folded_ladder_drawn_when_opened(runs):
+    from labsupport.widgets import ladder_view
+
+    view = ladder_view(runs["polling"])
+    assert view.selected_index is None and not view.children[0].children  # nothing drawn while folded
+    view.selected_index = 0
+    [figure] = view.children[0].children
+    assert figure.layout.meta["run"]["request"] > 0
+    assert ladder_view({"a": runs["polling"], "b": runs["long polling"]}) is not None
+    assert ladder_view(object()) is None
