@@ -130,7 +130,11 @@ def sweep_plot(table: pd.DataFrame, x: str, ys: Mapping[str, str], *, theory: Ma
 
 LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": "#2ca02c", "event": "#d62728",
                   "chunk": "#d62728", "comment": "#999999", "retry": "#999999", "end of body": "#555555", "frame up": "#9467bd",
-                  "frame down": "#ff7f0e", "nats up": "#1f77b4", "nats down": "#17becf", "bytes": "#bbbbbb"}
+                  "frame down": "#ff7f0e", "publish": "#1f77b4", "PubAck": "#2ca02c", "fetch": "#9467bd",
+                  "delivery": "#d62728", "redelivery": "#8c0000", "ack": "#2ca02c", "status": "#999999",
+                  "reply": "#999999", "nats control": "#cccccc", "bytes": "#bbbbbb"}
+MINOR_KEYS = ("nats control", "comment", "reply", "status", "end of body")  # labelled only where room is left
+NATS_KEYS = ("publish", "PubAck", "fetch", "delivery", "redelivery", "ack", "status", "reply")
 HELD = 0.01  # a request the server answers later than this (s) is drawn as held
 MAX_LANES = 6  # client connections drawn at most; the figure says when there were more
 
@@ -206,6 +210,16 @@ def _ladder_lanes(item, names: list[str] | None) -> list[dict]:
     return lanes
 
 
+def _ladder_key(m) -> str:
+    """The legend entry of a message: its kind; which way for frames; what it does for NATS."""
+    if m.kind == "frame":
+        return f"frame {m.direction}"
+    if m.kind == "nats":
+        word = m.label.split(" ")[0]
+        return word if word in NATS_KEYS else "nats control"
+    return m.kind
+
+
 def _fold_key(messages) -> tuple:
     """What makes two exchanges 'the same' for folding: who sent what, with ids and sizes left out."""
     import re
@@ -275,7 +289,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
     lane_of = {lane["id"]: lane for lane in lanes}
     shown = sum(map(len, drawn.values()))
     if labels is None:
-        labels = shown <= 40
+        labels = shown <= 60
     row = dict(row=1, col=col)
 
     # lifelines: the server and the link across the window, each connection while it was open
@@ -301,7 +315,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
         lane = lane_of[cid]
         cx = x_of[lane["name"]]
         for m in ms:
-            key = m.kind if m.kind not in ("frame", "nats") else f"{m.kind} {m.direction}"
+            key = _ladder_key(m)
             counts[key] += 1
             a, b = (cx, server_x) if m.direction == "up" else (server_x, cx)
             t = traces[key]
@@ -312,7 +326,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
             tip = (f"<b>{html.escape(m.label)}</b>, {m.size} B, {'up' if m.direction == 'up' else 'down'}<br>"
                    f"sent {m.sent * 1000:.1f} ms, arrived {m.arrived * 1000:.1f} ms<br><br>{first_bytes}")
             t["text"] += [tip, tip, None]
-            t["mx"].append((a + b) / 2)
+            t["mx"].append(cx + (0.5 if cx < server_x else -0.5))  # beside its own lane, clear of the others
             t["my"].append((m.sent + m.arrived) / 2)
             t["label"].append(f"{m.label} · {m.size} B")
     line = (t1 - t0) * 14 / plot_px  # one line of label text, in seconds of the time axis
@@ -323,18 +337,20 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
                                  marker=dict(symbol="arrow", angleref="previous", size=t["size"], color=colour),
                                  hovertext=t["text"], hoverinfo="text"), **row)
     if labels:
-        placed = sorted(((my, mx, text, key) for key, t in traces.items()
-                         for mx, my, text in zip(t["mx"], t["my"], t["label"])), key=lambda p: p[0])
         kept = defaultdict(list)
-        below: dict = {}  # per x: the last label kept, and where its text ends
-        for my, mx, text, key in placed:
-            label, ends = below.get(mx, (None, -1e9))
-            if my >= ends:
-                kept[key].append([mx, my, text])
-                below[mx] = (kept[key][-1], my + line)
-            elif label[2].count("<br>") < 2:  # close to the label above (a request and its answer): join it
-                label[2] += "<br>" + text
-                below[mx] = (label, ends + line)
+        taken: dict = defaultdict(list)  # per x: [label, top, bottom] of the labels placed
+        for minor in (False, True):  # what a message does first; greetings and heartbeats where room is left
+            for my, mx, text, key in sorted((p for key, t in traces.items() if (key in MINOR_KEYS) == minor
+                                             for p in zip(t["my"], t["mx"], t["label"], [key] * len(t["my"]))),
+                                            key=lambda p: p[0]):
+                clash = [slot for slot in taken[mx] if slot[1] - line < my < slot[2]]
+                if not clash:
+                    kept[key].append([mx, my, text])
+                    taken[mx].append([kept[key][-1], my, my + line])
+                elif not minor and clash[0][0][2].count("<br>") < 2 and not any(
+                        other is not clash[0] and clash[0][2] < other[1] < clash[0][2] + line for other in taken[mx]):
+                    clash[0][0][2] += "<br>" + text  # a request and its answer, a millisecond apart: one label
+                    clash[0][2] += line
         for key, points in kept.items():
             mx, my, text = zip(*points)
             fig.add_trace(go.Scatter(x=mx, y=my, mode="text", text=text, showlegend=False, legendgroup=key,

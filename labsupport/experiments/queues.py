@@ -227,6 +227,7 @@ class QueueRun:
     depth: pd.DataFrame       # t, waiting, in_flight, depth
     marks: list[tuple[float, str]]
     facts: dict[str, Any] = field(default_factory=dict)
+    wire: list = field(default_factory=list)  # the wire meter's connections, where a run keeps them (a ladder)
 
     @classmethod
     def build(cls, experiment: str, settings: dict, journal: Journal, **facts) -> "QueueRun":
@@ -448,9 +449,11 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     _check("ack_wait", ack_wait, 0.2, 10.0, " s")
     stage = await _Stage.open(ack_wait=ack_wait)
     victim = f"registration-{crash_on}"
-    first = EmailService(stage.broker, stage.queue, stage.journal, service_time=service_time,
+    meter = await WireMeter(stage.broker.port, log_bytes=LOG_BYTES).start()  # the workers' side, for a ladder
+    via_meter = f"nats://127.0.0.1:{meter.port}"
+    first = EmailService(via_meter, stage.queue, stage.journal, service_time=service_time,
                          idempotent=idempotent, prefix="email-first")
-    second = EmailService(stage.broker, stage.queue, stage.journal, service_time=service_time,
+    second = EmailService(via_meter, stage.queue, stage.journal, service_time=service_time,
                           idempotent=idempotent, prefix="email-restarted")
     try:
         await stage.publish("registration", [f"registration-{i}" for i in range(1, jobs + 1)])
@@ -462,9 +465,11 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     finally:
         await first.stop()
         await second.stop()
+        await meter.stop()
         await stage.close()
     run = QueueRun.build("crash before ack", {"jobs": jobs, "crash_on": victim, "ack_wait": ack_wait,
                                               "service_time": service_time, "idempotent": idempotent}, stage.journal)
+    run.wire = meter.connections
     tries = run.deliveries[run.deliveries["job"] == victim].sort_values("received")
     run.facts["crashed_job"] = victim
     run.facts["redelivery_delay_s"] = (float(tries["received"].iloc[1] - tries["received"].iloc[0])
