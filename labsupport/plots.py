@@ -128,7 +128,7 @@ def sweep_plot(table: pd.DataFrame, x: str, ys: Mapping[str, str], *, theory: Ma
 
 # -- ladder (sequence) diagrams from the wire meter's captures ------------------------------------
 
-LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": "#2ca02c", "event": "#d62728",
+LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": "#2ca02c", "304 Not Modified": "#8fd18f", "event": "#d62728",
                   "chunk": "#d62728", "comment": "#999999", "retry": "#999999", "end of body": "#555555", "frame up": "#9467bd",
                   "frame down": "#ff7f0e", "publish": "#1f77b4", "PubAck": "#2ca02c", "fetch": "#9467bd",
                   "delivery": "#d62728", "redelivery": "#8c0000", "ack": "#2ca02c", "status": "#999999",
@@ -159,16 +159,16 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
     panels = source if isinstance(source, Mapping) else {"": source}
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[str(n) for n in panels] if len(panels) > 1 else None)
-    meta, notes = {}, []
+    meta, notes, legend = {}, [], set()  # legend: the entries shown so far, once each across panels
     height = 420 if len(panels) > 1 else 520
     for col, (name, item) in enumerate(panels.items(), start=1):
         lanes = _ladder_lanes(item, names)
         if connections is not None:
             lanes = [lane for lane in lanes if lane["id"] in connections]
         holds = held if held is not None else "long" in str(getattr(item, "pattern", ""))
-        say = labels if labels is not None or len(panels) <= 2 else False  # narrow panels: hover only
+        say = labels if labels is not None or len(panels) <= 3 else False  # narrow panels: hover only
         counts, note = _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, say, holds,
-                                    plot_px=height - 160, first=col == 1)
+                                    plot_px=height - 160, legend=legend)
         meta[name or "run"] = counts
         notes += [f"{name}: {n}" if name else n for n in note]
     fig.update_annotations(yshift=22)  # the panels' titles, above the lane names
@@ -214,6 +214,8 @@ def _ladder_key(m) -> str:
     """The legend entry of a message: its kind; which way for frames; what it does for NATS."""
     if m.kind == "frame":
         return f"frame {m.direction}"
+    if m.kind == "response" and m.label.startswith("304"):
+        return "304 Not Modified"  # an answer without a body: worth telling apart at a glance
     if m.kind == "nats":
         word = m.label.split(" ")[0]
         return word if word in NATS_KEYS else "nats control"
@@ -238,11 +240,17 @@ def _exchanges(messages) -> list[list]:
 
 
 def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, holds, plot_px,
-                 first) -> tuple[dict, list[str]]:
+                 legend: set) -> tuple[dict, list[str]]:
     import html
     from collections import Counter, defaultdict
 
     from .capture import messages as parse
+
+    def first(name: str) -> bool:
+        """Whether ``name`` is new to the legend (each entry once, whichever panel has it first)."""
+        new = name not in legend
+        legend.add(name)
+        return new
 
     parsed = {lane["id"]: parse(lane["chunks"]) for lane in lanes}
     everything = [m for ms in parsed.values() for m in ms]
@@ -306,7 +314,13 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
             xs += [x_of[lane["name"]]] * 2 + [None]
             ys += [a, b, None]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#999", width=3), opacity=0.5,
-                             hoverinfo="skip", name="connection open", showlegend=first), **row)
+                             hoverinfo="skip", name="connection open", showlegend=first("connection open")), **row)
+    starts = [lane for lane in lanes if t0 <= lane["opened"] <= t1]
+    fig.add_trace(go.Scatter(x=[x_of[lane["name"]] for lane in starts], y=[lane["opened"] for lane in starts],
+                             mode="markers", marker=dict(symbol="circle-open", size=9, color="#777"),
+                             name="new connection", showlegend=first("new connection"),
+                             hovertext=[f"connection {lane['id']} opened at {lane['opened']:.3f} s" for lane in starts],
+                             hoverinfo="text"), **row)
 
     # arrows, one trace per kind so the legend reads as a key
     traces: dict[str, dict] = defaultdict(lambda: dict(x=[], y=[], text=[], size=[], mx=[], my=[], label=[]))
@@ -333,7 +347,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
     for key, t in traces.items():
         colour = LADDER_COLOURS.get(key, "#333")
         fig.add_trace(go.Scatter(x=t["x"], y=t["y"], mode="lines+markers", name=key, legendgroup=key,
-                                 showlegend=first, line=dict(color=colour, width=1.5),
+                                 showlegend=first(key), line=dict(color=colour, width=1.5),
                                  marker=dict(symbol="arrow", angleref="previous", size=t["size"], color=colour),
                                  hovertext=t["text"], hoverinfo="text"), **row)
     if labels:
@@ -369,7 +383,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
                 counts["held"] += 1
     if bx:
         fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", line=dict(color="rgba(31,119,180,0.35)", width=12),
-                                 name="request held", showlegend=first, hovertext=btip, hoverinfo="text"), **row)
+                                 name="request held", showlegend=first("request held"), hovertext=btip, hoverinfo="text"), **row)
 
     # cuts: a cross where the link dropped the connection
     cuts = [lane for lane in lanes if lane["cut"] and lane["closed"] is not None and t0 <= lane["closed"] <= t1]
@@ -377,7 +391,7 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
         counts["cut"] += len(cuts)
         fig.add_trace(go.Scatter(x=[link_x] * len(cuts), y=[lane["closed"] for lane in cuts], mode="markers",
                                  marker=dict(symbol="x", size=16, color="#d62728"), name="connection cut",
-                                 showlegend=first, hovertext=[f"{lane['name']} cut at {lane['closed']:.3f} s" for lane in cuts],
+                                 showlegend=first("connection cut"), hovertext=[f"{lane['name']} cut at {lane['closed']:.3f} s" for lane in cuts],
                                  hoverinfo="text"), **row)
 
     # a cut connection, then the same client's next connection: the wait before it reconnected
