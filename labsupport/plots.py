@@ -132,9 +132,9 @@ LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": 
                   "chunk": "#d62728", "comment": "#999999", "retry": "#999999", "end of body": "#555555", "frame up": "#9467bd",
                   "frame down": "#ff7f0e", "publish": "#1f77b4", "PubAck": "#2ca02c", "fetch": "#9467bd",
                   "delivery": "#d62728", "redelivery": "#8c0000", "ack": "#2ca02c", "status": "#999999",
-                  "reply": "#999999", "nats control": "#cccccc", "bytes": "#bbbbbb"}
+                  "reply": "#999999", "message": "#d62728", "nats control": "#cccccc", "bytes": "#bbbbbb"}
 MINOR_KEYS = ("nats control", "comment", "reply", "status", "end of body")  # labelled only where room is left
-NATS_KEYS = ("publish", "PubAck", "fetch", "delivery", "redelivery", "ack", "status", "reply")
+NATS_KEYS = ("publish", "PubAck", "fetch", "delivery", "redelivery", "ack", "status", "reply", "message")
 HELD = 0.01  # a request the server answers later than this (s) is drawn as held
 MAX_LANES = 6  # client connections drawn at most; the figure says when there were more
 
@@ -160,7 +160,7 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[str(n) for n in panels] if len(panels) > 1 else None)
     meta, notes, legend = {}, [], set()  # legend: the entries shown so far, once each across panels
-    height = 420 if len(panels) > 1 else 520
+    height = 440 if len(panels) > 1 else 520
     for col, (name, item) in enumerate(panels.items(), start=1):
         lanes = _ladder_lanes(item, names)
         if connections is not None:
@@ -174,8 +174,9 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
     fig.update_annotations(yshift=22)  # the panels' titles, above the lane names
     pattern = getattr(source, "pattern", None)
     fig.update_yaxes(autorange="reversed", title_text="seconds", row=1, col=1)
-    fig.update_layout(title=title or (f"{pattern}: who sent what, when" if pattern else "Who sent what, when"),
-                      height=height, margin=dict(l=10, r=10, t=90 if len(panels) > 1 else 70, b=40 + 18 * len(notes)),
+    fig.update_layout(title=dict(text=title or (f"{pattern}: who sent what, when" if pattern else "Who sent what, when"),
+                                 y=0.99, yanchor="top"),
+                      height=height, margin=dict(l=10, r=10, t=110 if len(panels) > 1 else 70, b=40 + 18 * len(notes)),
                       meta=meta,
                       legend=dict(orientation="h", y=-0.08 if not notes else -0.08 - 0.04 * len(notes)))
     for i, text in enumerate(notes):
