@@ -191,8 +191,7 @@ class Broker:
         ports_dir = self.run_dir / "ports"
         shutil.rmtree(ports_dir, ignore_errors=True)
         ports_dir.mkdir()
-        command = [str(self.binary), "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(self.store),
-                   "--ports_file_dir", str(ports_dir), "-n", f"course-{self.name}"]
+        command = self._command(port, ports_dir)
         extra = {"preexec_fn": _die_with_parent()} if sys.platform.startswith("linux") else {}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -203,6 +202,11 @@ class Broker:
         except BaseException:
             self._end_process(hard=True)
             raise
+
+    def _command(self, port: int, ports_dir: Path) -> list[str]:
+        """The ``nats-server`` command line; a cluster node adds its cluster options."""
+        return [str(self.binary), "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(self.store),
+                "--ports_file_dir", str(ports_dir), "-n", f"course-{self.name}"]
 
     def _start_watchdog(self) -> None:
         self.watchdog = subprocess.Popen(
