@@ -123,7 +123,7 @@ def sweep_plot(table: pd.DataFrame, x: str, ys: Mapping[str, str], *, theory: Ma
                       margin=dict(l=10, r=10, t=50, b=40))
     if log_x:
         fig.update_xaxes(type="log")
-    return fig
+    return tidy_log_axes(fig)
 
 
 # -- ladder (sequence) diagrams from the wire meter's captures ------------------------------------

@@ -287,7 +287,7 @@ class Comparison:
                                 f"{self.workload.rate:g} events/s for {self.workload.duration:g} s "
                                 f"(polling every {self.interval:g} s)")
         fig.update_yaxes(type="log", row=1, col=2)
-        return fig
+        return tidy_log_axes(fig)
 
     def _repr_html_(self) -> str:
         return self.table().to_html()
