@@ -34,6 +34,7 @@ from ..wire import Link, WireMeter
 MAX_CLIENTS = 2000
 MAX_DURATION = 60.0
 CAPTURE_BYTES = 4096
+LOG_BYTES = 2_000_000  # every chunk of a run, for its ladder diagram, up to this many bytes
 READY_TIMEOUT = 10.0
 _run_ids = itertools.count(1)
 
@@ -94,7 +95,7 @@ async def measure(pattern: str, handlers: Callable[[Feed], list], client: Client
     feed = Feed(workload.rate, arrivals=workload.arrivals, value=workload.value, seed=workload.seed)
     server = await lab.serve(f"{pattern}-run-{next(_run_ids)}", handlers(feed))
     link = Link(latency=workload.latency)
-    meter = await WireMeter(server.port, capture=CAPTURE_BYTES, up=link, down=link).start()
+    meter = await WireMeter(server.port, capture=CAPTURE_BYTES, up=link, down=link, log_bytes=LOG_BYTES).start()
     run = Run(pattern, feed, handlers, server, meter, [Recorder(i) for i in range(workload.clients)])
     tasks = [asyncio.create_task(client(meter.url, r)) for r in run.recorders]
     try:

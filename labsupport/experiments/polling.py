@@ -52,8 +52,8 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
 class _CountedLatest(polling.LatestHandler):
     """The poll handler, noting when each request reached the server: a count the clients do not keep."""
 
-    def initialize(self, feed: Feed, arrived: list[tuple[int, float]]) -> None:
-        super().initialize(feed)
+    def initialize(self, feed: Feed, arrived: list[tuple[int, float]], **options) -> None:
+        super().initialize(feed, **options)
         self.arrived = arrived
 
     def prepare(self) -> None:
