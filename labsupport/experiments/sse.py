@@ -179,8 +179,7 @@ async def resume_with(last_event_id: str, *, published: int = 20, history: int =
     feed = Feed(1.0)
     for _ in range(published):
         feed.publish()
-    server = await lab.serve("sse-resume", sse.handlers(feed, history=history),
-                             log_function=lambda handler: None)  # the 400 is the answer shown, not a problem
+    server = await lab.serve("sse-resume", sse.handlers(feed, history=history))
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/events", headers={"Last-Event-ID": last_event_id}) as response:

@@ -378,7 +378,7 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
     """
     if read_rate >= talk_rate:
         raise ValueError("the reader must be slower than the talker: read_rate < talk_rate")
-    hub = ws.Hub(outbox_limit=limit, policy=policy)
+    hub = ws.Hub(outbox_limit=limit, policy=policy, outbox_bytes=None if limit is None else ws.OUTBOX_BYTES)
     server = await _serve("ws-slow", hub)
     samples, talker_heard, read, pace = [], [], [0], [1.0 / read_rate]
     async with aiohttp.ClientSession() as session:
@@ -387,8 +387,9 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
             slow.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
             while not hub.sockets:
                 await asyncio.sleep(0.002)
-            outbox = hub.sockets[0].outbox
-            hub.sockets[0].ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+            slow_socket = hub.sockets[0]  # closed sockets leave the hub: keep our own reference
+            outbox = slow_socket.outbox
+            slow_socket.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
 
             async def read_slowly() -> None:
                 async for _ in slow:
@@ -406,7 +407,7 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
             await ws.chat(server.url, "fast", ["y" * size] * talked, every=1.0 / talk_rate,
                           heard=talker_heard, linger=0.2)
             watcher.cancel()
-            conn = hub.sockets[0].ws_connection
+            conn = slow_socket.ws_connection
             if conn is None or conn.is_closing():  # the server gave up on the reader: let it read the close
                 pace[0] = 0.0
                 await asyncio.wait([reader], timeout=2.0)
