@@ -90,9 +90,9 @@ q3 = Exercise(
 )
 
 
-# q5 and q6 change an SSE client and an SSE handler, and run them against a real server.
-Q5_WORKLOAD = Workload(rate=50.0, clients=1, duration=1.5)
-Q5_CUT_AT, Q5_RETRY = 0.6, 0.2
+# q4 and q5 change an SSE client and an SSE handler, and run them against a real server.
+Q4_WORKLOAD = Workload(rate=50.0, clients=1, duration=1.5)
+Q4_CUT_AT, Q4_RETRY = 0.6, 0.2
 
 
 async def _model_listen(base_url: str, recorder) -> None:
@@ -113,7 +113,7 @@ async def _model_listen(base_url: str, recorder) -> None:
                         last_id = parser.last_event_id
             except aiohttp.ClientError:
                 pass  # the stream broke: wait, then reconnect
-            await asyncio.sleep(Q5_RETRY)
+            await asyncio.sleep(Q4_RETRY)
 
 
 def _check_resume(listen) -> tuple[bool, str]:
@@ -121,11 +121,11 @@ def _check_resume(listen) -> tuple[bool, str]:
         return False, "Pass your client, an `async def` function of (base_url, recorder)."
 
     async def cut(run) -> None:
-        await asyncio.sleep(Q5_CUT_AT)
+        await asyncio.sleep(Q4_CUT_AT)
         await run.meter.cut_all()
 
     try:
-        result = try_out(sse.handlers, listen, Q5_WORKLOAD, drain=Q5_RETRY + 0.3, scenario=cut)
+        result = try_out(sse.handlers, listen, Q4_WORKLOAD, drain=Q4_RETRY + 0.3, scenario=cut)
     except TryOutFailed as failure:
         return False, str(failure)
     s = result.summary()
@@ -137,12 +137,12 @@ def _check_resume(listen) -> tuple[bool, str]:
         return False, f"Nothing reached the client ({measured}): record the seq of every message event."
     if s["missed"]:
         return False, (f"{s['missed']} events were lost across the cut ({measured}): they were sent while your "
-                       f"client waited {Q5_RETRY * 1000:.0f} ms to reconnect, and a request without Last-Event-ID "
+                       f"client waited {Q4_RETRY * 1000:.0f} ms to reconnect, and a request without Last-Event-ID "
                        "starts from now. Send the id of the last event you saw.")
     return True, f"The cut cost a pause, not a single event ({measured})."
 
 
-q5 = Exercise(
+q4 = Exercise(
     "Resume after a cut",
     checker=_check_resume,
     hint="Every event carries an id, and the parser keeps the last one in parser.last_event_id. Which request "
@@ -151,9 +151,9 @@ q5 = Exercise(
     answer=_model_listen,
 )
 
-# q6: the server tells every client when to come back: all at once, or spread out?
-Q6_CLIENTS, Q6_RESTART_AT, Q6_WINDOW = 40, 0.3, 0.1
-Q6_WORKLOAD = Workload(rate=5.0, clients=Q6_CLIENTS, duration=2.0)
+# q5: the server tells every client when to come back: all at once, or spread out?
+Q5_CLIENTS, Q5_RESTART_AT, Q5_WINDOW = 40, 0.3, 0.1
+Q5_WORKLOAD = Workload(rate=5.0, clients=Q5_CLIENTS, duration=2.0)
 
 
 class _SpreadRetry(sse.EventStreamHandler):
@@ -167,27 +167,27 @@ def _check_retry(handler_class) -> tuple[bool, str]:
         return False, "Pass your handler class itself (MyEvents), a subclass of sse.EventStreamHandler."
 
     async def restart(run) -> None:
-        await asyncio.sleep(Q6_RESTART_AT)
+        await asyncio.sleep(Q5_RESTART_AT)
         await run.restart_server(0.05)
 
     try:
-        result = try_out(lambda feed: [(r"/events", handler_class, {"feed": feed})], sse.listen, Q6_WORKLOAD,
+        result = try_out(lambda feed: [(r"/events", handler_class, {"feed": feed})], sse.listen, Q5_WORKLOAD,
                          drain=0.5, scenario=restart)
     except TryOutFailed as failure:
         return False, str(failure)
-    bunch = returned_together(result, Q6_RESTART_AT, Q6_WINDOW)
-    measured = f"at most {bunch} of {Q6_CLIENTS} clients reconnected within the same {Q6_WINDOW * 1000:.0f} ms"
+    bunch = returned_together(result, Q5_RESTART_AT, Q5_WINDOW)
+    measured = f"at most {bunch} of {Q5_CLIENTS} clients reconnected within the same {Q5_WINDOW * 1000:.0f} ms"
     late = not_caught_up(result)
     if late:
-        return False, (f"{late} of {Q6_CLIENTS} clients had not come back by the end of the run ({measured}). "
+        return False, (f"{late} of {Q5_CLIENTS} clients had not come back by the end of the run ({measured}). "
                        "Keep every retry within about 1.5 s.")
-    if bunch > Q6_CLIENTS / 2:
+    if bunch > Q5_CLIENTS / 2:
         return False, (f"Every client came back at the same moment ({measured}): they all lost the stream "
                        "together and all got the same retry. Give each connection its own random retry.")
     return True, f"The reconnects spread out ({measured}), and every client resumed without a loss."
 
 
-q6 = Exercise(
+q5 = Exercise(
     "Spread the reconnects",
     checker=_check_retry,
     hint="self.retry is the delay (in ms) this connection's retry: line asks for. initialize() runs once per request.",
