@@ -48,6 +48,7 @@ import psutil
 
 from .feed import Event, Feed
 from .lab import LOOPBACK, LabError, lab
+from .wire import BACKLOG
 
 PATTERNS = ("polling", "long polling", "sse", "websocket")
 START_TIMEOUT = 30.0   # Python, Tornado and the course package load in about a second; a busy machine is slower
@@ -191,7 +192,7 @@ async def serve_commands(routes: list, answer: Callable[[str, list[str]], Awaita
     import tornado.web
 
     server = tornado.httpserver.HTTPServer(tornado.web.Application(routes))
-    sockets = tornado.netutil.bind_sockets(0, LOOPBACK)
+    sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)  # room for a reconnect storm
     server.add_sockets(sockets)
     commands: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_commands, args=(asyncio.get_running_loop(), commands), daemon=True).start()

@@ -60,6 +60,8 @@ class Connection:
     head_up: bytearray = field(default_factory=bytearray)
     head_down: bytearray = field(default_factory=bytearray)
     cut: bool = False
+    last_active: float = 0.0   # when a byte last passed, either way
+    blackholed: bool = False   # bytes are read and dropped, and nobody is told
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,22 @@ class WireMeter:
         await asyncio.sleep(0)
         return len(live)
 
+    def cut(self, conn: Connection) -> None:
+        """Drop one connection: both ends see it reset, as a proxy closing it would do."""
+        if conn.id in self._live:
+            conn.cut = True
+            self._abort(conn)
+
+    def blackhole(self, conn: Connection) -> None:
+        """Forget one connection silently: its bytes are dropped and neither end is told (half-open)."""
+        conn.blackholed = True
+
     # -- relaying -------------------------------------------------------------------------
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self._tasks.add(asyncio.current_task())
         conn = Connection(id=next(self._ids), opened=time.monotonic())
+        conn.last_active = conn.opened
         self.connections.append(conn)
         try:
             server_r, server_w = await asyncio.open_connection(LOOPBACK, self.target_port)
@@ -185,6 +198,9 @@ class WireMeter:
 
         try:
             while chunk := await reader.read(READ_SIZE):
+                if conn.blackholed:
+                    continue
+                conn.last_active = time.monotonic()
                 if direction == "up":
                     conn.bytes_up += len(chunk)
                 else:
