@@ -240,3 +240,30 @@ async def run_talk_back(*, messages: int = 5, every: float = 0.05) -> TalkBack:
         stream_request_bytes=bytes(stream.head_up).index(b"\r\n\r\n") + 4, stream_bytes_up=stream.bytes_up,
         post_requests=messages, post_bytes_up=sum(c.bytes_up for c in posts), connections=len(meter.connections),
     )
+
+
+# -- S5: what the way back up must refuse ---------------------------------------------------------
+
+@on_lab_loop
+async def bad_posts() -> list[dict]:
+    """POST what a careless client or a hostile page would send; what came back, and was it published?"""
+    feed = Feed(1.0)  # never started: only accepted POSTs publish
+    server = await lab.serve("sse-bad-posts", sse.handlers(feed))
+    cases = [
+        ("another site's page", {"Origin": "http://evil.example", "Content-Type": "text/plain"}, b'{"value": 1}'),
+        ("a 5 MB body", {}, b'{"value": 1, "pad": "' + b"x" * 5_000_000 + b'"}'),
+        ("NaN, which is not JSON", {}, b'{"value": NaN}'),
+        ("a string for a number", {}, b'{"value": "101"}'),
+        ("a good value from this page", {"Origin": server.url}, b'{"value": 101.5}'),
+    ]
+    rows = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for case, headers, body in cases:
+                before = feed.last_seq
+                async with session.post(f"{server.url}/events", data=body, headers=headers) as response:
+                    rows.append({"sent": case, "status": response.status, "answer": (await response.text())[:90],
+                                 "published": feed.last_seq > before})
+    finally:
+        await lab.stop_server(server.name)
+    return rows
