@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import random
 import re
@@ -14,7 +13,7 @@ import aiohttp
 from ..checks import Exercise
 from ..experiments.core import Workload
 from ..patterns import longpolling
-from .tryout import TryOutFailed, not_caught_up, returned_together, try_out
+from .tryout import TryOutFailed, not_caught_up, restart_at, returned_together, try_out
 
 # q1: the cursor a client sends with its next request.
 Q1_CASES = [
@@ -201,12 +200,9 @@ def _check_spread(retry_delay) -> tuple[bool, str]:
     def client(url, recorder):
         return longpolling.long_poll(url, recorder, retry_delay=retry_delay)
 
-    async def restart(run) -> None:
-        await asyncio.sleep(Q6_RESTART_AT)
-        await run.restart_server(Q6_DOWN_FOR)
-
     try:
-        result = try_out(longpolling.handlers, client, Q6_WORKLOAD, ready_first=False, drain=1.0, scenario=restart)
+        result = try_out(longpolling.handlers, client, Q6_WORKLOAD, ready_first=False, drain=1.0,
+                         scenario=restart_at(Q6_RESTART_AT, Q6_DOWN_FOR))
     except TryOutFailed as failure:
         return False, str(failure)
     bunch = returned_together(result, Q6_RESTART_AT, Q6_WINDOW)

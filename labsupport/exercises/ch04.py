@@ -14,7 +14,7 @@ from ..experiments.core import Workload
 from ..experiments.sse import run_sse_cut
 from ..patterns import sse
 from ..patterns.sse_codec import EventStreamParser, encode_event
-from .tryout import TryOutFailed, not_caught_up, returned_together, try_out
+from .tryout import TryOutFailed, not_caught_up, restart_at, returned_together, try_out
 
 # q1: the framing of one event, counted by hand
 Q1_PAYLOAD, Q1_ID = '{"seq": 7, "value": 100.5}', "7"
@@ -166,13 +166,9 @@ def _check_retry(handler_class) -> tuple[bool, str]:
     if not (isinstance(handler_class, type) and issubclass(handler_class, sse.EventStreamHandler)):
         return False, "Pass your handler class itself (MyEvents), a subclass of sse.EventStreamHandler."
 
-    async def restart(run) -> None:
-        await asyncio.sleep(Q5_RESTART_AT)
-        await run.restart_server(0.05)
-
     try:
         result = try_out(lambda feed: [(r"/events", handler_class, {"feed": feed})], sse.listen, Q5_WORKLOAD,
-                         drain=0.5, scenario=restart)
+                         drain=0.5, scenario=restart_at(Q5_RESTART_AT, 0.05))
     except TryOutFailed as failure:
         return False, str(failure)
     bunch = returned_together(result, Q5_RESTART_AT, Q5_WINDOW)

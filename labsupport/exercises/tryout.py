@@ -8,6 +8,7 @@ and ``measure`` stops every server and client it started, whatever happened.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_right
 from typing import Awaitable, Callable, Iterable
 
@@ -46,6 +47,14 @@ def _explain(error: LabError) -> str:
     if "did not finish within" in text:
         return "did not finish in time: something in it waits forever. Look for a loop that never yields."
     return f"stopped with an error: {text.removeprefix('A client stopped with ')}"
+
+
+def restart_at(seconds: float, down_for: float) -> Callable[[Run], Awaitable[None]]:
+    """A scenario: stop the server ``seconds`` into the run and start a fresh one ``down_for`` s later."""
+    async def restart(run: Run) -> None:
+        await asyncio.sleep(seconds)
+        await run.restart_server(down_for)
+    return restart
 
 
 def busiest(times: Iterable[float], width: float) -> int:
