@@ -15,7 +15,7 @@ from .checks import ClaimFailed, Exercise, claim, show_progress
 from .experiments.core import Run, Workload, measure, sweep
 from .feed import Event, Feed
 from .lab import LabCall, LabError, Server, lab, on_lab_loop, shutdown, start_meter, start_server, stop_server
-from .plots import latency_histogram, sweep_plot, timeline, traffic_bars
+from .plots import ladder, latency_histogram, sweep_plot, timeline, traffic_bars
 from .results import Result
 from .source import show_source
 from .widgets import ControlPanel, int_slider, slider
@@ -23,7 +23,7 @@ from .wire import Link, WireCounts, WireMeter
 
 __all__ = [
     "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
-    "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "latency_histogram",
+    "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "ladder", "latency_histogram",
     "measure", "on_lab_loop", "show_progress", "show_source", "shutdown", "slider", "start_meter",
     "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
 ]

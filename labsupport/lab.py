@@ -19,6 +19,7 @@ import functools
 import inspect
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -30,6 +31,7 @@ from .progress import Progress
 from .wire import BACKLOG, LOOPBACK, Link, WireMeter
 
 LAB_LATE_LIMIT = 0.05  # a loop 50 ms late cannot keep a client's clock or time a push in milliseconds
+REFUSED_KEPT = 100
 
 
 class LabError(RuntimeError):
@@ -69,6 +71,7 @@ class Lab:
         self._lock = threading.Lock()
         self.servers: dict[str, Server] = {}
         self._stoppers: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.refused: deque[str] = deque(maxlen=REFUSED_KEPT)  # requests the lab's servers refused, newest last
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class Lab:
         Must be awaited on the lab loop (experiments do that); cells use ``start_server``.
         """
         await self.stop_server(name)
-        app = tornado.web.Application(handlers, **settings)
+        app = tornado.web.Application(handlers, **{"log_function": self._note_refused, **settings})
         http_server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
         sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)
         http_server.add_sockets(sockets)
@@ -174,6 +177,16 @@ class Lab:
         server = Server(name, port, http_server, state, list(cleanups or []))
         self.servers[name] = server
         return server
+
+    def _note_refused(self, handler: tornado.web.RequestHandler) -> None:
+        """Tornado's access log, kept quiet: a refused request is noted in ``lab.refused``.
+
+        Tornado logs every 4xx as a warning, which a notebook shows as a red box beside a cell
+        whose point was that the server refused the request properly; the cell says it in words.
+        """
+        if handler.get_status() >= 400:
+            request = handler.request
+            self.refused.append(f"{handler.get_status()} {request.method} {request.uri}")
 
     async def stop_server(self, name: str) -> None:
         server = self.servers.pop(name, None)

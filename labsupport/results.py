@@ -20,6 +20,8 @@ from .feed import Event
 from .record import Recorder
 from .wire import Connection, WireCounts
 
+OVERLOADED_BEHIND = 0.2  # s the feed may fall behind its schedule before a run counts as overloaded
+
 
 @dataclass
 class Result:
@@ -27,7 +29,7 @@ class Result:
 
     pattern: str
     settings: dict[str, Any]
-    events: pd.DataFrame          # seq, created
+    events: pd.DataFrame          # seq, created, late (how long after its due time the feed published it)
     deliveries: pd.DataFrame      # client, seq, created, seen, latency
     requests: pd.DataFrame        # client, sent, answered, status, new_events, empty
     connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut
@@ -40,12 +42,14 @@ class Result:
     server_rss: int | None = None         # the server's resident memory at its end (own process only)
     lab_late: float = 0.0                 # how late the lab loop ran then (95th percentile, s)
     lab_cpu_share: float = 0.0            # the share of one core the lab's process used then
+    served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
+    captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
               connections: list[Connection], wire: WireCounts, started: float, duration: float) -> "Result":
         created = {e.seq: e.created - started for e in events}
-        ev = pd.DataFrame({"seq": list(created), "created": list(created.values())})
+        ev = pd.DataFrame({"seq": list(created), "created": list(created.values()), "late": [e.late for e in events]})
         rows = [(r.client, seq, seen - started) for r in recorders for seq, seen in r.seen]
         dl = pd.DataFrame(rows, columns=["client", "seq", "seen"])
         dl = dl.drop_duplicates(["client", "seq"]).reset_index(drop=True)  # first sighting counts
@@ -64,7 +68,9 @@ class Result:
         )
         heads = [(bytes(c.head_up), bytes(c.head_down)) for c in connections]
         errors = [e for r in recorders for e in r.errors]
-        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors)
+        captures = {c.id: [(way, read - started, delivered - started, data) for way, read, delivered, data in c.chunks]
+                    for c in connections if c.chunks}
+        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors, captures=captures)
 
     # -- derived measures -----------------------------------------------------------------
 
@@ -116,6 +122,7 @@ class Result:
             "staleness_mean_ms": float(np.nanmean(stale)) if np.isfinite(stale).any() else float("nan"),
             "requests": len(self.requests),
             "requests_per_s": len(in_window) / self.duration,
+            "served_per_s": self.served_per_s(),
             "empty_share": float(in_window["empty"].mean()) if len(in_window) else float("nan"),
             "connections_opened": self.wire.connections_opened,
             "peak_open_connections": self.wire.peak_open,
@@ -123,7 +130,43 @@ class Result:
             "bytes_down": self.wire.bytes_down,
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
+            "feed_late_p95_ms": pct(self.events["late"].to_numpy() * 1000, 95) if "late" in self.events else float("nan"),
         }
+
+    def served_per_s(self) -> float:
+        """Requests a second the server received (NaN where the server did not count them).
+
+        A connection that carried several requests counts at its own pace, one over the median
+        time between two of its requests: where each client happened to start in the run, or one
+        late request, does not move it. Connections that carried one request each are counted
+        within the run's duration.
+        """
+        if self.served is None:
+            return float("nan")
+        rate = 0.0
+        for _, arrived in self.served.groupby("connection")["arrived"]:
+            if len(arrived) > 1:
+                rate += 1 / float(np.median(np.diff(np.sort(arrived.to_numpy()))))
+            else:
+                rate += float(arrived.between(0, self.duration).sum()) / self.duration
+        return rate
+
+    @property
+    def feed_behind(self) -> float:
+        """The most the feed fell behind its schedule (s): a sign the lab was overloaded."""
+        return float(self.events["late"].max()) if "late" in self.events and len(self.events) else 0.0
+
+    def overload(self) -> str:
+        """What to tell the learner when the lab could not keep up with the run, or "" when it could.
+
+        The feed publishes on the lab loop's clock; when it falls behind, the loop was too busy
+        (too many clients or events for one Python thread), and latencies measure that, not the pattern.
+        """
+        if self.feed_behind <= max(OVERLOADED_BEHIND, 0.05 * self.duration):
+            return ""
+        return (f"the lab was overloaded: the feed fell {self.feed_behind:.1f} s behind its schedule, so "
+                "latencies measure a busy Python thread more than the pattern. Lower the event rate or the "
+                "number of clients (or shorten the run).")
 
     # -- showing it -----------------------------------------------------------------------
 
@@ -137,6 +180,10 @@ class Result:
     def plot_timeline(self, clients: int = 3, **kwargs):
         from .plots import timeline
         return timeline(self, clients=clients, **kwargs)
+
+    def plot_ladder(self, **kwargs):
+        from .plots import ladder
+        return ladder(self, **kwargs)
 
     def plot_latency(self, **kwargs):
         from .plots import latency_histogram

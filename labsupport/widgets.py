@@ -15,6 +15,8 @@ JupyterLab.
 from __future__ import annotations
 
 import html
+import math
+import time
 from typing import Any, Callable, Iterable
 
 import ipywidgets as widgets
@@ -24,6 +26,8 @@ from IPython.display import display
 from plotly.basedatatypes import BaseFigure
 
 from .lab import LabCall, LabError, lab
+
+QUEUED_CLICK = 0.3  # s: a click handled this soon after a run ended was made during it
 
 
 def slider(description: str, low: float, high: float, step: float, value: float, *, unit: str = "") -> widgets.FloatSlider:
@@ -47,10 +51,52 @@ def as_widget(item: Any) -> widgets.Widget:
     if isinstance(item, BaseFigure):
         return go.FigureWidget(item)
     if isinstance(item, (pd.DataFrame, pd.Series)):
-        return widgets.HTML(item.to_frame().to_html() if isinstance(item, pd.Series) else item.to_html())
+        return table_widget(item.to_frame() if isinstance(item, pd.Series) else item)
     if hasattr(item, "_repr_html_"):
         return widgets.HTML(item._repr_html_())
     return widgets.HTML(f"<pre>{html.escape(str(item))}</pre>")
+
+
+# the columns of a run's summary a learner reads first; the others are a click away
+KEY_COLUMNS = ("pattern", "clients", "events", "delivered", "missed", "latency_p50_ms", "latency_p95_ms",
+               "requests_per_s", "empty_share", "connections_opened", "bytes_per_event", "errors")
+MAX_COLUMNS = 8
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    """Numbers rounded for reading; a wide table scrolls instead of being cut off."""
+    shown = frame.round(2).to_html(float_format=lambda v: f"{v:,.2f}".rstrip("0").rstrip("."))
+    return f'<div style="overflow-x: auto; max-width: 100%">{shown}</div>'
+
+
+def table_widget(frame: pd.DataFrame) -> widgets.Widget:
+    """A table with at most ``MAX_COLUMNS`` columns (the key ones first); the full table folds open."""
+    if len(frame.columns) <= MAX_COLUMNS:
+        return widgets.HTML(_html_table(frame))
+    key = [c for c in KEY_COLUMNS if c in frame.columns] or list(frame.columns)
+    key = key[:MAX_COLUMNS]
+    everything = widgets.Accordion(children=[widgets.HTML(_html_table(frame))],
+                                   titles=(f"all {len(frame.columns)} columns",), selected_index=None)
+    return widgets.VBox([widgets.HTML(_html_table(frame[key])), everything])
+
+
+def ladder_view(result: Any) -> widgets.Widget | None:
+    """A folded "sequence diagram" view of a run (or of several, side by side), drawn when opened."""
+    from .plots import ladder
+    from .results import Result
+
+    runs = result if isinstance(result, dict) else {"": result}
+    if not runs or not all(isinstance(r, Result) for r in runs.values()):
+        return None
+    holder = widgets.VBox()
+    view = widgets.Accordion(children=[holder], titles=("sequence diagram: who sent what, when",), selected_index=None)
+
+    def draw(change) -> None:
+        if change["new"] == 0 and not holder.children:
+            holder.children = [as_widget(ladder(result, connections=[0]) if isinstance(result, dict) else ladder(result))]
+
+    view.observe(draw, "selected_index")
+    return view
 
 
 class ControlPanel:
@@ -67,7 +113,8 @@ class ControlPanel:
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="300px"))
         self.status = widgets.HTML()
         self.results = widgets.VBox()
-        self.button.on_click(lambda _: self.run())
+        self._finished = -math.inf  # when the last run started by a click ended (time.monotonic)
+        self.button.on_click(self._clicked)
         header = [widgets.HTML(f"<b>{title}</b>")] if title else []
         self.widget = widgets.VBox(header + list(controls.values()) +
                                    [widgets.HBox([self.button, self.bar, self.status]), self.results])
@@ -76,9 +123,22 @@ class ControlPanel:
     def values(self) -> dict:
         return {**self.fixed, **{name: w.value for name, w in self.controls.items()}}
 
+    def _clicked(self, _button) -> None:
+        """Run, unless the click was queued while the last run went on (a double click).
+
+        The kernel handles one message at a time, so a second click made during a run arrives
+        just after it ends; disabling the button cannot stop a click already sent.
+        """
+        if time.monotonic() - self._finished > QUEUED_CLICK:
+            try:
+                self.run()
+            finally:
+                self._finished = time.monotonic()
+
     def run(self):
         """Run the experiment with the current settings and show its figures. Returns the result."""
         settings = self.values()
+        self.status.value = "running…"
         self.button.disabled = True
         try:
             if isinstance(self.experiment, LabCall):  # work on the lab loop: show its progress here
@@ -92,10 +152,13 @@ class ControlPanel:
             return None
         finally:
             self.button.disabled = False
-        self.status.value = "done"
+        overload = self.result.overload() if hasattr(self.result, "overload") else ""
+        self.status.value = (f'<span style="color:#a60">done, but {html.escape(overload)}</span>' if overload
+                             else "done")
         for old in self.results.children:
             old.close()
-        self.results.children = [as_widget(item) for item in self.show(self.result)]
+        views = [as_widget(item) for item in self.show(self.result)]
+        self.results.children = views + [view for view in [ladder_view(self.result)] if view is not None]
         return self.result
 
     def _ipython_display_(self) -> None:

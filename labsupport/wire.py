@@ -7,6 +7,8 @@ so its numbers mean the same thing for every pattern in the course:
 * connections opened, open now, and the most open at once;
 * bytes up (client to server) and down (server to client), exact;
 * the first bytes of each connection in each direction, to show a real request and response;
+* optionally every chunk it relayed, with the time it read it and the time it passed it on
+  (``log_bytes``), so a ladder diagram can show each message where and when it crossed;
 * link impairments: added latency each way, jitter, a bandwidth cap, and cutting every open
   connection at once (a network blip).
 
@@ -62,6 +64,7 @@ class Connection:
     cut: bool = False
     last_active: float = 0.0   # when a byte last passed, either way
     blackholed: bool = False   # bytes are read and dropped, and nobody is told
+    chunks: list[tuple[str, float, float, bytes]] | None = None  # (direction, read, delivered, bytes)
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,12 @@ class WireMeter:
     """Relay from a local port to ``target_port`` on loopback, measuring everything that passes."""
 
     def __init__(self, target_port: int, *, capture: int = 0, up: Link | None = None,
-                 down: Link | None = None) -> None:
+                 down: Link | None = None, log_bytes: int = 0) -> None:
         self.target_port = target_port
         self.capture = capture
+        self.log_bytes = log_bytes  # chunks kept, in bytes over all connections; 0 keeps none
+        self.log_full_at: float | None = None  # when the log reached log_bytes and stopped
+        self._logged = 0
         self.up = up or Link()
         self.down = down or Link()
         self.connections: list[Connection] = []
@@ -145,7 +151,7 @@ class WireMeter:
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self._tasks.add(asyncio.current_task())
-        conn = Connection(id=next(self._ids), opened=time.monotonic())
+        conn = Connection(id=next(self._ids), opened=time.monotonic(), chunks=[] if self.log_bytes else None)
         conn.last_active = conn.opened
         self.connections.append(conn)
         try:
@@ -182,6 +188,7 @@ class WireMeter:
         """
         loop = asyncio.get_running_loop()
         head = conn.head_up if direction == "up" else conn.head_down
+        log = conn.chunks  # None unless the meter keeps a log
         last_due = 0.0
         in_flight: deque[tuple[float, bytes]] = deque()  # (due time, chunk), oldest first
         pending = 0  # bytes in flight
@@ -212,12 +219,17 @@ class WireMeter:
                     last_due = max(last_due, loop.time() + delay)
                     pending += len(chunk)
                     in_flight.append((last_due, chunk))
+                    if log is not None:
+                        self._keep(log, direction, loop.time(), last_due, chunk)
                     if len(in_flight) == 1:
                         loop.call_at(last_due, deliver_due)
                     while pending > MAX_IN_FLIGHT:
                         await asyncio.sleep(0.001)
                 else:
                     writer.write(chunk)
+                    if log is not None:
+                        now = loop.time()
+                        self._keep(log, direction, now, now, chunk)
                 await writer.drain()
             while pending:  # pass the end of stream on after the last delayed chunk
                 await asyncio.sleep(0.001)
@@ -225,6 +237,16 @@ class WireMeter:
                 writer.write_eof()
         except (ConnectionError, OSError):
             self._abort(conn)
+
+    def _keep(self, log: list, direction: str, read: float, delivered: float, chunk: bytes) -> None:
+        """Log one chunk (times on the loop's clock, which is ``time.monotonic()``) while room is left."""
+        if self.log_full_at is not None:
+            return  # full: stop for every connection, so no stream has a hole in the middle
+        if self._logged + len(chunk) > self.log_bytes:
+            self.log_full_at = read
+            return
+        self._logged += len(chunk)
+        log.append((direction, read, delivered, chunk))
 
     def _abort(self, conn: Connection) -> None:
         for w in self._live.get(conn.id, ()):

@@ -39,7 +39,7 @@ def cluster():
 
 async def _replicated_stream(cluster: Cluster, name: str):
     client = await connect_cluster(cluster, "test")
-    js = client.jetstream(timeout=scaled(2))
+    js = client.jetstream(timeout=scaled(10))  # a replicated stream is created by a vote: generous on a busy machine
     await js.add_stream(name=name, subjects=[f"{name.lower()}.>"], num_replicas=3, storage=StorageType.FILE)
     return client, js
 

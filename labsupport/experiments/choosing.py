@@ -41,6 +41,7 @@ from ..lab import LAB_LATE_LIMIT, LabError, on_lab_loop
 from ..patterns import longpolling, polling, sse
 from ..patterns import websocket as ws
 from ..patterns.sse_codec import encode_event
+from ..plots import mark_x, tidy_log_axes
 from ..record import Recorder
 from ..results import Result
 from ..server_process import ServerProcess, Usage
@@ -288,7 +289,7 @@ class Comparison:
                                 f"{self.workload.rate:g} events/s for {self.workload.duration:g} s "
                                 f"(polling every {self.interval:g} s)")
         fig.update_yaxes(type="log", row=1, col=2)
-        return fig
+        return tidy_log_axes(fig)
 
     def _repr_html_(self) -> str:
         return self.table().to_html()
@@ -459,13 +460,12 @@ class Crossover:
                             name="theory: poll bytes / interval", line=dict(color="#333", dash="dash", width=1))
             fig.add_scatter(x=rates, y=rates * self.event_bytes, mode="lines", name="theory: rate × event bytes",
                             line=dict(color="#1f77b4", dash="dash", width=1))
-            fig.add_vline(x=self.theory_rate, line_dash="dot",
-                          annotation_text=f"theory: cross at {self.theory_rate:.1f} events/s")
+            mark_x(fig, self.theory_rate, f"theory: cross at {self.theory_rate:.1f} events/s", log_x=True, dash="dot")
         fig.update_layout(title=f"{labels[measure_name]} (polling every {self.interval:g} s)",
                           xaxis_title="events per second", yaxis_title=labels[measure_name], xaxis_type="log",
                           yaxis_type="log" if measure_name in ("bytes", "requests") else "linear", height=380,
                           margin=dict(l=10, r=10, t=50, b=40))
-        return fig
+        return tidy_log_axes(fig)
 
     def who_is_cheaper(self, measure_name: str = "bytes") -> pd.DataFrame:
         """A grid of event rate × clients: which pattern costs less of ``measure_name``."""

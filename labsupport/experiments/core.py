@@ -37,6 +37,7 @@ from ..wire import Link, WireCounts, WireMeter
 MAX_CLIENTS = 2000
 MAX_DURATION = 60.0
 CAPTURE_BYTES = 4096
+LOG_BYTES = 2_000_000  # every chunk of a run, for its ladder diagram, up to this many bytes
 READY_TIMEOUT = 10.0
 _run_ids = itertools.count(1)
 
@@ -143,7 +144,7 @@ async def metered(backend, latency: float = 0.0) -> AsyncIterator[WireMeter]:
     await backend.start()
     try:
         link = Link(latency=latency)
-        meter = await WireMeter(backend.port, capture=CAPTURE_BYTES, up=link, down=link).start()
+        meter = await WireMeter(backend.port, capture=CAPTURE_BYTES, up=link, down=link, log_bytes=LOG_BYTES).start()
         try:
             yield meter
         finally:

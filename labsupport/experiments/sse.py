@@ -49,6 +49,8 @@ class Framing:
     sse_per_event: float     # "id: ...", "data: " and the blank line, per event
     chunk_per_event: float   # chunked transfer encoding: size line and CRLF, per event
     start_bytes: int         # the first chunk: the retry line, once per stream
+    ids: tuple[int, ...] = ()            # each event's id, in order, to redo the sums by hand
+    payload_sizes: tuple[int, ...] = ()  # each event's payload in bytes, in order
 
     @property
     def wire_per_event(self) -> float:
@@ -100,6 +102,7 @@ async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
         sse_per_event=sum(len(f) - len(p) for f, p in zip(framed, payloads)) / len(events),
         chunk_per_event=sum(map(_chunk, framed)) / len(events),
         start_bytes=len(start) + _chunk(start),
+        ids=tuple(e.seq for e in events), payload_sizes=tuple(map(len, payloads)),
     )
 
 
