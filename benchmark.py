@@ -16,7 +16,8 @@ import tracemalloc
 
 import aiohttp
 
-from labsupport import lab, run_push
+from labsupport import lab
+from labsupport.experiments.pull_push import run_push
 from labsupport.experiments.pull_push import measure_held_connections
 from labsupport.wire import WireMeter
 

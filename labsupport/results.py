@@ -37,6 +37,11 @@ class Result:
     duration: float
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    window: WireCounts | None = None      # the meter's counts over the feed's window alone
+    server_cpu_s: float | None = None     # the server's CPU time in that window (own process only)
+    server_rss: int | None = None         # the server's resident memory at its end (own process only)
+    lab_late: float = 0.0                 # how late the lab loop ran then (95th percentile, s)
+    lab_cpu_share: float = 0.0            # the share of one core the lab's process used then
     served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
     captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
 

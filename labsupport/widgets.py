@@ -1,6 +1,7 @@
 """Control panels: sliders bound to an experiment's settings, a Run button, progress, plots.
 
-A panel only calls the same plain function a cell can call (``run_polling``, ``run_push``...),
+A panel only calls the same plain function a cell can call (``run_polling``, ``run_push``, or any
+plain function such as the decision guide's),
 so ``panel.run()`` in a cell does exactly what the button does; that is how CI exercises it.
 Bad settings show a short message in the panel, never a traceback.
 
@@ -24,7 +25,7 @@ import plotly.graph_objects as go
 from IPython.display import display
 from plotly.basedatatypes import BaseFigure
 
-from .lab import LabError, lab
+from .lab import LabCall, LabError, lab
 
 QUEUED_CLICK = 0.3  # s: a click handled this soon after a run ended was made during it
 
@@ -102,12 +103,13 @@ class ControlPanel:
     """Controls for one experiment; the Run button runs it and redraws its figures."""
 
     def __init__(self, experiment: Callable, controls: dict[str, widgets.ValueWidget],
-                 show: Callable[[Any], Iterable], *, fixed: dict | None = None, title: str = "") -> None:
+                 show: Callable[[Any], Iterable], *, fixed: dict | None = None, title: str = "",
+                 button: str = "Run") -> None:
         self.experiment = experiment
         self.controls = controls
         self.show = show
         self.fixed = fixed or {}
-        self.button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.button = widgets.Button(description=button, button_style="primary", icon="play")
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="300px"))
         self.status = widgets.HTML()
         self.results = widgets.VBox()
@@ -139,9 +141,12 @@ class ControlPanel:
         self.status.value = "running…"
         self.button.disabled = True
         try:
-            seconds = self.experiment.expected(settings) if self.experiment.expected else None
-            self.result = lab.run(self.experiment.coro(**settings), expected_seconds=seconds,
-                                  label="running", bar=self.bar)
+            if isinstance(self.experiment, LabCall):  # work on the lab loop: show its progress here
+                seconds = self.experiment.seconds(**settings)
+                self.result = lab.run(self.experiment.coro(**settings), expected_seconds=seconds, label="running",
+                                      bar=self.bar)
+            else:
+                self.result = self.experiment(**settings)
         except (LabError, ValueError) as problem:
             self.status.value = f'<span style="color:#a11">Could not run with these settings: {problem}</span>'
             return None

@@ -14,7 +14,7 @@ from ..lab import LabError, on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
-from .core import Run, Workload, measure
+from .core import Run, Workload, crossing, measure, variants_of
 
 QUIET_WAIT = 10.0
 
@@ -66,14 +66,7 @@ async def _long_polling(workload: Workload, *, hold: float, batch: float, use_cu
                          hold=hold, batch=batch, use_cursor=use_cursor, restart_at=restart_at)
 
 
-@on_lab_loop(expected=lambda kwargs: max((_expected(v) for v in kwargs.get("variants", {}).values()), default=0))
-async def run_long_polling_variants(variants: dict[str, dict]) -> dict[str, Result]:
-    """Several long-polling runs at the same time, each with its own settings; results by name.
-
-    ``run_long_polling_variants({"with cursor": dict(rate=50), "without": dict(rate=50, use_cursor=False)})``
-    """
-    results = await asyncio.gather(*(run_long_polling.coro(**settings) for settings in variants.values()))
-    return dict(zip(variants, results))
+run_long_polling_variants = variants_of(run_long_polling)
 
 
 def lost_between_answers(result: Result) -> int:
@@ -198,13 +191,7 @@ def crossover_rate(table: pd.DataFrame) -> float:
     curves do not cross in the measured range.
     """
     wide = table.pivot(index="rate", columns="pattern", values="requests_per_s_per_client").sort_index()
-    gap = (wide["long polling"] - wide["polling"]).to_numpy()
-    rates = wide.index.to_numpy(dtype=float)
-    for i in range(len(gap) - 1):
-        if gap[i] < 0 <= gap[i + 1]:
-            share = -gap[i] / (gap[i + 1] - gap[i])
-            return float(rates[i] * (rates[i + 1] / rates[i]) ** share)
-    return float("nan")
+    return crossing(wide.index, wide["long polling"] - wide["polling"])
 
 
 @on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 1.5) + 0.5 + kwargs.get("interval", 0.2))
