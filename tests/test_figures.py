@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import pytest
 
 from labsupport import lab
+from labsupport.lab import LabCall
 from labsupport.experiments.choosing import Crossover
 from labsupport.experiments.longpolling import run_long_polling
 from labsupport.experiments.polling import run_polling
@@ -200,13 +201,6 @@ def test_a_wide_table_shows_a_few_rounded_columns_and_folds_the_rest(runs):
     assert everything.selected_index is None  # folded until clicked
 
 
-def _slow(*, clients: int = 1):
-    import time
-
-    time.sleep(0.05)
-    return np.arange(clients)
-
-
 async def _slow_coro(*, clients: int = 1):
     import asyncio
 
@@ -219,8 +213,7 @@ class _Overloaded:
         return "the lab was overloaded"
 
 
-_slow.coro = _slow_coro
-_slow.expected = None
+_slow = LabCall(_slow_coro)
 
 
 def test_the_panel_says_running_runs_once_for_a_double_click_and_reports_overload():
