@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -34,7 +35,7 @@ class Log:
 
 async def poll(url: str, log: Log, interval: float) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-        held, due, first = 0, time.monotonic(), True
+        held, due, first = 0, time.monotonic() + random.uniform(0, interval), True  # clients out of step
         while True:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             sent = time.monotonic()
