@@ -143,7 +143,7 @@ def application(feed: Feed) -> tornado.web.Application:
     args = {"feed": feed}
     return tornado.web.Application([
         (r"/latest", Latest, args), (r"/events", LongPoll, args), (r"/stream", Stream, {**args, "sse": False}),
-        (r"/sse", Stream, {**args, "sse": True}), (r"/ws", Socket, args)])
+        (r"/sse", Stream, {**args, "sse": True}), (r"/ws", Socket, args)], log_function=lambda handler: None)
 
 
 def _say(**message) -> None:

@@ -91,21 +91,20 @@ async def open_idle(port: int, path: str, count: int, *, websocket: bool = False
 
     async def one() -> None:
         async with at_once:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), OPEN_TIMEOUT)
             writers.append(writer)
             writer.write(opening_request("/") if held else request)
-            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), OPEN_TIMEOUT)
             if held:
                 writer.write(request)
 
-    tasks = [asyncio.ensure_future(asyncio.wait_for(one(), OPEN_TIMEOUT)) for _ in range(count)]
-    done = await asyncio.gather(*tasks, return_exceptions=True)
+    done = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
     failures = [d for d in done if isinstance(d, BaseException)]
     if failures:
         close_all(writers)
         error = failures[0]
         raise LabError(f"Opened only {count - len(failures)} of {count} connections: the first failure was "
-                       f"{type(error).__name__}: {error or 'timed out'}. Try fewer connections.") from error
+                       f"{type(error).__name__} {str(error) or '(timed out)'}. Try fewer connections.") from error
     return writers
 
 
