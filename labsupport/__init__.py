@@ -5,7 +5,7 @@ Each chapter's experiments live in ``labsupport.experiments``; its exercises in
 ``labsupport.exercises``.
 """
 
-from .checks import ClaimFailed, Exercise, claim
+from .checks import ClaimFailed, Exercise, claim, show_progress
 from .experiments import Run, Workload, measure, run_polling, run_push, sweep
 from .feed import Event, Feed
 from .lab import LabError, Server, lab, on_lab_loop, shutdown, start_meter, start_server, stop_server
@@ -18,6 +18,6 @@ from .wire import Link, WireCounts, WireMeter
 __all__ = [
     "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabError", "Link", "Result", "Run",
     "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "latency_histogram",
-    "measure", "on_lab_loop", "run_polling", "run_push", "show_source", "shutdown", "slider",
+    "measure", "on_lab_loop", "run_polling", "run_push", "show_progress", "show_source", "shutdown", "slider",
     "start_meter", "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
 ]

@@ -6,6 +6,10 @@ the claim does not hold it raises ``ClaimFailed``, so the cell fails and so does
 ``Exercise`` follows the learntools shape: ``q.check(answer)`` says right or wrong (never a
 traceback), ``q.hint()`` nudges, ``q.solution()`` shows the answer. ``q.is_correct(answer)``
 is the same judgement without display, for tests.
+
+Every claim checked and every exercise answered is also noted in ``PROGRESS``, so that
+``show_progress()`` at the end of a chapter shows a learner (or an instructor looking over a
+shoulder) where they stand in this kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +20,25 @@ from typing import Any, Callable
 
 class ClaimFailed(AssertionError):
     """A claim of the course did not hold in this run."""
+
+
+class Progress:
+    """What this kernel has checked so far: each claim's last outcome, each exercise's last verdict."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, bool] = {}
+        self.exercises: dict[Exercise, bool | None] = {}
+
+    def rows(self, *exercises: "Exercise") -> list[tuple[str, str, str]]:
+        """(kind, name, state) for every claim seen, then every exercise seen or named."""
+        rows = [("claim", statement, "holds" if held else "failed") for statement, held in self.claims.items()]
+        states = {True: "correct", False: "not yet", None: "not answered"}
+        for exercise in dict.fromkeys([*self.exercises, *exercises]):
+            rows.append(("exercise", exercise.name, states[self.exercises.get(exercise)]))
+        return rows
+
+
+PROGRESS = Progress()
 
 
 def _show(markdown_html: str, plain: str) -> None:
@@ -34,6 +57,7 @@ def _show(markdown_html: str, plain: str) -> None:
 def claim(statement: str, holds: bool, *, measured: str = "") -> None:
     """Show that a claim holds, with the measurement behind it; raise ``ClaimFailed`` if not."""
     detail = f" (measured: {measured})" if measured else ""
+    PROGRESS.claims[statement] = bool(holds)
     if not holds:
         raise ClaimFailed(
             f"The claim '{statement}' did not hold in this run{detail}. If the machine was very "
@@ -73,6 +97,7 @@ class Exercise:
     def check(self, answer: Any) -> None:
         """Tell the learner whether ``answer`` is right, and why."""
         ok, why = self.verdict(answer)
+        PROGRESS.exercises[self] = ok
         if ok is None:
             _show(f"<div>&#9998; <b>{self.name}</b>: {html.escape(why)}</div>", f"{self.name}: {why}")
             return
@@ -85,3 +110,21 @@ class Exercise:
 
     def solution(self) -> None:
         _show(f"<div><b>Solution</b>: {html.escape(self._solution)}</div>", f"Solution: {self._solution}")
+
+
+def show_progress(*exercises: Exercise) -> None:
+    """Show the claims checked and the exercises answered in this kernel; name exercises to list them all."""
+    rows = PROGRESS.rows(*exercises)
+    if not rows:
+        _show("<div>Nothing checked yet in this kernel: run the chapter's cells first.</div>",
+              "Nothing checked yet in this kernel: run the chapter's cells first.")
+        return
+    marks = {"holds": "&#10004;", "correct": "&#10004;", "failed": "&#10008;", "not yet": "&#10008;",
+             "not answered": "&#9998;"}
+    body = "".join(f"<tr><td>{kind}</td><td>{html.escape(name)}</td><td>{marks[state]} {state}</td></tr>"
+                   for kind, name, state in rows)
+    done = sum(state in ("holds", "correct") for _, _, state in rows)
+    _show(f"<div><b>Your progress in this kernel: {done} of {len(rows)} done</b>"
+          f"<table>{body}</table></div>",
+          "\n".join([f"Your progress in this kernel: {done} of {len(rows)} done",
+                     *(f"  {kind:8} {state:12} {name}" for kind, name, state in rows)]))

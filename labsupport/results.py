@@ -77,7 +77,7 @@ class Result:
             mine = self.deliveries[self.deliveries["client"] == client].sort_values("seen")
             newest = np.maximum.accumulate(mine["seq"].to_numpy()) if len(mine) else np.array([])
             idx = np.searchsorted(newest, self.events["seq"].to_numpy(), side="left")
-            seen = np.append(mine["seen"].to_numpy(), np.nan)[idx]
+            seen = np.append(mine["seen"].to_numpy(dtype=float), np.nan)[idx]
             frames.append(pd.DataFrame({
                 "client": client, "seq": self.events["seq"].to_numpy(),
                 "staleness": seen - self.events["created"].to_numpy(),

@@ -6,7 +6,8 @@ import pkgutil
 import pytest
 
 import labsupport.exercises
-from labsupport import ClaimFailed, Exercise, claim
+from labsupport import ClaimFailed, Exercise, claim, show_progress
+from labsupport.checks import PROGRESS
 
 
 def test_a_true_claim_passes_and_prints_its_measurement(capsys):
@@ -60,3 +61,20 @@ def test_every_exercise_passes_its_model_answer_and_waits_for_a_blank(exercise, 
     exercise.hint()
     exercise.solution()
     assert "Hint:" in capsys.readouterr().out
+
+
+def test_progress_lists_claims_held_and_exercises_answered_in_this_kernel(capsys):
+    right, wrong, untouched = make_exercise(), make_exercise(), Exercise(
+        "later", checker=lambda a: (True, ""), hint="", solution="", answer=1)
+    claim("three is odd", 3 % 2 == 1)
+    with pytest.raises(ClaimFailed):
+        claim("four is odd", 4 % 2 == 1)
+    right.check(4)
+    wrong.check(5)
+    rows = PROGRESS.rows(untouched)
+    assert ("claim", "three is odd", "holds") in rows and ("claim", "four is odd", "failed") in rows
+    assert [state for kind, _, state in rows if kind == "exercise"][-3:] == ["correct", "not yet", "not answered"]
+    capsys.readouterr()
+    show_progress(untouched)
+    out = capsys.readouterr().out
+    assert "Your progress in this kernel" in out and "not answered" in out and "later" in out

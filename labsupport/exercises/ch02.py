@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
+import time
+
+import aiohttp
+
 from ..checks import Exercise
+from ..experiments.core import Workload
+from ..patterns import polling
+from ..results import Result
+from .tryout import TryOutFailed, try_out
 
 # q1: how long does an update wait for the next poll?
 Q1_INTERVAL = 4.0
@@ -95,4 +106,87 @@ q4 = Exercise(
     hint="The worst-case wait is about one interval. A client polling every T seconds sends 1/T requests a second.",
     solution=f"Interval {Q4_WORST} s; clients = {Q4_CAPACITY} x {Q4_WORST} = {Q4_CLIENTS:.0f}.",
     answer=Q4_CLIENTS,
+)
+
+
+# q5 and q6 change a poller and run it against the real server of the chapter.
+Q5_WORKLOAD = Workload(rate=1.0, clients=1, duration=2.0)  # news once a second, polls every 0.1 s
+Q5_INTERVAL = 0.1
+
+
+async def _model_poll(base_url: str, recorder, interval: float = Q5_INTERVAL) -> None:
+    async with aiohttp.ClientSession() as session:
+        held, etag = 0, None
+        recorder.ready.set()
+        while True:
+            headers = {"If-None-Match": etag} if etag else {}
+            sent = time.monotonic()
+            async with session.get(f"{base_url}/latest", headers=headers) as response:
+                body = await response.read()
+                new = 0
+                if response.status == 200:
+                    event = json.loads(body)
+                    etag = response.headers.get("ETag")
+                    if event["seq"] > held:
+                        held, new = event["seq"], 1
+                        recorder.saw(held)
+                recorder.request(sent, response.status, new)
+            await asyncio.sleep(interval)
+
+
+def _polled(poller) -> tuple[Result | None, str]:
+    if not inspect.iscoroutinefunction(poller):
+        return None, "Pass your poller, an `async def` function of (base_url, recorder)."
+    try:
+        return try_out(polling.handlers, poller, Q5_WORKLOAD), ""
+    except TryOutFailed as failure:
+        return None, str(failure)
+
+
+def _check_conditional(poller) -> tuple[bool, str]:
+    result, why = _polled(poller)
+    if result is None:
+        return False, why
+    s, rq = result.summary(), result.requests
+    not_modified, empty = int((rq["status"] == 304).sum()), int(rq["empty"].sum())
+    measured = (f"{not_modified} of {empty} empty answers were 304, "
+                f"{result.wire.bytes_down / max(len(rq), 1):.0f} bytes down per poll")
+    if s["missed"] > 1:
+        return False, f"{s['missed']} of {s['events']} updates never reached the client ({measured})."
+    if not_modified < 0.8 * empty:
+        return False, (f"Most empty answers still carried the whole body ({measured}). Send the ETag of the "
+                       "last 200 answer in If-None-Match, and keep it up to date.")
+    return True, f"Unchanged answers shrank to a 304 with no body ({measured})."
+
+
+q5 = Exercise(
+    "Ask only if it changed",
+    checker=_check_conditional,
+    hint="Every 200 answer carries an ETag header. Send it back as If-None-Match on the next poll.",
+    solution='headers = {"If-None-Match": etag} if etag else {}',
+    answer=_model_poll,
+)
+
+
+def _check_keep_alive(poller) -> tuple[bool, str]:
+    result, why = _polled(poller)
+    if result is None:
+        return False, why
+    polls, opened = len(result.requests), result.wire.connections_opened
+    measured = f"{polls} polls on {opened} connection{'s' if opened != 1 else ''}"
+    if polls < 5:
+        return False, f"Only {polls} polls in {Q5_WORKLOAD.duration:.0f} s: does your poller keep polling?"
+    if opened > 2:
+        return False, (f"Every poll paid for a new TCP connection ({measured}). A session opened inside the "
+                       "loop is closed at the end of each pass: open it once, before the loop.")
+    return True, f"One connection carried every poll ({measured})."
+
+
+q6 = Exercise(
+    "Keep the connection",
+    checker=_check_keep_alive,
+    hint="aiohttp keeps idle connections in its ClientSession. How long does your session live?",
+    solution="Move `async with aiohttp.ClientSession() as session:` above `while True:`, so every poll "
+             "reuses the session and its kept-alive connection.",
+    answer=_model_poll,
 )
