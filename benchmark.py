@@ -71,7 +71,6 @@ LATENCY_WORKLOADS = [
 MEMORY_PATTERNS = ("polling", "long polling", "sse", "websocket")
 MEMORY_COUNTS = (0, 500, 1000)
 HELD = 10_000
-BASELINE_PATHS = {**baseline.PATHS, "polling": "/latest"}
 
 
 @dataclass
@@ -228,7 +227,7 @@ async def _baseline_ramp(pattern: str, counts: tuple[int, ...], *, traced: bool 
         try:
             for target in sorted(counts):
                 started = time.monotonic()
-                writers += await open_idle(server.port, BASELINE_PATHS[pattern], target - len(writers),
+                writers += await open_idle(server.port, baseline.PATHS[pattern], target - len(writers),
                                            websocket=pattern == "websocket", held=pattern == "long polling")
                 took = time.monotonic() - started
                 await settled(lambda: _usage(server))

@@ -23,7 +23,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
-READ_SIZE = 65536
 MAX_IN_FLIGHT = 256 * 1024
 BACKLOG = 1024  # room for hundreds of clients connecting in the same instant
 
