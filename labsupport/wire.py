@@ -7,6 +7,8 @@ so its numbers mean the same thing for every pattern in the course:
 * connections opened, open now, and the most open at once;
 * bytes up (client to server) and down (server to client), exact;
 * the first bytes of each connection in each direction, to show a real request and response;
+* optionally every chunk it relayed, with the time it read it and the time it passed it on
+  (``log_bytes``), so a ladder diagram can show each message where and when it crossed;
 * link impairments: added latency each way, jitter, a bandwidth cap, and cutting every open
   connection at once (a network blip).
 
@@ -63,6 +65,7 @@ class Connection:
     head_up: bytearray = field(default_factory=bytearray)
     head_down: bytearray = field(default_factory=bytearray)
     cut: bool = False
+    chunks: list[tuple[str, float, float, bytes]] | None = None  # (direction, read, delivered, bytes)
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,12 @@ class WireMeter:
     """Relay from a local port to ``target_port`` on loopback, measuring everything that passes."""
 
     def __init__(self, target_port: int, *, capture: int = 0, up: Link | None = None,
-                 down: Link | None = None) -> None:
+                 down: Link | None = None, log_bytes: int = 0) -> None:
         self.target_port = target_port
         self.capture = capture
+        self.log_bytes = log_bytes  # chunks kept, in bytes over all connections; 0 keeps none
+        self.log_full_at: float | None = None  # when the log reached log_bytes and stopped
+        self._logged = 0
         self.up = up or Link()
         self.down = down or Link()
         self.connections: list[Connection] = []
@@ -121,6 +127,16 @@ class WireMeter:
             bytes_up=sum(c.bytes_up for c in self.connections),
             bytes_down=sum(c.bytes_down for c in self.connections),
         )
+
+    def _keep(self, log: list, direction: str, read: float, delivered: float, chunk: bytes) -> None:
+        """Log one chunk (times on the loop's clock, which is ``time.monotonic()``) while room is left."""
+        if self.log_full_at is not None:
+            return  # full: stop for every connection, so no stream has a hole in the middle
+        if self._logged + len(chunk) > self.log_bytes:
+            self.log_full_at = read
+            return
+        self._logged += len(chunk)
+        log.append((direction, read, delivered, chunk))
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -235,13 +251,19 @@ class _Lane:
         if len(self.head) < capture:
             self.head.extend(chunk[: capture - len(self.head)])
         delay = self.link.delay(size) if self.link.impairs else 0.0
+        log = conn.chunks  # None unless the meter keeps a log
         if not delay and not self.pending:
             self.sink.write(chunk)
+            if log is not None:
+                now = time.monotonic()
+                self.relay.meter._keep(log, self.direction, now, now, chunk)
             return
         loop = asyncio.get_running_loop()
         self.last_due = max(self.last_due, loop.time() + delay)
         self.pending += size
         self.in_flight.append((self.last_due, chunk))
+        if log is not None:
+            self.relay.meter._keep(log, self.direction, loop.time(), self.last_due, chunk)
         if len(self.in_flight) == 1:
             loop.call_at(self.last_due, self.deliver_due)
         if self.pending > MAX_IN_FLIGHT:
@@ -284,7 +306,7 @@ class _Relay:
 
     def __init__(self, meter: WireMeter) -> None:
         self.meter = meter
-        self.conn = Connection(id=next(meter._ids), opened=time.monotonic())
+        self.conn = Connection(id=next(meter._ids), opened=time.monotonic(), chunks=[] if meter.log_bytes else None)
         self.up = _Lane(self, "up", meter.up)
         self.down = _Lane(self, "down", meter.down)
         self.client = _End(self, self.up)
