@@ -4,9 +4,11 @@
     python3 course.py lab     # create .venv if needed, then open JupyterLab on the course
     python3 course.py test    # create .venv if needed, then run every test (unit, notebooks, browser)
     python3 course.py bench   # speed and memory figures, each beside a baseline from the same run
+    python3 course.py test --busy-core   # the same tests while another process keeps one core busy
 
 Extra arguments are passed on: to JupyterLab (``lab --no-browser --port 8899``) or to pytest
-(``test tests/test_wire.py -x``). The environment is made once and refreshed only when
+(``test tests/test_wire.py -x``). ``--busy-core`` runs a spinning child process for as long as
+the tests run: every claim must hold on a loaded machine, not only on a quiet one. The environment is made once and refreshed only when
 requirements.txt changes. The browser tests use Debian's Chromium: ``test`` installs it with
 apt-get when run as root on Debian, and otherwise the browser tests are skipped.
 """
@@ -64,6 +66,12 @@ def ensure_browser() -> None:
         print("Could not install Chromium; the browser tests will be skipped.", flush=True)
 
 
+def start_busy_core() -> subprocess.Popen:
+    """Another process that keeps one core busy, as a second program on a 2-core machine would."""
+    print("Keeping one core busy while the tests run (--busy-core) ...", flush=True)
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("lab", "test", "bench"):
         print(__doc__)
@@ -79,7 +87,16 @@ def main(argv: list[str]) -> int:
         args = [str(python), str(HERE / "benchmark.py"), *rest]
     else:
         ensure_browser()
+        busy = "--busy-core" in rest
+        rest = [arg for arg in rest if arg != "--busy-core"]
         args = [str(python), "-m", "pytest", *(rest or ["tests", "notebooks"])]
+        if busy:
+            spinner = start_busy_core()
+            try:
+                return subprocess.call(args, cwd=HERE)
+            finally:
+                spinner.kill()
+                spinner.wait()
     return subprocess.call(args, cwd=HERE)
 
 

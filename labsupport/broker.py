@@ -14,8 +14,10 @@ instead of asking the learner to install a service:
 It belongs to the lab: ``lab.shutdown()``, kernel shutdown and interpreter exit stop it and
 delete its store. A kernel that is *killed* cannot clean up, so two guards make sure no
 broker outlives it: on Linux the kernel asks the OS to signal the broker when its parent
-dies (``PR_SET_PDEATHSIG``), and everywhere a tiny watchdog process stops the broker when
-the kernel's end of a pipe closes, which the OS does for a process that dies in any way.
+dies (``PR_SET_PDEATHSIG``), and everywhere a tiny watchdog process stops the broker and
+deletes its store when the kernel's end of a pipe closes, which the OS does for a process
+that dies in any way. The watchdog lives as long as the store, restarts included, so a
+kernel killed while the broker is down leaves nothing behind either.
 The broker runs in its own process group so that interrupting a cell (Ctrl-C, the stop
 button) does not interrupt the broker.
 """
@@ -78,31 +80,40 @@ def check_nats_server(binary: Path) -> str:
     return words[-1].lstrip("v")
 
 
-# The watchdog: a separate small Python process that stops the broker when the kernel dies.
-# The kernel holds the only write end of the watchdog's stdin, so a dead kernel means end of
-# file. "release" on stdin means the lab stopped the broker itself and the watchdog just exits.
+# The watchdog: a separate small Python process, one for each broker's whole life (restarts
+# included), that stops the broker and deletes its store when the kernel dies. The kernel
+# holds the only write end of the watchdog's stdin, so a dead kernel means end of file.
+# Lines on stdin: "broker <pid>" names the server process to stop (a restart starts a new
+# one); "release" means the lab has stopped the broker and deleted the store itself.
 WATCHDOG = r"""
 import shutil, sys, threading, time, psutil
 def find(pid):
     try:
         return psutil.Process(int(pid))
-    except psutil.Error:
+    except (psutil.Error, ValueError):
         return None
 def alive(process):
     try:
         return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-broker, kernel, run_dir = find(sys.argv[1]), find(sys.argv[2]), sys.argv[3]
-released, closed = threading.Event(), threading.Event()
+kernel, run_dir = find(sys.argv[1]), sys.argv[2]
+state = {"broker": None, "released": False}
+closed = threading.Event()
 def listen():
-    if sys.stdin.readline().strip() == "release":
-        released.set()
+    for line in sys.stdin:
+        word, _, pid = line.strip().partition(" ")
+        if word == "broker":
+            state["broker"] = find(pid)
+        elif word == "release":
+            state["released"] = True
+            break
     closed.set()
 threading.Thread(target=listen, daemon=True).start()
-while not closed.wait(0.5) and alive(kernel) and alive(broker):
+while not closed.wait(0.5) and alive(kernel):
     pass
-if not released.is_set():
+if not state["released"]:
+    broker = state["broker"]
     if alive(broker):
         broker.terminate()
         deadline = time.monotonic() + 5
@@ -144,11 +155,11 @@ class Broker:
         self.version = check_nats_server(self.binary)
         self.name = name
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"course-{name}-"))
+        self.watchdog = self._start_watchdog()  # from here on, a dead kernel leaves no store behind
         self.store = self.run_dir / "store"
         self.log_path = self.run_dir / "nats-server.log"
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
-        self.watchdog: subprocess.Popen | None = None
         self.start_seconds: float | None = None  # how long the last start took, until ready
         self.starts = 0
 
@@ -191,23 +202,34 @@ class Broker:
         ports_dir = self.run_dir / "ports"
         shutil.rmtree(ports_dir, ignore_errors=True)
         ports_dir.mkdir()
-        command = [str(self.binary), "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(self.store),
-                   "--ports_file_dir", str(ports_dir), "-n", f"course-{self.name}"]
+        command = self._command(port, ports_dir)
         extra = {"preexec_fn": _die_with_parent()} if sys.platform.startswith("linux") else {}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             **_own_process_group(), **extra)
-        self._start_watchdog()
+        self._tell_watchdog(f"broker {self.process.pid}")
         try:
             self.port = await self._wait_ready(ports_dir)
         except BaseException:
             self._end_process(hard=True)
             raise
 
-    def _start_watchdog(self) -> None:
-        self.watchdog = subprocess.Popen(
-            [sys.executable, "-c", WATCHDOG, str(self.process.pid), str(os.getpid()), str(self.run_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_own_process_group())
+    def _command(self, port: int, ports_dir: Path) -> list[str]:
+        """The ``nats-server`` command line; a cluster node adds its cluster options."""
+        return [str(self.binary), "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(self.store),
+                "--ports_file_dir", str(ports_dir), "-n", f"course-{self.name}"]
+
+    def _start_watchdog(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(self.run_dir)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                **_own_process_group())
+
+    def _tell_watchdog(self, line: str) -> None:
+        try:
+            self.watchdog.stdin.write(f"{line}\n".encode())
+            self.watchdog.stdin.flush()
+        except (OSError, ValueError):  # the watchdog is gone: the PR_SET_PDEATHSIG guard remains
+            pass
 
     async def _wait_ready(self, ports_dir: Path) -> int:
         """Wait for the ports file, then for a client connection that is greeted with JetStream on."""
@@ -267,9 +289,10 @@ class Broker:
         """The same without a loop (interpreter exit): stop whatever runs, delete the store."""
         self._end_process(hard=False)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._release_watchdog()  # only now: until the store is gone, a dead kernel still needs it
 
     def _end_process(self, *, hard: bool) -> None:
-        """Make sure the server process is gone and reaped, then let its watchdog go."""
+        """Make sure the server process is gone and reaped (the watchdog stays for a restart)."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill() if hard else self.process.terminate()
             try:
@@ -277,15 +300,18 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.watchdog is not None:
-            try:
-                self.watchdog.stdin.write(b"release\n")
-                self.watchdog.stdin.close()
-                self.watchdog.wait(STOP_TIMEOUT)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                self.watchdog.kill()
-                self.watchdog.wait()
-            self.watchdog = None
+
+    def _release_watchdog(self) -> None:
+        if self.watchdog is None:
+            return
+        self._tell_watchdog("release")
+        try:
+            self.watchdog.stdin.close()
+            self.watchdog.wait(STOP_TIMEOUT)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.watchdog.kill()
+            self.watchdog.wait()
+        self.watchdog = None
 
 
 class _PortTaken(Exception):

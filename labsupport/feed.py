@@ -25,11 +25,16 @@ VALUES = ("ticker", "weather")
 
 @dataclass(frozen=True)
 class Event:
-    """One update: its sequence number (from 1), creation time (monotonic seconds), value."""
+    """One update: its sequence number (from 1), creation time (monotonic seconds), value.
+
+    ``late`` is how long after its due time the running feed got to publish it: near zero on an
+    idle machine, and the lab's own delay when the machine is too busy to keep time.
+    """
 
     seq: int
     created: float
     value: float
+    late: float = 0.0
 
     def to_json(self) -> dict:
         """What goes on the wire: the creation time stays on the server's side of the story."""
@@ -96,9 +101,9 @@ class Feed:
 
     # -- writing --------------------------------------------------------------------------
 
-    def publish(self, value: float | None = None) -> Event:
+    def publish(self, value: float | None = None, *, late: float = 0.0) -> Event:
         """Create one event now (the running feed calls this; so can a test or a cell)."""
-        event = Event(self.last_seq + 1, time.monotonic(), self._next_value() if value is None else value)
+        event = Event(self.last_seq + 1, time.monotonic(), self._next_value() if value is None else value, late)
         self.events.append(event)
         if self._news is not None and not self._news.done():
             self._news.set_result(None)
@@ -133,8 +138,9 @@ class Feed:
                 await asyncio.sleep(max(0.0, start + duration - time.monotonic()))  # run the full duration
                 return
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+            late = max(0.0, time.monotonic() - start - offset)
             for _ in range(self.burst):
-                self.publish()
+                self.publish(late=late)
 
     @property
     def running(self) -> bool:

@@ -125,18 +125,17 @@ class Lab:
         progress = Progress.maybe(label, expected_seconds, bar)
         started = time.monotonic()
         try:
-            while True:
-                try:
-                    result = future.result(timeout=0.1)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if timeout is not None and time.monotonic() - started > timeout:
-                        future.cancel()
-                        raise LabError(
-                            f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
-                            "Try a shorter duration or fewer clients."
-                        ) from None
-                    progress.update(time.monotonic() - started)
+            # Wait with concurrent.futures.wait, not result(timeout=...): since Python 3.11 a
+            # TimeoutError raised by the work itself is the same class as "not finished yet".
+            while not concurrent.futures.wait([future], timeout=0.1).done:
+                if timeout is not None and time.monotonic() - started > timeout:
+                    future.cancel()
+                    raise LabError(
+                        f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
+                        "Try a shorter duration or fewer clients."
+                    ) from None
+                progress.update(time.monotonic() - started)
+            result = future.result()
         except BaseException:
             future.cancel()
             progress.close(done=False)

@@ -27,7 +27,7 @@ class Result:
 
     pattern: str
     settings: dict[str, Any]
-    events: pd.DataFrame          # seq, created
+    events: pd.DataFrame          # seq, created, late (how long after its due time the feed published it)
     deliveries: pd.DataFrame      # client, seq, created, seen, latency
     requests: pd.DataFrame        # client, sent, answered, status, new_events, empty
     connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut
@@ -35,12 +35,13 @@ class Result:
     duration: float
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
               connections: list[Connection], wire: WireCounts, started: float, duration: float) -> "Result":
         created = {e.seq: e.created - started for e in events}
-        ev = pd.DataFrame({"seq": list(created), "created": list(created.values())})
+        ev = pd.DataFrame({"seq": list(created), "created": list(created.values()), "late": [e.late for e in events]})
         rows = [(r.client, seq, seen - started) for r in recorders for seq, seen in r.seen]
         dl = pd.DataFrame(rows, columns=["client", "seq", "seen"])
         dl = dl.drop_duplicates(["client", "seq"]).reset_index(drop=True)  # first sighting counts
@@ -111,6 +112,7 @@ class Result:
             "staleness_mean_ms": float(np.nanmean(stale)) if np.isfinite(stale).any() else float("nan"),
             "requests": len(self.requests),
             "requests_per_s": len(in_window) / self.duration,
+            "served_per_s": self.served_per_s(),
             "empty_share": float(in_window["empty"].mean()) if len(in_window) else float("nan"),
             "connections_opened": self.wire.connections_opened,
             "peak_open_connections": self.wire.peak_open,
@@ -118,7 +120,26 @@ class Result:
             "bytes_down": self.wire.bytes_down,
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
+            "feed_late_p95_ms": pct(self.events["late"].to_numpy() * 1000, 95) if "late" in self.events else float("nan"),
         }
+
+    def served_per_s(self) -> float:
+        """Requests a second the server received (NaN where the server did not count them).
+
+        A connection that carried several requests counts at its own pace, one over the median
+        time between two of its requests: where each client happened to start in the run, or one
+        late request, does not move it. Connections that carried one request each are counted
+        within the run's duration.
+        """
+        if self.served is None:
+            return float("nan")
+        rate = 0.0
+        for _, arrived in self.served.groupby("connection")["arrived"]:
+            if len(arrived) > 1:
+                rate += 1 / float(np.median(np.diff(np.sort(arrived.to_numpy()))))
+            else:
+                rate += float(arrived.between(0, self.duration).sum()) / self.duration
+        return rate
 
     # -- showing it -----------------------------------------------------------------------
 

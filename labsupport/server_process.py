@@ -41,12 +41,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 
 from .feed import Event, Feed
 from .lab import LOOPBACK, LabError, lab
+from .wire import BACKLOG
 
 PATTERNS = ("polling", "long polling", "push", "sse", "websocket")
 START_TIMEOUT = 30.0   # Python, Tornado and the course package load in about a second; a busy machine is slower
@@ -105,14 +107,18 @@ class ServerProcess:
         answer = await self._ask("usage")
         return Usage(answer["cpu"], answer["rss"])
 
-    async def start(self) -> "ServerProcess":
-        """Start the child and wait until its server listens."""
+    def command(self) -> list[str]:
+        """The child's command line (a gateway process runs another module)."""
         command = [sys.executable, "-m", "labsupport.server_process", self.pattern, "--rate", str(self.rate),
                    "--arrivals", self.arrivals, "--options", json.dumps(self.options)]
         if self.seed is not None:
             command += ["--seed", str(self.seed)]
+        return command
+
+    async def start(self) -> "ServerProcess":
+        """Start the child and wait until its server listens."""
         self.process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._errors,
+            *self.command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._errors,
             start_new_session=True, limit=LINE_LIMIT, cwd=Path(__file__).resolve().parent.parent)
         lab.on_shutdown(self._key, self.stop)
         try:
@@ -180,31 +186,41 @@ def _read_commands(loop: asyncio.AbstractEventLoop, commands: asyncio.Queue) -> 
     loop.call_soon_threadsafe(commands.put_nowait, None)
 
 
-async def serve(pattern: str, rate: float, arrivals: str, seed: int | None, options: dict) -> None:
+async def serve_commands(routes: list, answer: Callable[[str, list[str]], Awaitable[dict]]) -> None:
+    """The child's loop: serve ``routes`` on loopback, say the port, then answer the parent line by
+    line (``usage`` here, any other word through ``answer``) until stdin closes."""
     import tornado.httpserver
     import tornado.netutil
     import tornado.web
 
-    feed = Feed(rate, arrivals=arrivals, seed=seed)
-    server = tornado.httpserver.HTTPServer(tornado.web.Application(handlers(pattern, feed, options)))
-    sockets = tornado.netutil.bind_sockets(0, LOOPBACK)
+    server = tornado.httpserver.HTTPServer(tornado.web.Application(routes))
+    sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)  # room for a reconnect storm
     server.add_sockets(sockets)
     commands: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_commands, args=(asyncio.get_running_loop(), commands), daemon=True).start()
     _say(port=sockets[0].getsockname()[1])
     while (command := await commands.get()) is not None:
         word, *rest = command.split()
-        if word == "start":
-            feed.start(float(rest[0]))
-            await asyncio.sleep(0)  # the feed's task notes its start time at once
-            _say(started=feed.started)
-        elif word == "usage":
+        if word == "usage":
             _say(cpu=time.process_time(), rss=psutil.Process().memory_info().rss)
-        elif word == "report":
-            _say(events=[[e.seq, e.created, e.value] for e in feed.events])
+        else:
+            _say(**await answer(word, rest))
     # Open streams and held requests would make a polite shutdown wait; the process is done,
     # so end it here and let the operating system close every socket at once.
     os._exit(0)
+
+
+async def serve(pattern: str, rate: float, arrivals: str, seed: int | None, options: dict) -> None:
+    feed = Feed(rate, arrivals=arrivals, seed=seed)
+
+    async def answer(word: str, rest: list[str]) -> dict:
+        if word == "start":
+            feed.start(float(rest[0]))
+            await asyncio.sleep(0)  # the feed's task notes its start time at once
+            return {"started": feed.started}
+        return {"events": [[e.seq, e.created, e.value] for e in feed.events]}  # "report"
+
+    await serve_commands(handlers(pattern, feed, options), answer)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,6 +65,8 @@ class Connection:
     head_up: bytearray = field(default_factory=bytearray)
     head_down: bytearray = field(default_factory=bytearray)
     cut: bool = False
+    last_active: float = 0.0   # when a byte last passed, either way
+    blackholed: bool = False   # bytes are read and dropped, and nobody is told
     chunks: list[tuple[str, float, float, bytes]] | None = None  # (direction, read, delivered, bytes)
 
 
@@ -127,6 +129,17 @@ class WireMeter:
             bytes_up=sum(c.bytes_up for c in self.connections),
             bytes_down=sum(c.bytes_down for c in self.connections),
         )
+
+    def cut(self, conn: Connection) -> None:
+        """Drop one connection: both ends see it reset, as a proxy closing it would do."""
+        relay = self._live.get(conn.id)
+        if relay is not None:
+            conn.cut = True
+            relay.abort()
+
+    def blackhole(self, conn: Connection) -> None:
+        """Forget one connection silently: its bytes are dropped and neither end is told (half-open)."""
+        conn.blackholed = True
 
     def _keep(self, log: list, direction: str, read: float, delivered: float, chunk: bytes) -> None:
         """Log one chunk (times on the loop's clock, which is ``time.monotonic()``) while room is left."""
@@ -243,6 +256,9 @@ class _Lane:
 
     def carry(self, chunk: bytes) -> None:
         conn, size = self.relay.conn, len(chunk)
+        if conn.blackholed:
+            return
+        conn.last_active = time.monotonic()
         if self.direction == "up":
             conn.bytes_up += size
         else:
@@ -306,7 +322,9 @@ class _Relay:
 
     def __init__(self, meter: WireMeter) -> None:
         self.meter = meter
-        self.conn = Connection(id=next(meter._ids), opened=time.monotonic(), chunks=[] if meter.log_bytes else None)
+        opened = time.monotonic()
+        self.conn = Connection(id=next(meter._ids), opened=opened, last_active=opened,
+                               chunks=[] if meter.log_bytes else None)
         self.up = _Lane(self, "up", meter.up)
         self.down = _Lane(self, "down", meter.down)
         self.client = _End(self, self.up)

@@ -152,6 +152,10 @@ KERNEL = textwrap.dedent("""
     if sys.argv[1] == "watchdog-only":
         b._die_with_parent = lambda: None  # as on macOS or Windows: no PR_SET_PDEATHSIG
     broker = b.start_broker()
+    if sys.argv[2] == "down":  # killed while the broker is down, as between a restart's stop and start
+        b.lab.run(broker.stop())
+        print(broker.process.pid, broker.run_dir, flush=True)
+        time.sleep(120)
     if sys.argv[2] == "exit":
         print(broker.pid, broker.run_dir, flush=True)
         sys.exit(0)  # a normal interpreter exit, without calling shutdown()
@@ -185,11 +189,21 @@ def test_a_killed_kernel_leaves_no_orphan_broker(guard):
         deadline = time.monotonic() + scaled(10)
         while run_dir.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if guard == "watchdog-only":
-            assert not run_dir.exists(), "the watchdog should delete the store of a dead kernel"
+        assert not run_dir.exists(), "the watchdog should delete the store of a dead kernel"
     finally:
         if not gone(broker_pid):
             os.kill(broker_pid, signal.SIGKILL)
+
+
+def test_a_kernel_killed_while_the_broker_is_down_leaves_no_store():
+    kernel, _, run_dir = _fake_kernel("pdeathsig-and-watchdog", "down")
+    assert run_dir.exists()
+    kernel.kill()
+    kernel.wait()
+    deadline = time.monotonic() + scaled(10)
+    while run_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not run_dir.exists(), "the store of a broker that was down outlived its kernel"
 
 
 def test_interpreter_exit_stops_the_broker():

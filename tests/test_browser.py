@@ -1,4 +1,5 @@
-"""A real browser against the course's servers: EventSource resumes across a cut, WebSocket echoes.
+"""A real browser against the course's servers: EventSource resumes across a cut and a restart, stops for
+good on a non-200 answer, and WebSocket echoes.
 
 Learners' real clients are browsers, so the SSE and WebSocket servers are checked with one:
 Debian's Chromium driven by Playwright. Where Chromium is not installed these tests are
@@ -8,6 +9,8 @@ skipped with a message (``python3 course.py test`` installs it on Debian when ru
 import shutil
 
 import pytest
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
 from conftest import scaled
@@ -24,9 +27,11 @@ PAGE = """<!doctype html><meta charset="utf-8"><title>lab</title>
 <script>
 window.seen = [];
 window.opened = 0;
+window.resets = [];
 const source = new EventSource("/events");
 source.onopen = () => { window.opened += 1; };
 source.onmessage = (e) => { window.seen.push(Number(e.lastEventId)); };
+source.addEventListener("reset", (e) => { window.resets.push(JSON.parse(e.data)); });
 </script>"""
 
 
@@ -53,6 +58,16 @@ def publish(feed: Feed, count: int) -> None:
     lab.run(go())
 
 
+def page_that_saw_five(browser, url: str, feed: Feed):
+    """A page whose EventSource opened once and received events 1 to 5."""
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_function("window.opened === 1", timeout=scaled(10) * 1000)
+    publish(feed, 5)
+    page.wait_for_function("window.seen.length === 5", timeout=scaled(10) * 1000)
+    return page
+
+
 def test_event_source_resumes_after_a_cut_with_nothing_lost_or_repeated(browser):
     async def setup():
         feed = Feed(rate=1)
@@ -62,11 +77,7 @@ def test_event_source_resumes_after_a_cut_with_nothing_lost_or_repeated(browser)
         return feed, meter
 
     feed, meter = lab.run(setup())
-    page = browser.new_page()
-    page.goto(meter.url + "/")
-    page.wait_for_function("window.opened === 1", timeout=scaled(10) * 1000)
-    publish(feed, 5)
-    page.wait_for_function("window.seen.length === 5", timeout=scaled(10) * 1000)
+    page = page_that_saw_five(browser, meter.url, feed)
 
     assert lab.run(meter.cut_all()) >= 1  # the network blips mid-stream
     publish(feed, 5)  # these happen while the browser is disconnected
@@ -101,3 +112,73 @@ def test_browser_websocket_talks_to_the_course_server(browser):
         return data;
     }""", server.url.replace("http://", "ws://") + "/echo")
     assert "hello from a browser" in echoed
+
+
+class Deploying(tornado.web.RequestHandler):
+    """What a proxy answers while the app behind it restarts."""
+
+    def get(self):
+        self.set_status(503)
+        self.write("the service is being deployed")
+
+
+def _serve_on(port: int, handlers: list):
+    """A second server on the port the first one had: the same URL, as after a restart."""
+    async def go():
+        server = tornado.httpserver.HTTPServer(tornado.web.Application(handlers))
+        server.add_sockets(tornado.netutil.bind_sockets(port, "127.0.0.1"))
+
+        async def stop():
+            server.stop()
+            await server.close_all_connections()
+        lab.on_shutdown(f"browser-restarted-{port}", stop)
+        return stop
+    return lab.run(go())
+
+
+def _opened_then_saw_five(browser):
+    feed = Feed(rate=1)
+    server = lab.run(lab.serve("browser-restart", sse.handlers(feed, retry=200) + [(r"/", Page)]))
+    page = page_that_saw_five(browser, server.url, feed)
+    lab.run(lab.stop_server(server.name))  # the server goes away
+    return page, server.port
+
+
+def test_event_source_keeps_receiving_after_a_restart_that_reset_the_ids(browser):
+    """The new server's ids start again at 1: the browser's Last-Event-ID 5 is unknown to it. A 4xx here
+    would end the EventSource for good; the server answers 200 with a reset event and the stream."""
+    page, port = _opened_then_saw_five(browser)
+    feed = Feed(rate=1)
+    publish(feed, 3)  # the restarted server has ids 1 to 3
+    stop = _serve_on(port, sse.handlers(feed, retry=200) + [(r"/", Page)])
+    try:
+        page.wait_for_function("window.opened === 2", timeout=scaled(10) * 1000)
+        publish(feed, 2)  # and goes on: 4, 5
+        page.wait_for_function("window.seen.length >= 10", timeout=scaled(10) * 1000)
+        assert page.evaluate("window.seen") == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+        resets = page.evaluate("window.resets")
+        assert len(resets) == 1 and "5" in resets[0]["reason"]
+        assert page.evaluate("source.readyState") == 1  # OPEN
+    finally:
+        lab.run(stop())
+
+
+def test_event_source_stops_for_good_on_a_503_but_retries_after_a_network_error(browser):
+    """HTML standard: a network error reconnects; any status but 200 fails the connection for good."""
+    page, port = _opened_then_saw_five(browser)
+    page.wait_for_timeout(600)  # the server is down: connection refused, the browser keeps retrying
+    assert page.evaluate("source.readyState") == 0  # CONNECTING: still trying
+    asked = []
+
+    class Counting(Deploying):
+        def get(self):
+            asked.append(1)
+            super().get()
+
+    stop = _serve_on(port, [(r"/events", Counting)])
+    try:
+        page.wait_for_function("source.readyState === 2", timeout=scaled(10) * 1000)  # CLOSED
+        page.wait_for_timeout(1000)  # five retry delays
+        assert len(asked) == 1  # it asked once, got 503, and never asked again
+    finally:
+        lab.run(stop())

@@ -61,3 +61,14 @@ def test_course_lab_serves_jupyterlab_with_the_chapters():
         _, alive = psutil.wait_procs(family, timeout=scaled(10))
         for member in alive:
             member.kill()
+
+
+def test_busy_core_option_runs_the_tests_beside_a_spinning_process_and_stops_it():
+    before = {p.pid for p in psutil.process_iter()}
+    done = subprocess.run([sys.executable, str(ROOT / "course.py"), "test", "--busy-core", "tests/test_checks.py", "-q"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=scaled(300))
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "Keeping one core busy" in done.stdout and "passed" in done.stdout
+    spinners = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.pid not in before  # ours: started here
+                and "while True: pass" in " ".join(p.info["cmdline"] or []) and p.info["cwd"] == str(ROOT)]
+    assert spinners == [], "the busy process outlived the tests"

@@ -21,7 +21,8 @@ def test_pull_result_counts_follow_from_the_setup():
 
 def test_pull_without_keep_alive_opens_a_connection_per_request():
     s = run_polling(0.1, rate=5, clients=2, duration=0.6, keep_alive=False).summary()
-    assert s["connections_opened"] == s["requests"]
+    # each client's last poll may be cut short by the end of the run: its connection opened, no answer came
+    assert s["requests"] <= s["connections_opened"] <= s["requests"] + 2
 
 
 def test_conditional_polls_get_304_for_unchanged_answers():

@@ -51,6 +51,14 @@ def test_a_crash_before_ack_is_redelivered_after_the_ack_wait(idempotent, duplic
     assert list(again["job"]) == ["registration-2"]
 
 
+@pytest.mark.parametrize("idempotency_key, duplicates", [(False, 1), (True, 0)])
+def test_a_crash_between_the_email_and_the_record_needs_the_mail_servers_key(idempotency_key, duplicates):
+    run = run_crash(jobs=3, crash_on=2, ack_wait=0.5, service_time=0.01, idempotent=True,
+                    crash_before_record=True, idempotency_key=idempotency_key)
+    s = run.summary()
+    assert s["lost"] == 0 and s["redeliveries"] == 1 and s["duplicate_emails"] == duplicates
+
+
 def test_the_broker_drops_a_retried_publish_with_the_same_id():
     s = run_publish_retry(jobs=4, retried=3).summary()
     assert s["publishes"] == 7 and s["stored"] == 4 and s["flagged_duplicate"] == 3
@@ -108,10 +116,15 @@ def test_bad_settings_are_clear_errors(call):
 
 
 def test_exercises_explain_wrong_ones():
-    def sends_every_time(job_id, outbox):
+    def sends_every_time(job_id, done, outbox):
         outbox.append(job_id)
 
+    def reads_the_mail_servers_log(job_id, done, outbox):
+        if job_id not in outbox:
+            outbox.append(job_id)
+
     assert ch06.q1.is_correct(sends_every_time) is False
+    assert ch06.q1.is_correct(reads_the_mail_servers_log) is False
     assert ch06.q1.is_correct("not a function") is False
     assert ch06.q2.is_correct(4) is False and ch06.q2.is_correct(6) is False
     assert ch06.q3.is_correct(30) is False and ch06.q3.is_correct("twenty-five") is False

@@ -96,6 +96,16 @@ def test_a_timeout_stops_the_work_and_says_so():
     assert cancelled.wait(scaled(5))
 
 
+def test_work_that_raises_timeout_error_reports_it_instead_of_hanging():
+    async def gives_up():
+        await asyncio.wait_for(asyncio.sleep(10), timeout=0.01)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        lab.run(gives_up(), timeout=scaled(20))
+    assert time.monotonic() - started < scaled(5)
+
+
 def test_shutdown_leaves_no_thread_socket_or_task():
     lab.shutdown()
     before = lab_sockets()

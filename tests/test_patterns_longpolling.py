@@ -123,7 +123,7 @@ def test_batching_gathers_news_into_one_answer():
     assert seqs(answer) == [1, 2]
 
 
-@pytest.mark.parametrize("cursor", ["abc", "-1", "5", "1.5", "", "9" * 5000])
+@pytest.mark.parametrize("cursor", ["abc", "-1", "5", "1.5", "", "9" * 5000, "\u0661", "0_0", "+0", "\u00b2"])
 def test_a_bad_cursor_gets_a_clear_400_and_the_server_keeps_serving(cursor):
     async def scenario():
         feed = Feed(rate=1)

@@ -92,17 +92,22 @@ def test_resume_from_last_event_id_and_missed_notice():
     lab.run(go(), timeout=scaled(20))
 
 
-def test_bad_last_event_id_gets_a_clear_400_and_others_are_served():
+def test_an_unknown_last_event_id_gets_200_a_reset_and_the_kept_events():
+    """Never a 4xx: EventSource would give up for good (HTML standard, "fail the connection")."""
     async def go():
         feed = published(5)
-        server = await _server(feed)
+        server = await _server(feed, history=3)
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"{server.url}/events") as good:
-                    for bad in ("abc", "-1", "1e3", "9" * 40, "99", " 3 4"):
-                        async with session.get(f"{server.url}/events", headers={"Last-Event-ID": bad}) as response:
-                            assert response.status == 400, bad
-                            assert "Last-Event-ID" in await response.text()
+                    for unknown in ("abc", "-1", "1e3", "9" * 40, "99", " 3 4", "\u0661", "0_0", "+1"):
+                        async with session.get(f"{server.url}/events", headers={"Last-Event-ID": unknown}) as response:
+                            assert response.status == 200 and response.content_type == "text/event-stream", unknown
+                            events, parser = await _read_events(response, 4, scaled(5))
+                            reset, *kept = events
+                            assert reset.event == "reset" and reset.id == "2", unknown
+                            assert json.loads(reset.data)["from"] == 3 and "Last-Event-ID" in reset.data
+                            assert [e.id for e in kept] == ["3", "4", "5"]
                     feed.publish()
                     events, _ = await _read_events(good, 1, scaled(5))
                     assert events[0].id == "6"
@@ -111,20 +116,32 @@ def test_bad_last_event_id_gets_a_clear_400_and_others_are_served():
     lab.run(go(), timeout=scaled(20))
 
 
-def test_post_talks_back_and_bad_body_is_400():
+def test_post_talks_back_and_bad_input_gets_a_reason():
     async def go():
         feed = published(0)
-        server = await _server(feed)
+        server = await _server(feed, max_body=100)
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"{server.url}/events") as stream:
                     assert await sse.publish(server.url, 42.5, session) == 1
                     events, _ = await _read_events(stream, 1, scaled(5))
                     assert json.loads(events[0].data) == {"seq": 1, "value": 42.5}
-                    for body in (b"not json", b'{"price": 1}', b'{"value": "x"}'):
+                    for body, words in ((b"not json", "not JSON"), (b'{"price": 1}', "value"),
+                                        (b'{"value": "x"}', "finite number"), (b'{"value": NaN}', "NaN"),
+                                        (b'{"value": Infinity}', "Infinity"), (b"[" * 90, "not JSON"),
+                                        (b'{"value": 1e999}', "finite"), (b"\xff", "UTF-8")):
                         async with session.post(f"{server.url}/events", data=body) as response:
-                            assert response.status == 400
-                            assert "value" in await response.text()
+                            assert response.status == 400, body
+                            assert words in await response.text(), body
+                    async with session.post(f"{server.url}/events", data=b" " * 101) as response:
+                        assert response.status == 413 and "100" in await response.text()
+                    async with session.post(f"{server.url}/events", json={"value": 1},
+                                            headers={"Origin": "http://evil.example"}) as response:
+                        assert response.status == 403 and "evil.example" in await response.text()
+                    async with session.post(f"{server.url}/events", json={"value": 2},
+                                            headers={"Origin": server.url}) as response:
+                        assert response.status == 202  # the server's own pages may publish
+                    assert feed.last_seq == 2  # nothing refused was published
         finally:
             await lab.stop_server(server.name)
     lab.run(go(), timeout=scaled(20))
@@ -171,3 +188,18 @@ def test_client_gives_up_on_a_non_stream_answer():
         finally:
             await lab.stop_server(server.name)
     lab.run(go(), timeout=scaled(20))
+
+
+def test_strict_json_and_cursors_refuse_what_python_lets_through():
+    from labsupport.patterns._input import cursor, strict_json
+
+    for text in ("NaN", "-Infinity", '{"a": Infinity}', "[" * 100_000, b"\xff"):
+        try:
+            strict_json(text)
+        except ValueError as error:
+            assert str(error)  # a reason, not a traceback
+        else:
+            raise AssertionError(f"{text[:10]!r} was accepted")
+    assert strict_json('{"value": 1.5}') == {"value": 1.5}
+    assert [cursor(t) for t in ("0", "17", "\u0661", "0_0", "+0", " 7", "7 ", "9" * 19, "\u00b2")] == \
+        [0, 17, None, None, None, None, None, None, None]

@@ -140,23 +140,39 @@ def test_outbox_policies():
         ws.Outbox(3, "block")
 
 
-def test_slow_reader_is_closed_with_1008_when_its_outbox_is_full():
+def test_outbox_bounds_bytes_too():
+    big = "m" * 1000  # about 1 kB each
+    close = ws.Outbox(None, "close", max_bytes=5000)
+    assert [close.put(big) for _ in range(5)] == [True, True, True, True, False]
+    assert close.bytes <= 5000
+    drop = ws.Outbox(None, "drop-oldest", max_bytes=5000)
+    assert all(drop.put(big) for _ in range(10)) and drop.bytes <= 5000 and drop.dropped == 6
+    alone = ws.Outbox(None, "close", max_bytes=10)  # one message always fits an empty outbox
+    assert alone.put(big) and not alone.put(big)
+    alone.clear()
+    assert alone.bytes == 0 and not alone.queue
+
+
+def test_slow_reader_is_closed_with_1013_when_its_outbox_is_full():
     async def body(server, hub):
         async with aiohttp.ClientSession() as session:
             slow = await session.ws_connect(ws.ws_url(server.url, "/chat?name=slow"))  # never reads
             slow.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
             while not hub.sockets:
                 await asyncio.sleep(0.005)
-            hub.sockets[0].ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            slow_socket = hub.sockets[0]
+            slow_socket.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
             async with session.ws_connect(ws.ws_url(server.url, "/chat?name=fast")) as fast:
                 for _ in range(100):  # 100 x 64 KB: more than the (shrunk) buffers and aiohttp's 512 KiB
                     await fast.send_str("z" * 65536)
                     await fast.receive_str()
-            assert hub.sockets[0].ws_connection is None  # the server closed it (the handler lets go at once)
-            assert hub.sockets[0].outbox.peak == 5
+            assert slow_socket.ws_connection is None  # the server closed it (the handler lets go at once)
+            assert slow_socket.outbox.peak == 5 and not slow_socket.outbox.queue  # bounded, then freed
             async for _ in slow:  # read what was already on its way, then the close frame
                 pass
-            assert slow.close_code == ws.TOO_SLOW
+            assert slow.close_code == ws.TRY_AGAIN_LATER
+            while hub.sockets:  # closed sockets leave the hub
+                await asyncio.sleep(0.01)
     run(body, timeout=40)(ws.Hub(outbox_limit=5, policy="close"))
 
 
@@ -202,3 +218,90 @@ def test_follow_reconnects_and_resumes_after_a_cut():
             await asyncio.gather(client, return_exceptions=True)
             await meter.stop()
     run(body)(ws.Hub(feed))
+
+
+# -- the frame checks Tornado leaves out (labsupport/patterns/_rfc6455.py) ----------------------
+
+# sha256 (first 16 hex digits) of each Tornado method StrictProtocol relies on, as read for Tornado 6.6.1.
+TORNADO_METHODS_READ = {
+    "WebSocketProtocol13.__init__": "dc0bff21bca1ea02",
+    "WebSocketProtocol13._receive_frame": "1f0ef857d4df556b",
+    "WebSocketProtocol13._read_bytes": "e70fe5d156b7ab8b",
+    "WebSocketProtocol13._handle_message": "61f43d09e004be77",
+    "WebSocketProtocol13.close": "fed589693237a1cf",
+    "WebSocketHandler.get_websocket_protocol": "12e467619d34a049",
+}
+
+
+def test_tornado_frame_reader_is_the_one_we_hook():
+    """StrictProtocol overrides private Tornado methods: any change to them must be re-read by a person."""
+    import hashlib
+    import inspect
+
+    import tornado.websocket
+
+    changed = []
+    for qualified, digest in TORNADO_METHODS_READ.items():
+        cls, method = qualified.split(".")
+        source = inspect.getsource(getattr(getattr(tornado.websocket, cls), method))
+        if hashlib.sha256(source.encode()).hexdigest()[:16] != digest:
+            changed.append(qualified)
+    assert not changed, (f"Tornado {tornado.version} changed {changed}, which labsupport/patterns/_rfc6455.py "
+                         "overrides or relies on. Re-read them, fix StrictProtocol, then update TORNADO_METHODS_READ.")
+
+
+def frame(first: int, second: int) -> bytes:
+    return bytes([first, second])
+
+
+@pytest.mark.parametrize("header, code, words", [
+    (frame(0x81, 0x05), 1002, "masked"),            # a text frame without the mask bit
+    (frame(0xC1, 0x85), 1002, "RSV"),               # RSV1 with no extension negotiated
+    (frame(0x83, 0x85), 1002, "reserved"),          # opcode 3
+    (frame(0x09, 0x80), 1002, "control"),           # a ping that is not final
+    (frame(0x89, 0xFE), 1002, "control"),           # a ping longer than 125 bytes
+    (frame(0x80, 0x85), 1002, "continuation"),      # continuing nothing
+])
+def test_frame_checker_fails_broken_headers(header, code, words):
+    from labsupport.patterns._rfc6455 import FrameChecker, FrameError
+
+    with pytest.raises(FrameError) as failed:
+        FrameChecker(1000).header(header)
+    assert failed.value.code == code and words in failed.value.reason
+
+
+def test_frame_checker_counts_a_fragmented_message_against_the_limit():
+    from labsupport.patterns._rfc6455 import FrameChecker, FrameError
+
+    checker = FrameChecker(100)
+    assert checker.header(frame(0x01, 0x80 | 60)) == 60  # first fragment, 60 bytes
+    assert checker.header(frame(0x89, 0x80)) == 0  # a ping may come between fragments
+    with pytest.raises(FrameError) as failed:
+        checker.header(frame(0x81, 0x85))  # a new message before the last one ended
+    assert failed.value.code == 1002
+    checker = FrameChecker(100)
+    checker.header(frame(0x01, 0x80 | 60))
+    with pytest.raises(FrameError) as failed:
+        checker.header(frame(0x80, 0x80 | 60))  # 60 + 60 > 100
+    assert failed.value.code == 1009
+    checker = FrameChecker(70000)
+    assert checker.header(frame(0x82, 0x80 | 127)) is None  # the length follows in 8 bytes
+    with pytest.raises(FrameError):
+        checker.length(70001)
+
+
+def test_close_reasons_fit_a_control_frame():
+    from labsupport.patterns._rfc6455 import close_reason
+
+    assert close_reason("short") == "short"
+    long = close_reason("é" * 100)
+    assert len(long.encode()) <= 123 and set(long) == {"é"}
+
+
+@pytest.mark.parametrize("message, ok", [
+    ('{"n": 1, "t": 2.5}', True), ("not json", False), ('{"x": 1}', False), ("[1, 2]", False),
+    ('{"n": 1, "t": NaN}', False), ('{"n": true, "t": 1}', False), ('{"n": 1, "t": "1"}', False),
+    ("[" * 100_000, False),
+])
+def test_game_inputs_are_validated(message, ok):
+    assert (ws.game_input(message) is not None) == ok

@@ -11,32 +11,54 @@ from ..checks import Exercise
 DELIVERIES = ["welcome-1", "reset-7", "welcome-1", "offer-3", "reset-7", "reset-7"]
 
 
-def _model_deliver(job_id: str, outbox: list) -> None:
-    if job_id not in outbox:  # already sent: a redelivery, do nothing (but still acknowledge)
+class MailServer:
+    """The mail server as the email service sees it: it can send (``append``), not read the log."""
+
+    def __init__(self) -> None:
+        self._sent: list[str] = []
+
+    def append(self, job_id: str) -> None:
+        self._sent.append(job_id)
+
+
+def _model_deliver(job_id: str, done: set, outbox: MailServer) -> None:
+    if job_id not in done:  # a redelivery of a finished job: send nothing (but still acknowledge)
         outbox.append(job_id)
+        done.add(job_id)
 
 
 def _check_deliver(deliver) -> tuple[bool, str]:
     if not callable(deliver):
-        return False, "the answer should be a function deliver(job_id, outbox)."
-    outbox: list = []
-    for job in DELIVERIES:
-        deliver(job, outbox)
+        return False, "the answer should be a function deliver(job_id, done, outbox)."
+    done: set = set()
+    outbox = MailServer()
+    try:
+        for job in DELIVERIES:
+            deliver(job, done, outbox)
+    except TypeError as error:
+        return False, (f"that raised TypeError ({error}). The mail server only sends (outbox.append); "
+                       "it does not let you read its log. Keep your own record in done.")
     expected = list(dict.fromkeys(DELIVERIES))
-    if outbox == expected:
-        return True, f"six deliveries, three emails: {outbox}. Redelivered jobs sent nothing twice."
-    if len(outbox) > len(expected):
-        return False, f"the outbox holds {outbox}: some customers got the same email twice."
-    return False, f"the outbox holds {outbox}, but every job must be sent once: {expected}."
+    sent = outbox._sent
+    if sent == expected and done >= set(expected):
+        return True, f"six deliveries, three emails: {sent}. Redelivered jobs sent nothing twice."
+    if len(sent) > len(expected):
+        return False, f"the mail server sent {sent}: some customers got the same email twice."
+    if sent == expected:
+        return False, "the right emails went out, but done does not record every finished job."
+    return False, f"the mail server sent {sent}, but every job must be sent once: {expected}."
 
 
 q1 = Exercise(
     "Q1 · an idempotent email service",
     checker=_check_deliver,
-    hint="The job id travels with every delivery. Before sending, look it up in what you already sent.",
-    solution="def deliver(job_id, outbox):\n    if job_id not in outbox:\n        outbox.append(job_id)\n"
-             "In a real service the outbox is a database table with the job id as a unique key, "
-             "written in the same transaction as the email is queued for sending.",
+    hint="The job id travels with every delivery. Before sending, look it up in your own record, done; "
+         "after sending, add it there.",
+    solution="def deliver(job_id, done, outbox):\n    if job_id not in done:\n        outbox.append(job_id)\n"
+             "        done.add(job_id)\n"
+             "In a real service done is a database table with the job id as a unique key. The email and the "
+             "record are still two steps: a crash between them sends the email again, unless the mail server "
+             "honours the job id as an idempotency key.",
     answer=_model_deliver,
 )
 

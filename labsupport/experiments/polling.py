@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pandas as pd
+
+from ..feed import Feed
 from ..lab import on_lab_loop
 from ..patterns import polling
 from ..record import Recorder
@@ -30,9 +34,31 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
         return polling.poll(url, recorder, interval=interval, keep_alive=keep_alive,
                             conditional=conditional, idle_timeout=idle_timeout)
 
-    return await measure("polling", polling.handlers, client, workload, drain=interval + 2 * latency + 0.05,
-                         ready_first=False, interval=interval, keep_alive=keep_alive,
-                         conditional=conditional, idle_timeout=idle_timeout)
+    arrived: list[tuple[int, float]] = []
+    feeds: list[Feed] = []
+
+    def handlers(feed: Feed) -> list:
+        feeds.append(feed)
+        return [(path, _CountedLatest, {**options, "arrived": arrived}) for path, _, options in polling.handlers(feed)]
+
+    result = await measure("polling", handlers, client, workload, drain=interval + 2 * latency + 0.05,
+                           ready_first=False, interval=interval, keep_alive=keep_alive,
+                           conditional=conditional, idle_timeout=idle_timeout)
+    started = feeds[0].started or 0.0
+    result.served = pd.DataFrame([(c, t - started) for c, t in arrived], columns=["connection", "arrived"])
+    return result
+
+
+class _CountedLatest(polling.LatestHandler):
+    """The poll handler, noting when each request reached the server: a count the clients do not keep."""
+
+    def initialize(self, feed: Feed, arrived: list[tuple[int, float]]) -> None:
+        super().initialize(feed)
+        self.arrived = arrived
+
+    def prepare(self) -> None:
+        peer = self.request.connection.context.address[1]  # the port of one TCP connection from the meter
+        self.arrived.append((peer, time.monotonic()))
 
 
 @on_lab_loop(expected=lambda kwargs: max((expected_seconds(v) for v in kwargs.get("variants", {}).values()), default=0))

@@ -4,13 +4,16 @@ The story is the article's. Three services, password recovery, marketing and reg
 need emails sent; one email service sends them, one at a time. Instead of calling the email
 service and waiting, each producer *publishes a job* to the broker and carries on:
 
-* a **stream** (``EMAIL_n``) stores every job on disk until it is done. Its *work-queue*
+* a **stream** (``EMAIL_n``) keeps every job in its file store until it is done. Its *work-queue*
   retention deletes a job once the email service acknowledges it;
 * a durable **consumer** (``email-service``) remembers, on the broker, which jobs were handed
   out and which were acknowledged. Workers *pull* one job at a time, send the email, then
   ``ack``. A job handed out but not acknowledged within ``ack_wait`` is delivered again;
 * each job carries its id in the ``Nats-Msg-Id`` header. The broker drops a second publish of
-  the same id (a producer retrying), and a careful email service skips a job it already did.
+  the same id (a producer retrying), and a careful email service keeps its own record of the
+  jobs it finished and skips a job it finds there. That record is written *after* the email, so
+  a crash in between still sends twice; the mail server closes that window only if it honours
+  the job id as an *idempotency key* (``idempotency_key=True``).
 
 Every run keeps a journal on one clock (seconds since the run began): each publish and its
 acknowledgement, each delivery, each email sent, and the queue depth sampled from the
@@ -61,7 +64,7 @@ class EmailQueue:
 
 
 async def open_queue(js, *, ack_wait: float) -> EmailQueue:
-    """Create a stream that keeps jobs on disk until acknowledged, and its work-queue consumer."""
+    """Create a stream that keeps jobs in files until acknowledged, and its work-queue consumer."""
     n = next(_run_ids)
     queue = EmailQueue(f"EMAIL_{n}", f"email{n}")
     await js.add_stream(name=queue.stream, subjects=[f"{queue.subject}.>"], storage=StorageType.FILE,
@@ -75,12 +78,18 @@ async def open_queue(js, *, ack_wait: float) -> EmailQueue:
 
 @dataclass
 class Journal:
-    """Everything a run saw, in seconds since ``t0``; the outbox is the mail server's log."""
+    """Everything a run saw, in seconds since ``t0``.
+
+    ``outbox`` is the mail server's log of emails sent; ``done`` is the email service's own
+    record of finished jobs (in production a database table with the job id as unique key).
+    They are written one after the other, never together: that gap is the crash window.
+    """
 
     t0: float = field(default_factory=time.monotonic)
     published: list[dict] = field(default_factory=list)
     deliveries: list[dict] = field(default_factory=list)
     outbox: list[dict] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
     depth: list[dict] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
 
@@ -90,14 +99,18 @@ class Journal:
     def mark(self, label: str) -> None:
         self.marks.append((self.now(), label))
 
-    def already_sent(self, job: str) -> bool:
-        return any(email["job"] == job for email in self.outbox)
+    def send_email(self, job: str, worker: str, *, key: str | None = None) -> bool:
+        """The mail server: send one email. With an idempotency ``key`` it has seen, send nothing."""
+        if key is not None and any(email["key"] == key for email in self.outbox):
+            return False
+        self.outbox.append({"job": job, "worker": worker, "at": self.now(), "key": key})
+        return True
 
 
 # -- producers and consumers ----------------------------------------------------------------
 
 async def publish_job(js, queue: EmailQueue, service: str, job: str, journal: Journal) -> None:
-    """Hand one email job to the broker and wait for its acknowledgement (it is on disk then)."""
+    """Hand one email job to the broker and wait for its acknowledgement (it is in the broker's store then)."""
     body = json.dumps({"job": job, "template": TEMPLATES.get(service, "notice")}).encode()
     sent = journal.now()
     ack = await js.publish(queue.subject_for(service), body, headers={"Nats-Msg-Id": job})
@@ -121,12 +134,16 @@ async def produce(broker: Broker, queue: EmailQueue, service: str, rate: float, 
 
 
 async def email_worker(broker: Broker, queue: EmailQueue, name: str, journal: Journal, stop: asyncio.Event, *,
-                       service_time: float, idempotent: bool = True, crash_on: str | None = None) -> None:
-    """One instance of the email service: pull a job, send the email, acknowledge; until ``stop``.
+                       service_time: float, idempotent: bool = True, crash_on: str | None = None,
+                       crash_before_record: bool = False, idempotency_key: bool = False) -> None:
+    """One instance of the email service: pull a job, send the email, record it, acknowledge; until ``stop``.
 
-    ``idempotent`` looks the job id up in the outbox first, so a job delivered twice sends one
-    email. ``crash_on`` makes the worker die right after sending that job's email, before the
-    acknowledgement: the broker will deliver the job again after ``ack_wait``.
+    ``idempotent`` looks the job id up in the service's own record of finished jobs first, so a
+    job delivered again after its record was written sends no second email. ``crash_on`` makes
+    the worker die after sending that job's email, before the acknowledgement (the broker
+    delivers the job again after ``ack_wait``): after recording it, or with
+    ``crash_before_record`` before. ``idempotency_key`` sends the job id with the email, and
+    the mail server sends nothing for a key it has seen.
     """
     client = await connect(broker, name)
     try:
@@ -140,15 +157,22 @@ async def email_worker(broker: Broker, queue: EmailQueue, name: str, journal: Jo
             delivery = {"job": job, "worker": name, "received": journal.now(),
                         "delivery": message.metadata.num_delivered, "outcome": "sent"}
             journal.deliveries.append(delivery)
-            if idempotent and journal.already_sent(job):
-                delivery["outcome"] = "already sent: skipped"
+            if idempotent and job in journal.done:
+                delivery["outcome"] = "in the service's record: skipped"
             else:
                 await asyncio.sleep(service_time)  # talking to the mail server
-                journal.outbox.append({"job": job, "worker": name, "at": journal.now()})
-                if job == crash_on:
-                    delivery["outcome"] = "crashed before ack"
+                if not journal.send_email(job, name, key=job if idempotency_key else None):
+                    delivery["outcome"] = "mail server knew the key: not sent again"
+                if job == crash_on and crash_before_record:
+                    delivery["outcome"] += ", then crashed before recording it"
                     journal.mark(f"{name} crashed")
-                    return  # the process is gone: the email went out, the ack never will
+                    return  # the email went out; neither the record nor the ack ever will
+                if idempotent:
+                    journal.done.add(job)  # the service's own record, written after the email
+                if job == crash_on:
+                    delivery["outcome"] += ", recorded" * idempotent + ", then crashed before ack"
+                    journal.mark(f"{name} crashed")
+                    return  # the process is gone: the ack never will
             await message.ack_sync()  # the broker confirms it has the ack: the job is done
             delivery["done"] = journal.now()
     finally:
@@ -159,17 +183,20 @@ class EmailService:
     """The consumer side: ``workers`` instances pulling from the same durable consumer."""
 
     def __init__(self, broker: Broker, queue: EmailQueue, journal: Journal, *, workers: int = 1,
-                 service_time: float = 0.02, idempotent: bool = True, prefix: str = "email") -> None:
+                 service_time: float = 0.02, idempotent: bool = True, idempotency_key: bool = False,
+                 prefix: str = "email") -> None:
         self.broker, self.queue, self.journal = broker, queue, journal
         self.workers, self.service_time, self.idempotent, self.prefix = workers, service_time, idempotent, prefix
+        self.idempotency_key = idempotency_key
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
-    def start(self, *, crash_on: str | None = None) -> "EmailService":
+    def start(self, *, crash_on: str | None = None, crash_before_record: bool = False) -> "EmailService":
         self._stop = asyncio.Event()
         self._tasks = [asyncio.create_task(email_worker(
             self.broker, self.queue, f"{self.prefix}-{i + 1}", self.journal, self._stop,
-            service_time=self.service_time, idempotent=self.idempotent, crash_on=crash_on))
+            service_time=self.service_time, idempotent=self.idempotent, crash_on=crash_on,
+            crash_before_record=crash_before_record, idempotency_key=self.idempotency_key))
             for i in range(self.workers)]
         return self
 
@@ -233,7 +260,7 @@ class QueueRun:
         published["latency_ms"] = (published["acked"] - published["sent"]) * 1000
         deliveries = pd.DataFrame(journal.deliveries,
                                   columns=["job", "worker", "received", "delivery", "outcome", "done"])
-        emails = pd.DataFrame(journal.outbox, columns=["job", "worker", "at"])
+        emails = pd.DataFrame(journal.outbox, columns=["job", "worker", "at", "key"])
         depth = pd.DataFrame(journal.depth, columns=["t", "waiting", "in_flight"])
         depth["depth"] = depth["waiting"] + depth["in_flight"]
         return cls(experiment, settings, published, deliveries, emails, depth, list(journal.marks), facts)
@@ -435,25 +462,28 @@ async def run_email_jobs(*, password: float = 10.0, marketing: float = 30.0, reg
 
 @on_lab_loop(expected=lambda kw: kw.get("ack_wait", 1.0) + kw.get("jobs", 6) * kw.get("service_time", 0.05) + 0.4)
 async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, service_time: float = 0.05,
-                    idempotent: bool = True) -> QueueRun:
+                    idempotent: bool = True, crash_before_record: bool = False,
+                    idempotency_key: bool = False) -> QueueRun:
     """The email service dies mid-job, after sending the email but before the ack; it is restarted.
 
     The broker delivers the unacknowledged job again once ``ack_wait`` seconds have passed since
-    it handed it out. With ``idempotent`` the restarted worker sees the job in its outbox and
-    only acknowledges it; without, the customer gets the email twice.
+    it handed it out. With ``idempotent`` the restarted worker finds the job in the service's
+    own record and only acknowledges it; without, the customer gets the email twice. With
+    ``crash_before_record`` the worker dies before writing that record, so even an idempotent
+    service sends twice, unless the mail server honours the job id (``idempotency_key``).
     """
     _check("jobs", jobs, 1, 100)
     _check("crash_on", crash_on, 1, jobs)
     _check("ack_wait", ack_wait, 0.2, 10.0, " s")
     stage = await _Stage.open(ack_wait=ack_wait)
     victim = f"registration-{crash_on}"
-    first = EmailService(stage.broker, stage.queue, stage.journal, service_time=service_time,
-                         idempotent=idempotent, prefix="email-first")
-    second = EmailService(stage.broker, stage.queue, stage.journal, service_time=service_time,
-                          idempotent=idempotent, prefix="email-restarted")
+    careful = {"service_time": service_time, "idempotent": idempotent, "idempotency_key": idempotency_key}
+    first = EmailService(stage.broker, stage.queue, stage.journal, prefix="email-first", **careful)
+    second = EmailService(stage.broker, stage.queue, stage.journal, prefix="email-restarted", **careful)
     try:
         await stage.publish("registration", [f"registration-{i}" for i in range(1, jobs + 1)])
-        await asyncio.wait_for(first.start(crash_on=victim).finished(), timeout=jobs * service_time + 10)
+        await asyncio.wait_for(first.start(crash_on=victim, crash_before_record=crash_before_record).finished(),
+                               timeout=jobs * service_time + 10)
         second.start()
         stage.journal.mark("email service restarted")
         await wait_until_done(stage.js, stage.queue, stage.journal, timeout=ack_wait + jobs * service_time + 10)
@@ -463,7 +493,7 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
         await second.stop()
         await stage.close()
     run = QueueRun.build("crash before ack", {"jobs": jobs, "crash_on": victim, "ack_wait": ack_wait,
-                                              "service_time": service_time, "idempotent": idempotent}, stage.journal)
+                                              "crash_before_record": crash_before_record, **careful}, stage.journal)
     tries = run.deliveries[run.deliveries["job"] == victim].sort_values("received")
     run.facts["crashed_job"] = victim
     run.facts["redelivery_delay_s"] = (float(tries["received"].iloc[1] - tries["received"].iloc[0])

@@ -49,6 +49,8 @@ class Framing:
     sse_per_event: float     # "id: ...", "data: " and the blank line, per event
     chunk_per_event: float   # chunked transfer encoding: size line and CRLF, per event
     start_bytes: int         # the first chunk: the retry line, once per stream
+    ids: tuple[int, ...] = ()            # each event's id, in order, to redo the sums by hand
+    payload_sizes: tuple[int, ...] = ()  # each event's payload in bytes, in order
 
     @property
     def wire_per_event(self) -> float:
@@ -100,6 +102,7 @@ async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
         sse_per_event=sum(len(f) - len(p) for f, p in zip(framed, payloads)) / len(events),
         chunk_per_event=sum(map(_chunk, framed)) / len(events),
         start_bytes=len(start) + _chunk(start),
+        ids=tuple(e.seq for e in events), payload_sizes=tuple(map(len, payloads)),
     )
 
 
@@ -179,8 +182,7 @@ async def resume_with(last_event_id: str, *, published: int = 20, history: int =
     feed = Feed(1.0)
     for _ in range(published):
         feed.publish()
-    server = await lab.serve("sse-resume", sse.handlers(feed, history=history),
-                             log_function=lambda handler: None)  # the 400 is the answer shown, not a problem
+    server = await lab.serve("sse-resume", sse.handlers(feed, history=history))
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/events", headers={"Last-Event-ID": last_event_id}) as response:
@@ -241,3 +243,30 @@ async def run_talk_back(*, messages: int = 5, every: float = 0.05) -> TalkBack:
         stream_request_bytes=bytes(stream.head_up).index(b"\r\n\r\n") + 4, stream_bytes_up=stream.bytes_up,
         post_requests=messages, post_bytes_up=sum(c.bytes_up for c in posts), connections=len(meter.connections),
     )
+
+
+# -- S5: what the way back up must refuse ---------------------------------------------------------
+
+@on_lab_loop
+async def bad_posts() -> list[dict]:
+    """POST what a careless client or a hostile page would send; what came back, and was it published?"""
+    feed = Feed(1.0)  # never started: only accepted POSTs publish
+    server = await lab.serve("sse-bad-posts", sse.handlers(feed))
+    cases = [
+        ("another site's page", {"Origin": "http://evil.example", "Content-Type": "text/plain"}, b'{"value": 1}'),
+        ("a 5 MB body", {}, b'{"value": 1, "pad": "' + b"x" * 5_000_000 + b'"}'),
+        ("NaN, which is not JSON", {}, b'{"value": NaN}'),
+        ("a string for a number", {}, b'{"value": "101"}'),
+        ("a good value from this page", {"Origin": server.url}, b'{"value": 101.5}'),
+    ]
+    rows = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for case, headers, body in cases:
+                before = feed.last_seq
+                async with session.post(f"{server.url}/events", data=body, headers=headers) as response:
+                    rows.append({"sent": case, "status": response.status, "answer": (await response.text())[:90],
+                                 "published": feed.last_seq > before})
+    finally:
+        await lab.stop_server(server.name)
+    return rows

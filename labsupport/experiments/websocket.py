@@ -378,7 +378,7 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
     """
     if read_rate >= talk_rate:
         raise ValueError("the reader must be slower than the talker: read_rate < talk_rate")
-    hub = ws.Hub(outbox_limit=limit, policy=policy)
+    hub = ws.Hub(outbox_limit=limit, policy=policy, outbox_bytes=None if limit is None else ws.OUTBOX_BYTES)
     server = await _serve("ws-slow", hub)
     samples, talker_heard, read, pace = [], [], [0], [1.0 / read_rate]
     async with aiohttp.ClientSession() as session:
@@ -387,8 +387,9 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
             slow.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
             while not hub.sockets:
                 await asyncio.sleep(0.002)
-            outbox = hub.sockets[0].outbox
-            hub.sockets[0].ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+            slow_socket = hub.sockets[0]  # closed sockets leave the hub: keep our own reference
+            outbox = slow_socket.outbox
+            slow_socket.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
 
             async def read_slowly() -> None:
                 async for _ in slow:
@@ -406,7 +407,7 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
             await ws.chat(server.url, "fast", ["y" * size] * talked, every=1.0 / talk_rate,
                           heard=talker_heard, linger=0.2)
             watcher.cancel()
-            conn = hub.sockets[0].ws_connection
+            conn = slow_socket.ws_connection
             if conn is None or conn.is_closing():  # the server gave up on the reader: let it read the close
                 pace[0] = 0.0
                 await asyncio.wait([reader], timeout=2.0)
@@ -496,3 +497,33 @@ async def misbehave(*, max_message_size: int = 65536) -> pd.DataFrame:
     finally:
         await lab.stop_server(server.name)
     return pd.DataFrame(rows)
+
+
+# -- W3: the mask is not optional ------------------------------------------------------------------
+
+@on_lab_loop
+async def unmasked_frame(text: bytes = b"hello, unmasked") -> dict:
+    """Send one text frame *without* a mask, as no browser would, over a raw socket; what comes back?
+
+    RFC 6455 5.1: the server must fail the connection. Returns the close code and reason received
+    (None if none came), whether the text was echoed, and whether the connection ended without a reset.
+    """
+    server = await _serve("ws-unmasked", ws.Hub())
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {base64.b64encode(b'sixteen byte key').decode()}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(bytes([0x81, len(text)]) + text)  # FIN + text; mask bit 0, no masking key
+        try:
+            received, clean = await asyncio.wait_for(reader.read(), timeout=5), True  # until the server ends it
+        except ConnectionResetError:
+            received, clean = b"", False
+        writer.close()
+    finally:
+        await lab.stop_server(server.name)
+    code, reason = None, ""
+    if len(received) >= 4 and received[0] == 0x88:  # a close frame: code, then reason
+        code, reason = int.from_bytes(received[2:4], "big"), received[4:2 + received[1]].decode()
+    return {"close code": code, "reason": reason, "echoed": text in received, "ended without a reset": clean}

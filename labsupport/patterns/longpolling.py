@@ -6,7 +6,7 @@ arrives or ``hold`` seconds pass. The answer is ``{"events": [...]}``, oldest fi
 an empty list when the hold ran out (proxies and load balancers cut requests that stay
 silent too long, so the server answers first). With ``batch`` the server waits that long
 after the first news so one answer can carry several events. A cursor that is not a whole
-number, or is ahead of the newest event, gets ``400`` and a JSON explanation.
+number in ASCII digits, or is ahead of the newest event, gets ``400`` and a JSON explanation.
 
 Client side: ``long_poll`` asks again the moment an answer arrives. With ``use_cursor=True``
 it sends the seq of the last event it saw, so events that arrive while no request of its
@@ -30,6 +30,7 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
+from ._input import SizeLimits, cursor
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Held:
         self.now -= 1
 
 
-class EventsHandler(tornado.web.RequestHandler):
+class EventsHandler(SizeLimits, tornado.web.RequestHandler):
     """Answers with the events after the client's cursor, holding the request until there are some."""
 
     def initialize(self, feed: Feed, hold: float, batch: float, held: Held) -> None:
@@ -56,8 +57,8 @@ class EventsHandler(tornado.web.RequestHandler):
 
     async def get(self) -> None:
         raw = self.get_query_argument("after", None)
-        after = self.feed.last_seq if raw is None else _whole_number(raw)  # no cursor: news from now on
-        if not 0 <= after <= self.feed.last_seq:
+        after = self.feed.last_seq if raw is None else cursor(raw)  # no cursor: news from now on
+        if after is None or after > self.feed.last_seq:
             self.set_status(400)
             self.write({"error": f"after={raw!r} is not a valid cursor: send the seq of the last event "
                                  f"you saw, a whole number from 0 to {self.feed.last_seq}."})
@@ -82,13 +83,6 @@ class EventsHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         self.finish({"error": self._reason})  # a JSON error, like every other answer
-
-
-def _whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return -1
 
 
 def handlers(feed: Feed, *, hold: float = 20.0, batch: float = 0.0, held: Held | None = None) -> list:

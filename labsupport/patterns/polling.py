@@ -17,6 +17,14 @@ Two knobs show what the wire costs:
   before the client drops it (aiohttp's default is 15 s; servers have their own, such as
   Apache's 5 s): poll less often than that and every poll opens a new connection anyway.
 
+Server side, ``cache_control`` is what the answer says about caching (RFC 9111 section 5.2):
+``"no-cache"`` (the default) lets a cache keep the answer but makes it ask again, with
+``If-None-Match``, before every reuse; ``"max-age=2"`` lets it reuse the answer for 2 s without
+asking; ``None`` says nothing, and a cache may then guess a freshness lifetime (section 4.2.2).
+A browser's own HTTP cache follows these rules by itself: the page's code never sends
+``If-None-Match``, yet the server sees it. ``answers``, if given, collects
+``(status, request)`` for every answer, so a chapter can count what reached the server.
+
 A request the server cannot serve (a wrong method, say) gets a JSON error, not an HTML page.
 """
 
@@ -37,20 +45,25 @@ from ..record import Recorder
 class LatestHandler(tornado.web.RequestHandler):
     """Answers every poll at once with the newest event."""
 
-    def initialize(self, feed: Feed) -> None:
-        self.feed = feed
+    def initialize(self, feed: Feed, cache_control: str | None = "no-cache", answers: list | None = None) -> None:
+        self.feed, self.cache_control, self.answers = feed, cache_control, answers
 
     def get(self) -> None:
         latest = self.feed.latest
-        self.set_header("Cache-Control", "no-cache")
+        if self.cache_control is not None:
+            self.set_header("Cache-Control", self.cache_control)
         self.write({"seq": 0, "value": None} if latest is None else latest.to_json())
+
+    def on_finish(self) -> None:
+        if self.answers is not None:
+            self.answers.append((self.get_status(), self.request))
 
     def write_error(self, status_code: int, **kwargs) -> None:
         self.finish({"error": self._reason})
 
 
-def handlers(feed: Feed) -> list:
-    return [(r"/latest", LatestHandler, {"feed": feed})]
+def handlers(feed: Feed, *, cache_control: str | None = "no-cache", answers: list | None = None) -> list:
+    return [(r"/latest", LatestHandler, {"feed": feed, "cache_control": cache_control, "answers": answers})]
 
 
 async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive: bool = True,

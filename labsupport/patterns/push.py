@@ -24,9 +24,10 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
+from ._input import SizeLimits
 
 
-class StreamHandler(tornado.web.RequestHandler):
+class StreamHandler(SizeLimits, tornado.web.RequestHandler):
     """Holds the response open and writes every new event as one JSON line."""
 
     def initialize(self, feed: Feed) -> None:

@@ -14,10 +14,21 @@ Server side, ``GET /events``:
 * gives every event an ``id`` (the feed's sequence number) and keeps the last ``history``
   events. A client that reconnects with ``Last-Event-ID: n`` gets every event after ``n``;
   if ``n`` is older than the history, it first gets an explicit ``missed`` event naming the
-  gap, never silence. A ``Last-Event-ID`` that is not one of this stream's ids gets a 400.
+  gap, never silence. A ``Last-Event-ID`` that is not one of this stream's ids (the server
+  restarted and its ids started again, or the id is garbage) gets a ``reset`` event, then
+  every event the server still keeps.
+
+Every ``Last-Event-ID`` gets a 200: under the HTML standard any other status, or another
+Content-Type, *fails* the connection and ``EventSource`` never reconnects, while a network
+error makes it retry. So a 4xx here would silence a browser for good after a server restart.
+Only 204 No Content is the deliberate way to tell a client to stop.
 
 The stream goes one way only. ``POST /events`` is how a client talks back: an ordinary
-request that publishes a value, which then comes down the stream to every listener.
+request that publishes a value, which then comes down the stream to every listener. Any
+web page can make a browser send a POST, so it checks three things before it publishes:
+the ``Origin`` (another site's page gets 403), the size (over ``max_body`` bytes gets 413,
+before the body is read), and the JSON (``{"value": <finite number>}`` only, else 400 with
+the reason).
 
 Client side, ``listen`` reconnects by itself after the server's ``retry`` delay and sends
 ``Last-Event-ID``, so a network blip costs a pause, not events.
@@ -27,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import math
 import time
 from typing import Callable
 
@@ -37,33 +48,35 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
+from ._input import SizeLimits, cursor as read_cursor, strict_json
 from .sse_codec import EventStreamParser, ServerSentEvent, encode_comment, encode_event, encode_retry
 
 HISTORY = 1000       # events kept for clients that reconnect
 HEARTBEAT = 10.0     # seconds of silence before a heartbeat comment
 RETRY_MS = 1000      # reconnection delay the server asks for
-_EVENT_ID = re.compile(r"[0-9]{1,18}")
+MAX_BODY = 1024      # bytes: a talk-back POST carries one small JSON object
 
 
-class EventStreamHandler(tornado.web.RequestHandler):
+@tornado.web.stream_request_body  # so a POST's size is judged before its body is read
+class EventStreamHandler(SizeLimits, tornado.web.RequestHandler):
     """``GET /events``: the stream. ``POST /events``: publish a value (the way back up)."""
 
     def initialize(self, feed: Feed, history: int = HISTORY, heartbeat: float = HEARTBEAT,
-                   retry: int = RETRY_MS) -> None:
+                   retry: int = RETRY_MS, max_body: int = MAX_BODY, origins: tuple[str, ...] = ()) -> None:
         self.feed, self.history, self.heartbeat, self.retry = feed, history, heartbeat, retry
+        self.max_body, self.origins = max_body, origins
         self.waiting: asyncio.Task | None = None
+        self.body, self.body_too_big = bytearray(), False
 
     async def get(self) -> None:
-        cursor = self._resume_point()
-        if cursor is None:
-            return  # answered with 400
         self.waiting = asyncio.current_task()
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         try:
             self.write(encode_retry(self.retry))
-            oldest_kept = self.feed.last_seq - self.history  # resuming after this loses nothing
+            oldest_kept = max(0, self.feed.last_seq - self.history)  # resuming after this loses nothing
+            cursor = self._resume_point(oldest_kept)
             if cursor < oldest_kept:
                 gap = json.dumps({"first": cursor + 1, "last": oldest_kept})
                 self.write(encode_event(gap, event="missed", id=str(oldest_kept)))
@@ -81,28 +94,60 @@ class EventStreamHandler(tornado.web.RequestHandler):
         except (tornado.iostream.StreamClosedError, asyncio.CancelledError):
             pass  # the client went away, or the server is stopping
 
-    def _resume_point(self) -> int | None:
-        """The id to resume after: ``Last-Event-ID`` if sent, else "now". None after a 400."""
-        last_id = self.request.headers.get("Last-Event-ID", "").strip()
+    def _resume_point(self, oldest_kept: int) -> int:
+        """The id to resume after: ``Last-Event-ID`` if it is one of ours, else "now" or a reset."""
+        last_id = self.request.headers.get("Last-Event-ID", "")
         if not last_id:
             return self.feed.last_seq  # a new listener starts with the next event
-        if not _EVENT_ID.fullmatch(last_id) or int(last_id) > self.feed.last_seq:
-            self._refuse(f"Last-Event-ID must be an id this stream sent (a whole number up to "
-                         f"{self.feed.last_seq}), not {last_id[:40]!r}.")
-            return None
-        return int(last_id)
+        resume = read_cursor(last_id)
+        if resume is not None and resume <= self.feed.last_seq:
+            return resume
+        # Not an id of this stream: most likely the server restarted and its ids began again.
+        # Say so, give the client a valid id, and send everything still kept.
+        why = {"reason": f"Last-Event-ID {last_id[:40]!r} is not an id of this stream (ids 1 to "
+                         f"{self.feed.last_seq}): the server restarted, or the id is damaged",
+               "from": oldest_kept + 1}
+        self.write(encode_event(json.dumps(why), event="reset", id=str(oldest_kept)))
+        return oldest_kept
+
+    def prepare(self) -> None:
+        """Before a POST's body is read: refuse another site's page (403) and an oversized body (413)."""
+        super().prepare()  # 414, 431
+        if self.request.method != "POST":
+            return
+        self.set_header("Connection", "close")  # refused now, its body unread: this connection ends (RFC 9112 9.6)
+        origin = self.request.headers.get("Origin")
+        own = f"{self.request.protocol}://{self.request.host}"
+        if origin is not None and origin != own and origin not in self.origins:
+            self._refuse(403, f"Origin {origin[:80]!r} may not publish here: only pages from {own} may.")
+            return
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and int(declared) > self.max_body:  # Tornado has checked it is a number
+            self._refuse(413, f"The body is {declared} bytes; at most {self.max_body} are accepted.")
+            return
+        self.clear_header("Connection")  # accepted: keep-alive as usual
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self.body) + len(chunk) > self.max_body:  # a chunked body, growing past the limit
+            self.body_too_big = True
+            self.body.clear()  # keep nothing of it
+        elif not self.body_too_big:
+            self.body += chunk
 
     def post(self) -> None:
+        if self.body_too_big:
+            self._refuse(413, f"The body is over {self.max_body} bytes, the most accepted.")
+            return
         try:
-            value = float(json.loads(self.request.body)["value"])
-        except (ValueError, TypeError, KeyError):
-            self._refuse('Send a JSON body like {"value": 101.5}.')
+            value = _published_value(bytes(self.body))
+        except ValueError as error:
+            self._refuse(400, f'{error}. Send a JSON body like {{"value": 101.5}}.')
             return
         self.set_status(202)
         self.write({"seq": self.feed.publish(value).seq})
 
-    def _refuse(self, why: str) -> None:
-        self.set_status(400)
+    def _refuse(self, status: int, why: str) -> None:
+        self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(why)
 
@@ -111,8 +156,20 @@ class EventStreamHandler(tornado.web.RequestHandler):
             self.waiting.cancel()  # stop waiting for news nobody will read
 
 
+def _published_value(body: bytes) -> float:
+    """The value a talk-back POST publishes: ``{"value": <finite number>}`` and nothing else."""
+    message = strict_json(body)
+    if not isinstance(message, dict) or "value" not in message:
+        raise ValueError("the JSON must be an object with a \"value\"")
+    value = message["value"]
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"value must be a finite number, not {json.dumps(value)[:40]}")
+    return float(value)
+
+
 def handlers(feed: Feed, **options) -> list:
-    """Routes for a server; ``options`` are ``history``, ``heartbeat`` (s) and ``retry`` (ms)."""
+    """Routes for a server; ``options`` are ``history``, ``heartbeat`` (s), ``retry`` (ms),
+    ``max_body`` (bytes a POST may carry) and ``origins`` (other origins whose pages may POST)."""
     return [(r"/events", EventStreamHandler, {"feed": feed, **options})]
 
 

@@ -15,15 +15,20 @@ Server side (Tornado), four rooms on one server:
 
 Every message to a client passes through that client's ``Outbox``, drained by one writer
 task that waits until the kernel has taken each frame. A slow reader therefore makes its
-outbox grow, never the server's memory without limit: at ``limit`` messages the policy
-either drops the oldest (right for state where only the latest matters) or closes the
-connection with 1008 (right where every message matters and the client can resume).
+outbox grow, never the server's memory without limit: past ``limit`` messages or
+``max_bytes`` bytes the policy either drops the oldest (right for state where only the
+latest matters) or closes the connection with 1013, Try Again Later (right where every
+message matters and the client can resume). Closing frees the outbox at once, and a closed
+socket leaves the hub.
 
 Keepalive: with the ``websocket_ping_interval`` and ``websocket_ping_timeout`` settings
 (pass them to ``lab.serve``) Tornado pings each client and drops one that stops answering,
 which finds dead peers a quiet TCP connection would hide for hours. Bad input gets a close
-code, not silence: 1009 for a message over ``websocket_max_message_size``, 1007 for a text
-frame that is not UTF-8. Other clients are not affected.
+code, not silence (RFC 6455 7.4.1): 1002 for a frame that breaks the protocol (an unmasked
+client frame, a reserved opcode or bit), 1009 for a message over ``websocket_max_message_size``,
+1007 for data that does not fit (text that is not UTF-8, a game input that is not the JSON the
+game expects), 1008 for a request the endpoint refuses (a feed cursor it never sent). Other
+clients are not affected. ``_rfc6455.py`` holds the frame checks Tornado leaves out.
 
 Client side (aiohttp): ``follow`` (reconnecting feed reader), ``play`` (the game's two
 concurrent loops), ``chat`` and ``round_trips``.
@@ -34,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -42,40 +49,64 @@ import tornado.websocket
 
 from ..feed import Feed
 from ..record import Recorder
+from ._input import SizeLimits, cursor, strict_json
+from ._rfc6455 import INVALID_DATA, close_reason, strict
 
-OUTBOX_LIMIT = 1000   # messages waiting for one client before the policy applies
+OUTBOX_LIMIT = 1000           # messages waiting for one client before the policy applies
+OUTBOX_BYTES = 4 * 2**20      # bytes of memory those messages may hold
 POLICIES = ("close", "drop-oldest")
-TOO_SLOW, NOT_UTF8 = 1008, 1007
+POLICY_VIOLATION = 1008       # RFC 6455 7.4.1: a request the endpoint refuses
+TRY_AGAIN_LATER = 1013        # IANA WebSocket close code registry: come back later (and resume)
 
 
 class Outbox:
-    """Messages waiting to be written to one client; at most ``limit`` (None: no bound)."""
+    """Messages waiting to be written to one client: at most ``limit`` of them holding ``max_bytes``.
 
-    def __init__(self, limit: int | None, policy: str) -> None:
+    None lifts a bound. Sizes are the memory each message object holds (``sys.getsizeof``).
+    A message arriving at an empty outbox is always taken, whatever its size: it is already in
+    memory, and refusing it would stall the client for good.
+    """
+
+    def __init__(self, limit: int | None, policy: str, max_bytes: int | None = OUTBOX_BYTES) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
-        self.limit, self.policy = limit, policy
+        self.limit, self.policy, self.max_bytes = limit, policy, max_bytes
         self.queue: collections.deque = collections.deque()
-        self.dropped = self.peak = 0
+        self.bytes = self.dropped = self.peak = self.peak_bytes = 0
         self._nonempty = asyncio.Event()
 
     def put(self, message: str | bytes) -> bool:
         """Queue a message. False means the client is too slow and must be disconnected."""
-        if self.limit is not None and len(self.queue) >= self.limit:
+        size = sys.getsizeof(message)
+        if self._full(size):
             if self.policy == "close":
                 return False
-            self.queue.popleft()
-            self.dropped += 1
+            while self._full(size):
+                self.bytes -= sys.getsizeof(self.queue.popleft())
+                self.dropped += 1
         self.queue.append(message)
-        self.peak = max(self.peak, len(self.queue))
+        self.bytes += size
+        self.peak, self.peak_bytes = max(self.peak, len(self.queue)), max(self.peak_bytes, self.bytes)
         self._nonempty.set()
         return True
+
+    def _full(self, size: int) -> bool:
+        return bool(self.queue) and (
+            (self.limit is not None and len(self.queue) >= self.limit)
+            or (self.max_bytes is not None and self.bytes + size > self.max_bytes))
 
     async def get(self) -> str | bytes:
         while not self.queue:
             self._nonempty.clear()
             await self._nonempty.wait()
-        return self.queue.popleft()
+        message = self.queue.popleft()
+        self.bytes -= sys.getsizeof(message)
+        return message
+
+    def clear(self) -> None:
+        """Let go of every waiting message (the client is gone or being closed)."""
+        self.queue.clear()
+        self.bytes = 0
 
 
 @dataclass
@@ -85,30 +116,15 @@ class Hub:
     feed: Feed | None = None
     outbox_limit: int | None = OUTBOX_LIMIT
     policy: str = "close"
+    outbox_bytes: int | None = OUTBOX_BYTES
     tick_rate: float = 20.0
     room: set = field(default_factory=set)
     chat_seq: int = 0
-    sockets: list = field(default_factory=list)   # every socket opened, for experiments to inspect
+    sockets: list = field(default_factory=list)   # the sockets open now, for experiments to inspect
     inputs: list = field(default_factory=list)    # game inputs: (n, sent, received)
 
 
-class _StrictText(tornado.websocket.WebSocketProtocol13):
-    """Answer a text frame that is not UTF-8 with close code 1007 (RFC 6455 7.4.1).
-
-    Tornado drops such a connection without a word; a close code tells the client why.
-    """
-
-    def _handle_message(self, opcode: int, data: bytes):
-        if opcode == 0x1 and not self._frame_compressed:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                self.close(NOT_UTF8, "text frame is not valid UTF-8")
-                return None
-        return super()._handle_message(opcode, data)
-
-
-class OutboxSocket(tornado.websocket.WebSocketHandler):
+class OutboxSocket(SizeLimits, tornado.websocket.WebSocketHandler):
     """A WebSocket whose outgoing messages queue in a bounded outbox, written by one task."""
 
     def initialize(self, hub: Hub) -> None:
@@ -117,14 +133,11 @@ class OutboxSocket(tornado.websocket.WebSocketHandler):
         self.tasks: list[asyncio.Task] = []
 
     def get_websocket_protocol(self):
-        protocol = super().get_websocket_protocol()  # Tornado's RFC 6455 protocol, or None
-        if protocol is not None:
-            protocol.__class__ = _StrictText  # the same protocol, with the UTF-8 check above
-        return protocol
+        return strict(super().get_websocket_protocol(), self)  # the frame checks Tornado leaves out
 
     def open(self) -> None:
         self.opened = time.monotonic()
-        self.outbox = Outbox(self.hub.outbox_limit, self.hub.policy)
+        self.outbox = Outbox(self.hub.outbox_limit, self.hub.policy, self.hub.outbox_bytes)
         self.hub.sockets.append(self)
         self.start(self._write_outbox())
 
@@ -132,8 +145,16 @@ class OutboxSocket(tornado.websocket.WebSocketHandler):
         self.tasks.append(asyncio.create_task(coro))
 
     def send(self, message: dict) -> None:
-        if not self.outbox.put(json.dumps(message)):
-            self.close(TOO_SLOW, f"reader too slow: {self.outbox.limit} messages waiting")
+        self.deliver(json.dumps(message))
+
+    def deliver(self, message: str | bytes) -> None:
+        """Queue one message for this client; close it if its outbox is full (policy "close")."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return  # closing: nothing more goes out
+        if not self.outbox.put(message):
+            waiting = f"{len(self.outbox.queue)} messages, {self.outbox.bytes} bytes"
+            self.outbox.clear()  # free the memory now, not when the close handshake ends
+            self.close(TRY_AGAIN_LATER, f"reader too slow ({waiting} waiting): reconnect and resume")
 
     async def _write_outbox(self) -> None:
         try:
@@ -147,6 +168,9 @@ class OutboxSocket(tornado.websocket.WebSocketHandler):
         self.closed = time.monotonic()
         for task in self.tasks:
             task.cancel()
+        self.outbox.clear()
+        if self in self.hub.sockets:
+            self.hub.sockets.remove(self)
 
 
 class FeedSocket(OutboxSocket):
@@ -155,8 +179,9 @@ class FeedSocket(OutboxSocket):
     def open(self) -> None:
         super().open()
         after = self.get_query_argument("after", "")
-        if after and not (after.isdigit() and int(after) <= self.hub.feed.last_seq):
-            self.close(1008, f"after must be a sequence number this feed sent, not {after[:40]!r}")
+        if after and not (cursor(after) is not None and int(after) <= self.hub.feed.last_seq):
+            self.close(POLICY_VIOLATION, close_reason(f"after must be a sequence number this feed sent (0 to "
+                                                      f"{self.hub.feed.last_seq}), not {after[:20]!r}"))
             return
         self.start(self._push(int(after) if after else self.hub.feed.last_seq))
 
@@ -171,8 +196,7 @@ class EchoSocket(OutboxSocket):
     """``/echo``: every message comes straight back."""
 
     def on_message(self, message: str | bytes) -> None:
-        if not self.outbox.put(message):
-            self.close(TOO_SLOW, "reader too slow")
+        self.deliver(message)
 
 
 class ChatSocket(OutboxSocket):
@@ -185,9 +209,9 @@ class ChatSocket(OutboxSocket):
 
     def on_message(self, message: str | bytes) -> None:
         self.hub.chat_seq += 1
-        said = {"seq": self.hub.chat_seq, "from": self.name, "text": str(message)}
+        said = json.dumps({"seq": self.hub.chat_seq, "from": self.name, "text": str(message)})
         for member in list(self.hub.room):
-            member.send(said)
+            member.deliver(said)  # one string shared by every outbox
 
     def on_close(self) -> None:
         self.hub.room.discard(self)
@@ -211,9 +235,24 @@ class GameSocket(OutboxSocket):
             self.send({"tick": tick, "ack": self.last_input, "t": time.monotonic()})
 
     def on_message(self, message: str | bytes) -> None:
-        move = json.loads(message)
+        move = game_input(message)
+        if move is None:
+            self.close(INVALID_DATA, 'an input is JSON like {"n": 1, "t": 12.5}: a whole number n, a time t')
+            return
         self.last_input = move["n"]
         self.hub.inputs.append((move["n"], move["t"], time.monotonic()))
+
+
+def game_input(message: str | bytes) -> dict | None:
+    """The player's input if ``message`` is one (``{"n": int, "t": finite number}``), else None."""
+    try:
+        move = strict_json(message)
+    except ValueError:
+        return None
+    if not (isinstance(move, dict) and type(move.get("n")) is int and type(move.get("t")) in (int, float)
+            and math.isfinite(move["t"])):
+        return None
+    return move
 
 
 def handlers(hub: Hub) -> list:

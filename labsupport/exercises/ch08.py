@@ -1,0 +1,92 @@
+"""Exercises for chapter 8, in production."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..checks import Exercise
+from ..experiments.production_idle import run_idle
+from ..patterns import webhook
+
+# q1: a heartbeat interval, checked behind a real idle-cutting proxy
+Q1_TIMEOUT = 0.5
+
+
+def _check_heartbeat(answer) -> tuple[bool, str]:
+    heartbeat = float(answer)
+    if not 0.05 <= heartbeat <= 10:
+        return False, "Give the heartbeat interval in seconds, between 0.05 and 10."
+    if heartbeat < Q1_TIMEOUT / 4:
+        return False, ("That keeps the connection alive, but sends far more heartbeats than needed. "
+                       "Each costs bytes and wakes every client: aim just safely under the timeout.")
+    run = run_idle(timeout=Q1_TIMEOUT, heartbeat=heartbeat, quiet=1.2)
+    dropped = int(run.table["dropped_by_proxy"].sum())
+    if dropped:
+        return False, f"The proxy dropped {dropped} connections (measured). The heartbeat must come before the timeout."
+    return True, f"No connection dropped in 1.2 quiet seconds (measured), with a heartbeat every {heartbeat:g} s."
+
+
+q1 = Exercise(
+    "Beat the idle timeout",
+    checker=_check_heartbeat,
+    hint=f"The proxy drops a connection after {Q1_TIMEOUT} s with no byte either way. A heartbeat late by a busy "
+         "moment must still arrive in time, so leave a margin.",
+    solution="Anything from about a quarter to two thirds of the timeout: 0.25 s here (60 s proxies: every 15-30 s).",
+    answer=0.25,
+)
+
+# q2: how many reconnects per 10 ms full jitter gives on average
+Q2_CLIENTS, Q2_BASE = 2000, 4.0
+Q2_PER_BIN = Q2_CLIENTS * 0.010 / Q2_BASE
+
+
+def _check_per_bin(answer) -> tuple[bool, str]:
+    value = float(answer)
+    if abs(value - Q2_PER_BIN) <= 0.05 * Q2_PER_BIN:
+        return True, (f"{Q2_CLIENTS} clients spread evenly over {Q2_BASE:g} s: {Q2_PER_BIN:g} per 10 ms, against "
+                      f"all {Q2_CLIENTS} at once with a fixed delay.")
+    if abs(value - Q2_CLIENTS / Q2_BASE) < 1:
+        return False, "That is per second. The question asks per 10 ms."
+    return False, "The first retry is uniform between 0 and the base delay: how many of the clients fall in each 10 ms?"
+
+
+q2 = Exercise(
+    "Spread the storm",
+    checker=_check_per_bin,
+    hint="Full jitter draws each client's first delay uniformly between 0 and the base.",
+    solution=f"{Q2_CLIENTS} × 0.010 / {Q2_BASE:g} = {Q2_PER_BIN:g} reconnects per 10 ms on average.",
+    answer=Q2_PER_BIN,
+)
+
+# q3: write the receiver's check, tested on genuine, forged, tampered and replayed deliveries
+Q3_SECRET = b"whsec-course-exercise"
+
+
+def _deliveries() -> list[tuple[str, dict, bytes, bool]]:
+    body = b'{"seq": 1, "kind": "order.paid", "amount": 10}'
+    now = int(time.time())
+    return [
+        ("a genuine delivery", webhook.signed_headers(Q3_SECRET, "msg_1", body), body, True),
+        ("one signed with another secret", webhook.signed_headers(os.urandom(16), "msg_2", body), body, False),
+        ("one whose body was changed", webhook.signed_headers(Q3_SECRET, "msg_3", body), body.replace(b"10", b"99"), False),
+        ("one whose id was changed", {**webhook.signed_headers(Q3_SECRET, "msg_4", body), "webhook-id": "msg_5"}, body, False),
+        ("one recorded ten minutes ago", webhook.signed_headers(Q3_SECRET, "msg_6", body, timestamp=now - 600), body, False),
+    ]
+
+
+def _check_receiver(answer) -> tuple[bool, str]:
+    for label, headers, body, genuine in _deliveries():
+        if bool(answer(Q3_SECRET, headers, body)) != genuine:
+            return False, f"It {'refused' if genuine else 'accepted'} {label}."
+    return True, "It accepts the genuine delivery and refuses the forged, tampered, re-labelled and replayed ones."
+
+
+q3 = Exercise(
+    "Check a webhook",
+    checker=_check_receiver,
+    hint="Recompute the signature of webhook-id, webhook-timestamp and the body with the secret, compare with "
+         "hmac.compare_digest, and refuse a timestamp more than 5 minutes from now.",
+    solution="def genuine(secret, headers, body): return webhook.verify(secret, headers, body) is None",
+    answer=lambda secret, headers, body: webhook.verify(secret, headers, body) is None,
+)

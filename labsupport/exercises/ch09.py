@@ -1,0 +1,97 @@
+"""Chapter 9 exercises: quorum arithmetic, ids that survive a failover, sizing the gateways."""
+
+from __future__ import annotations
+
+import math
+
+from ..checks import Exercise
+
+# -- q1: how many nodes may fail? -------------------------------------------------------------
+
+Q1_NODES = 5
+Q1_ANSWER = (Q1_NODES - 1) // 2   # a majority of 5 is 3, so 2 may be down
+
+
+def _check_failures(n) -> tuple[bool, str]:
+    n = int(n)
+    majority = Q1_NODES // 2 + 1
+    if n == Q1_ANSWER:
+        return True, (f"with {n} down, {Q1_NODES - n} remain: still a majority ({majority} of {Q1_NODES}), "
+                      f"so a leader can be elected and every publish acknowledged. One more and there is none.")
+    if n > Q1_ANSWER:
+        return False, f"with {n} down only {Q1_NODES - n} remain, fewer than a majority ({majority}): nothing is acknowledged."
+    return False, f"the cluster survives more than {n}: a majority of {Q1_NODES} is {majority}."
+
+
+q1 = Exercise(
+    "Q1 · a five-node cluster",
+    checker=_check_failures,
+    hint="A replicated stream acknowledges a publish once a majority of its replicas stored it. What is a majority of 5?",
+    solution=f"A majority of {Q1_NODES} is {Q1_NODES // 2 + 1}, so {Q1_ANSWER} nodes may be down at once. In general "
+             "2f + 1 nodes survive f failures: 3 nodes survive 1, 5 survive 2. An even count buys nothing: 4 nodes "
+             "also survive only 1.",
+    answer=Q1_ANSWER,
+)
+
+# -- q2: resume on another gateway --------------------------------------------------------------
+
+def _model_resume(seen: list[int]) -> str:
+    return str(max(seen)) if seen else ""
+
+
+def _check_resume(resume) -> tuple[bool, str]:
+    if not callable(resume):
+        return False, "the answer should be a function resume(seen) that returns the Last-Event-ID to send."
+    cases = {(): "", (41,): "41", (39, 40, 41): "41", (7, 8, 9, 10, 11, 12): "12"}
+    for seen, want in cases.items():
+        got = resume(list(seen))
+        if str(got) != want:
+            return False, (f"after seeing {list(seen)} it sends {got!r}; the gateway would then send "
+                           + ("the events again (duplicates)." if str(got).isdigit() and int(got) < int(want or 0)
+                              else "the wrong events."))
+    return True, ("the next gateway sends every event after that id. It can, because the id is the stream's "
+                  "sequence, the same number on every gateway.")
+
+
+q2 = Exercise(
+    "Q2 · where to resume",
+    checker=_check_resume,
+    hint="The gateway sends every event *after* the id you give it. Which id makes it send nothing twice and skip nothing?",
+    solution="def resume(seen):\n    return str(max(seen)) if seen else ''\n"
+             "The last id seen (the highest, since a stream delivers in order). An empty string means "
+             "'send no Last-Event-ID': start from now.",
+    answer=_model_resume,
+)
+
+# -- q3: how many gateway machines? -------------------------------------------------------------
+
+Q3 = {"clients": 1_000_000, "rate": 1.0, "cpu_ms_per_delivery": 0.05, "kb_per_connection": 20.0,
+      "cores": 8, "memory_gb": 16}
+Q3_CPU = Q3["clients"] * Q3["rate"] * Q3["cpu_ms_per_delivery"] / 1000 / Q3["cores"]
+Q3_MEMORY = Q3["clients"] * Q3["kb_per_connection"] * 1000 / 1e9 / Q3["memory_gb"]
+Q3_ANSWER = math.ceil(max(Q3_CPU, Q3_MEMORY) - 1e-9)
+
+
+def _check_machines(n) -> tuple[bool, str]:
+    n = int(n)
+    if n == Q3_ANSWER:
+        return True, (f"CPU needs {Q3_CPU:.2f} machines and memory {Q3_MEMORY:.2f}: the larger one decides, "
+                      f"rounded up to {n}. Add one for a gateway to fail without overloading the rest.")
+    if n == math.ceil(Q3_MEMORY):
+        return False, "that is what memory alone needs. Does CPU need more?"
+    return False, "work out the cores and the memory the clients need, and divide each by one machine's."
+
+
+q3 = Exercise(
+    "Q3 · gateways for a million clients",
+    checker=_check_machines,
+    hint="Cores: clients × events per second × CPU seconds per delivery. Memory: clients × memory per connection. "
+         "Divide each by one machine's, take the larger, round up.",
+    solution=f"Cores: {Q3['clients']:,} × {Q3['rate']:g}/s × {Q3['cpu_ms_per_delivery']} ms = "
+             f"{Q3_CPU * Q3['cores']:.0f} cores, {Q3_CPU:.2f} machines of {Q3['cores']}. Memory: {Q3['clients']:,} × "
+             f"{Q3['kb_per_connection']:g} kB = {Q3_MEMORY * Q3['memory_gb']:.0f} GB, {Q3_MEMORY:.2f} machines of "
+             f"{Q3['memory_gb']} GB. The larger, rounded up: {Q3_ANSWER}.",
+    answer=Q3_ANSWER,
+)
+
+EXERCISES = [q1, q2, q3]

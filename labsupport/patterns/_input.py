@@ -1,0 +1,55 @@
+"""Reading what a client sends, strictly: request sizes, cursors and JSON bodies.
+
+Python is lenient where a server should not be. ``int()`` takes ``"١"`` (Arabic-Indic one),
+``"0_0"``, ``"+0"`` and ``" 7 "``, and raises (not ValueError but a limit error) past 4,300
+digits; ``json.loads`` takes ``NaN`` and ``Infinity``, which are not JSON (RFC 8259 6), and
+raises ``RecursionError`` on deeply nested brackets. Both functions here answer a plain
+``None`` or ``ValueError`` with a reason a client can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import tornado.web
+
+_CURSOR = re.compile(r"[0-9]{1,18}")  # ASCII digits, short enough for any sequence number
+MAX_TARGET = 8 * 1024     # bytes of request target (path and query), as nginx's default buffer
+MAX_HEADERS = 16 * 1024   # bytes of header fields
+
+
+class SizeLimits:
+    """Mix into a RequestHandler: 414 for a long target (RFC 9110 15.5.15), 431 for big headers (RFC 6585 5).
+
+    Tornado reads at most 64 KiB of request head (``max_header_size``) and closes the connection
+    without an answer beyond it; below that, these limits give the client a status it can read.
+    """
+
+    def prepare(self) -> None:
+        if len(self.request.uri) > MAX_TARGET:
+            raise tornado.web.HTTPError(414, reason="URI Too Long")
+        size = sum(len(name) + len(value) + 4 for name, value in self.request.headers.get_all())
+        if size > MAX_HEADERS:
+            raise tornado.web.HTTPError(431, reason="Request Header Fields Too Large")
+
+
+def cursor(text: str) -> int | None:
+    """A sequence number sent by a client (ASCII digits only), or None if ``text`` is not one."""
+    return int(text) if _CURSOR.fullmatch(text) else None
+
+
+def strict_json(data: str | bytes):
+    """Parse JSON as RFC 8259 defines it; ``ValueError`` with a reason if it is not."""
+    try:
+        return json.loads(data, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("the body is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")

@@ -1,0 +1,114 @@
+"""Authenticating push connections, and checking where a WebSocket comes from.
+
+A browser's ``EventSource(url, {withCredentials})`` and ``WebSocket(url, protocols)`` take a URL
+and little else: neither lets a page set request headers, so the usual ``Authorization: Bearer``
+cannot be sent (WHATWG HTML §9.2 for EventSource, the WHATWG WebSockets standard for WebSocket).
+What is left:
+
+* **cookies**, which the browser attaches by itself. Convenient, but it attaches them for other
+  sites' pages too (when ``SameSite`` allows), so a WebSocket server must check ``Origin``:
+  WebSockets are not bound by the same-origin policy or CORS (RFC 6455 §10.2), and without
+  the check any site the user visits can open a socket *as the user*: cross-site WebSocket
+  hijacking.
+* **a token in the query string**, which works everywhere, and ends up wherever URLs are
+  written down: the server's and every proxy's access log, the browser's history.
+* **a ticket fetched first**: the page asks for a short-lived, single-use ticket with an
+  ordinary ``fetch`` that *can* carry ``Authorization``, then opens the stream with
+  ``?ticket=...``. If the URL leaks, the ticket is already spent.
+
+Server side (Tornado): ``POST /ticket`` (needs the bearer token), ``GET /events`` (an event
+stream that takes a ticket or a token), ``/ws`` (a WebSocket that authenticates by cookie and
+checks ``Origin`` against ``allowed_origins``; with ``trust_any_origin`` it does not, the bug).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import tornado.web
+import tornado.websocket
+
+TICKET_LIFETIME = 30.0   # seconds a ticket stays valid, if unused
+
+
+class Tickets:
+    """Single-use tickets that expire: issue one to an authenticated caller, spend it once."""
+
+    def __init__(self, lifetime: float = TICKET_LIFETIME) -> None:
+        self.lifetime = lifetime
+        self._open: dict[str, tuple[str, float]] = {}   # ticket -> (user, expires)
+
+    def issue(self, user: str) -> str:
+        ticket = secrets.token_urlsafe(24)
+        self._open[ticket] = (user, time.monotonic() + self.lifetime)
+        return ticket
+
+    def spend(self, ticket: str) -> str | None:
+        """The user the ticket was issued to, once; None if unknown, spent or expired."""
+        user, expires = self._open.pop(ticket, (None, 0.0))
+        return user if time.monotonic() < expires else None
+
+
+class Accounts:
+    """The server's view of who is who: bearer tokens and session cookies, each naming a user."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+        self.sessions: dict[str, str] = {}
+        self.tickets = Tickets()
+
+
+class TicketHandler(tornado.web.RequestHandler):
+    def initialize(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def post(self) -> None:
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        user = self.accounts.tokens.get(token) if scheme == "Bearer" else None
+        if user is None:
+            self.set_status(401)
+            self.finish({"error": "send Authorization: Bearer <token>"})
+            return
+        self.finish({"ticket": self.accounts.tickets.issue(user)})
+
+
+class EventsHandler(tornado.web.RequestHandler):
+    """``GET /events?ticket=...`` (or ``?token=...``): a one-event stream for the authenticated user."""
+
+    def initialize(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def get(self) -> None:
+        ticket, token = self.get_query_argument("ticket", ""), self.get_query_argument("token", "")
+        user = self.accounts.tickets.spend(ticket) if ticket else self.accounts.tokens.get(token)
+        if user is None:
+            self.set_status(401)
+            self.finish("not authenticated")
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        self.finish(f"data: hello {user}\n\n")
+
+
+class AccountSocket(tornado.websocket.WebSocketHandler):
+    """``/ws``: authenticated by the session cookie; sends the user's private data on open."""
+
+    def initialize(self, accounts: Accounts, allowed_origins: set[str], trust_any_origin: bool) -> None:
+        self.accounts, self.allowed, self.trust_any = accounts, allowed_origins, trust_any_origin
+
+    def check_origin(self, origin: str) -> bool:
+        return self.trust_any or origin in self.allowed
+
+    def open(self) -> None:
+        user = self.accounts.sessions.get(self.get_cookie("sid", ""))
+        if user is None:
+            self.close(1008, "not authenticated")   # 1008: policy violation (RFC 6455 §7.4.1)
+            return
+        self.write_message(f"private data of {user}")
+
+
+def handlers(accounts: Accounts, *, allowed_origins: set[str], trust_any_origin: bool = False) -> list:
+    return [(r"/ticket", TicketHandler, {"accounts": accounts}),
+            (r"/events", EventsHandler, {"accounts": accounts}),
+            (r"/ws", AccountSocket, {"accounts": accounts, "allowed_origins": allowed_origins,
+                                     "trust_any_origin": trust_any_origin})]

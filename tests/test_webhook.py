@@ -1,0 +1,78 @@
+"""Webhooks (chapter 8): signatures checked to the byte, retries across an outage, idempotency."""
+
+import os
+import time
+
+import pytest
+
+from labsupport.experiments.production_webhooks import attempts_per_bin, run_webhooks, try_forgeries
+from labsupport.patterns import webhook
+
+SECRET = b"test-secret"
+BODY = b'{"seq": 1}'
+
+
+def test_a_genuine_delivery_verifies():
+    assert webhook.verify(SECRET, webhook.signed_headers(SECRET, "msg_1", BODY), BODY) is None
+
+
+def test_the_signature_matches_the_standard_webhooks_example():
+    # The example in the Standard Webhooks specification: secret "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    # (base64 of the key bytes), id msg_p5jXN8AQM9LWM0D4loKWxJek, timestamp 1614265330.
+    secret = __import__("base64").b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    body = b'{"test": 2432232314}'
+    assert webhook.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+@pytest.mark.parametrize("change", ["body", "id", "secret", "old", "future", "missing", "garbled"])
+def test_anything_changed_is_refused_with_a_reason(change):
+    headers, body, secret = webhook.signed_headers(SECRET, "msg_1", BODY), BODY, SECRET
+    if change == "body":
+        body = b'{"seq": 2}'
+    elif change == "id":
+        headers["webhook-id"] = "msg_2"
+    elif change == "secret":
+        secret = os.urandom(16)
+    elif change == "old":
+        headers = webhook.signed_headers(SECRET, "msg_1", BODY, timestamp=int(time.time()) - 301)
+    elif change == "future":
+        headers = webhook.signed_headers(SECRET, "msg_1", BODY, timestamp=int(time.time()) + 301)
+    elif change == "missing":
+        del headers["webhook-timestamp"]
+    else:
+        headers["webhook-signature"] = "v1,not-base64!"
+    assert webhook.verify(secret, headers, body)
+
+
+def test_one_of_several_offered_signatures_is_enough():
+    headers = webhook.signed_headers(SECRET, "msg_1", BODY)
+    headers["webhook-signature"] = "v1,c29tZXRoaW5nIGVsc2U= " + headers["webhook-signature"]
+    assert webhook.verify(SECRET, headers, BODY) is None
+
+
+def test_an_outage_loses_nothing_and_applies_nothing_twice():
+    run = run_webhooks(events=20, rate=40, outage_at=0.2, outage=0.4)
+    s = run.summary()
+    assert s["failed_attempts"] > 0, "the receiver was down, so some attempts must have failed"
+    assert s["lost"] == 0 and s["applied_twice"] == 0 and s["delivered"] == 20
+    bins = attempts_per_bin(run)
+    assert bins["answered"].sum() == 20 and bins["failed"].sum() == s["failed_attempts"]
+
+
+def test_a_slow_receiver_gets_retries_and_the_key_keeps_them_harmless():
+    slow = run_webhooks(events=4, rate=20, outage_at=None, fast=False, work=0.7).summary()
+    assert slow["attempts"] > 4 and slow["applied_twice"] == 0 and slow["lost"] == 0
+    careless = run_webhooks(events=4, rate=20, outage_at=None, fast=False, work=0.7, dedupe=False, give_up=1.2).summary()
+    assert careless["applied_twice"] == 4
+
+
+def test_forged_tampered_and_replayed_deliveries_change_nothing():
+    table = try_forgeries()
+    assert table["applied"].tolist() == [1, 0, 0, 0, 0, 0]
+    assert table["status"].tolist() == [202, 202, 401, 401, 401, 401]
+
+
+def test_bad_settings_get_a_clear_error():
+    with pytest.raises(ValueError, match="events"):
+        run_webhooks(events=0)
