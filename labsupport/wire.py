@@ -119,6 +119,10 @@ class WireMeter:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    def backend_for(self, peer: tuple) -> int:
+        """The server port for a client at ``peer`` (host, port). A balancer overrides this."""
+        return self.target_port
+
     # -- counting -------------------------------------------------------------------------
 
     def counts(self) -> WireCounts:
@@ -354,7 +358,8 @@ class _Relay:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: self.server, LOOPBACK, self.meter.target_port)
+            port = self.meter.backend_for(self.client.transport.get_extra_info("peername"))
+            await loop.create_connection(lambda: self.server, LOOPBACK, port)
         except OSError:
             self.client.transport.abort()  # the server is down: the client sees its connection end
 
