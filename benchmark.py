@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,13 @@ import pandas as pd
 
 from bench import baseline
 from bench.baseline import BaselineServer
-from labsupport import LabError, lab, run_polling, run_push
+from labsupport import LabError, lab
 from labsupport.experiments.choosing import measure_connection_memory
 from labsupport.experiments.connections import (PATTERNS as PUSH_PATTERNS, SPARE_FILES, Holding, allow_open_files,
                                                 close_all, hold_idle_connections, open_idle, settled)
 from labsupport.experiments.longpolling import run_long_polling
-from labsupport.experiments.polling import poll_costs
-from labsupport.experiments.pull_push import measure_held_connections
+from labsupport.experiments.polling import poll_costs, run_polling
+from labsupport.experiments.pull_push import measure_held_connections, run_push
 from labsupport.experiments.sse import run_sse
 from labsupport.experiments.websocket import run_websocket
 from labsupport.server_process import Usage

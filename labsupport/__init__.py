@@ -1,23 +1,29 @@
 """labsupport: real servers, clients and measurements for the client-server course.
 
-A notebook imports what it needs from here; everything runs on the lab loop (see ``lab.py``).
-Each chapter's experiments live in ``labsupport.experiments``; its exercises in
-``labsupport.exercises``.
+One path per thing (see ``labsupport/README.md`` for the map):
+
+* ``from labsupport import ...``: the lab itself, the same in every chapter: servers and the
+  lab loop, wire meters, feeds, ``Workload``/``measure``/``sweep``, results, plots, claims and
+  control panels (the names in ``__all__``);
+* ``from labsupport.experiments.<chapter> import run_...``: a chapter's experiments;
+* ``from labsupport.patterns.<pattern> import ...``: a pattern's server and client;
+* ``from labsupport.costs import ...``: the cost model and decision guide (no I/O);
+* ``from labsupport.exercises.chNN import q1, ...``: a chapter's exercises.
 """
 
 from .checks import ClaimFailed, Exercise, claim, show_progress
-from .experiments import Run, Workload, measure, run_polling, run_push, sweep
+from .experiments.core import Run, Workload, measure, sweep
 from .feed import Event, Feed
-from .lab import LabError, Server, lab, on_lab_loop, shutdown, start_meter, start_server, stop_server
-from .plots import latency_histogram, sweep_plot, timeline, traffic_bars
+from .lab import LabCall, LabError, Server, lab, on_lab_loop, shutdown, start_meter, start_server, stop_server
+from .plots import ladder, latency_histogram, sweep_plot, timeline, traffic_bars
 from .results import Result
 from .source import show_source
 from .widgets import ControlPanel, int_slider, slider
 from .wire import Link, WireCounts, WireMeter
 
 __all__ = [
-    "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabError", "Link", "Result", "Run",
-    "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "latency_histogram",
-    "measure", "on_lab_loop", "run_polling", "run_push", "show_progress", "show_source", "shutdown", "slider",
-    "start_meter", "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
+    "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
+    "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "ladder", "latency_histogram",
+    "measure", "on_lab_loop", "show_progress", "show_source", "shutdown", "slider", "start_meter",
+    "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
 ]

@@ -67,6 +67,11 @@ class Feed:
     # -- reading --------------------------------------------------------------------------
 
     @property
+    def behind(self) -> float:
+        """The most (s) an event came later than its schedule: the loop was too busy."""
+        return max((event.late for event in self.events), default=0.0)
+
+    @property
     def latest(self) -> Event | None:
         """The newest event: what a "latest value" view (a price, a reading) shows."""
         return self.events[-1] if self.events else None

@@ -16,8 +16,10 @@ import asyncio
 import atexit
 import concurrent.futures
 import functools
+import inspect
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -26,9 +28,10 @@ import tornado.netutil
 import tornado.web
 
 from .progress import Progress
-from .wire import BACKLOG, Link, WireMeter
+from .wire import BACKLOG, LOOPBACK, Link, WireMeter
 
-LOOPBACK = "127.0.0.1"
+LAB_LATE_LIMIT = 0.05  # a loop 50 ms late cannot keep a client's clock or time a push in milliseconds
+REFUSED_KEPT = 100
 
 
 class LabError(RuntimeError):
@@ -68,6 +71,7 @@ class Lab:
         self._lock = threading.Lock()
         self.servers: dict[str, Server] = {}
         self._stoppers: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.refused: deque[str] = deque(maxlen=REFUSED_KEPT)  # requests the lab's servers refused, newest last
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -165,7 +169,7 @@ class Lab:
         Must be awaited on the lab loop (experiments do that); cells use ``start_server``.
         """
         await self.stop_server(name)
-        app = tornado.web.Application(handlers, **settings)
+        app = tornado.web.Application(handlers, **{"log_function": self._note_refused, **settings})
         http_server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
         sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)
         http_server.add_sockets(sockets)
@@ -173,6 +177,16 @@ class Lab:
         server = Server(name, port, http_server, state, list(cleanups or []))
         self.servers[name] = server
         return server
+
+    def _note_refused(self, handler: tornado.web.RequestHandler) -> None:
+        """Tornado's access log, kept quiet: a refused request is noted in ``lab.refused``.
+
+        Tornado logs every 4xx as a warning, which a notebook shows as a red box beside a cell
+        whose point was that the server refused the request properly; the cell says it in words.
+        """
+        if handler.get_status() >= 400:
+            request = handler.request
+            self.refused.append(f"{handler.get_status()} {request.method} {request.uri}")
 
     async def stop_server(self, name: str) -> None:
         server = self.servers.pop(name, None)
@@ -226,33 +240,109 @@ class Lab:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class LoopWatch:
+    """How late the lab loop runs what is due: the lab's own capacity, measured while a run lasts.
+
+    Everything in the lab (servers, meters, clients) shares one thread. When it has more work
+    than its share of the machine's CPU allows, callbacks run late and a client's clock slips;
+    what an experiment then counts is the machine, not the pattern. The watch wakes every
+    ``tick`` seconds and records how late it woke; ``late_p95`` is the 95th percentile of that
+    lateness, and ``cpu_share`` the share of one core the lab's process used meanwhile.
+    """
+
+    def __init__(self, tick: float = 0.005) -> None:
+        self.tick = tick
+        self.lateness: list[float] = []
+        self._task: asyncio.Task | None = None
+        self._cpu = self._wall = 0.0
+
+    def start(self) -> "LoopWatch":
+        self._cpu, self._wall = time.process_time(), time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        while True:
+            due = time.monotonic() + self.tick
+            await asyncio.sleep(self.tick)
+            self.lateness.append(max(0.0, time.monotonic() - due))
+
+    async def stop(self) -> "LoopWatch":
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            self._cpu, self._wall = time.process_time() - self._cpu, time.monotonic() - self._wall
+        return self
+
+    @property
+    def late_p95(self) -> float:
+        ordered = sorted(self.lateness)
+        return ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0.0
+
+    @property
+    def cpu_share(self) -> float:
+        return self._cpu / self._wall if self._wall > 0 else 0.0
+
+    def saturated(self, allowed: float = LAB_LATE_LIMIT) -> bool:
+        """True when the loop ran late by more than ``allowed`` seconds often (5 % of the time)."""
+        return self.late_p95 > allowed
+
+    def describe(self) -> str:
+        return (f"the lab loop ran up to {1000 * self.late_p95:.0f} ms late (95th percentile) while using "
+                f"{self.cpu_share:.0%} of a core")
+
+
 lab = Lab()
 atexit.register(lab.shutdown)
 
 
-def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
-                expected: Callable[[dict], float] | None = None) -> Callable:
-    """Make a coroutine function callable plainly from a cell (it waits) or awaited (``.aio``).
+class LabCall:
+    """A coroutine function made callable from a cell: ``f(...)`` waits for it, ``await f.aio(...)``
+    awaits it; either way the work runs on the lab loop.
 
-    Either way the work runs on the lab loop. ``expected(kwargs)`` estimates the seconds a
-    call takes, for its progress bar. ``.coro`` is the original coroutine function, for code
-    that already runs on the lab loop.
+    ``f.coro`` is the original coroutine function, for code already on the lab loop.
+    ``f.seconds(...)`` estimates how long a call takes, for its progress bar: the arguments are
+    bound to the function's signature with its defaults filled in, so the estimate sees
+    positional arguments and defaults as the call does. ``f.expected`` is the estimator itself,
+    a function of that dict of arguments.
+    """
+
+    def __init__(self, coro_fn: Callable[..., Awaitable], expected: Callable[[dict], float] | None = None) -> None:
+        functools.update_wrapper(self, coro_fn)
+        self.coro = coro_fn
+        self.expected = expected
+        self.signature = inspect.signature(coro_fn)
+
+    def arguments(self, *args, **kwargs) -> dict:
+        """Every argument of a call by name, defaults included (a ``TypeError`` for a wrong call)."""
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def seconds(self, *args, **kwargs) -> float | None:
+        return self.expected(self.arguments(*args, **kwargs)) if self.expected else None
+
+    def __call__(self, *args, **kwargs):
+        seconds = self.seconds(*args, **kwargs)
+        return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__)
+
+    async def aio(self, *args, **kwargs):
+        return await lab.arun(self.coro(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<lab call {self.__name__}{self.signature}>"
+
+
+def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
+                expected: Callable[[dict], float] | None = None) -> LabCall | Callable:
+    """Make a coroutine function a ``LabCall``: plain from a cell (it waits) or awaited (``.aio``).
+
+    ``expected(arguments)`` estimates the seconds a call takes, for its progress bar.
     """
     if coro_fn is None:
         return functools.partial(on_lab_loop, expected=expected)
-
-    @functools.wraps(coro_fn)
-    def plain(*args, **kwargs):
-        seconds = expected(kwargs) if expected else None
-        return lab.run(coro_fn(*args, **kwargs), expected_seconds=seconds, label=coro_fn.__name__)
-
-    async def aio(*args, **kwargs):
-        return await lab.arun(coro_fn(*args, **kwargs))
-
-    plain.aio = functools.wraps(coro_fn)(aio)
-    plain.coro = coro_fn
-    plain.expected = expected
-    return plain
+    return LabCall(coro_fn, expected)
 
 
 @on_lab_loop

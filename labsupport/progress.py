@@ -8,6 +8,7 @@ every experiment knows in advance.
 from __future__ import annotations
 
 SHOW_AFTER_SECONDS = 2.0
+OVERRUN = 2.0  # a run taking this many times its expected duration (plus a second) is overloaded
 
 
 def _in_kernel() -> bool:
@@ -34,7 +35,8 @@ class Progress:
             import ipywidgets as widgets
             from IPython.display import display
 
-            bar = widgets.FloatProgress(min=0.0, max=1.0, description=label[:20])
+            bar = widgets.FloatProgress(min=0.0, max=1.0, description=label, style={"description_width": "initial"},
+                                        layout=widgets.Layout(width="auto", max_width="640px"))
             display(bar)
         if bar is not None:
             bar.value, bar.bar_style = 0.0, ""
@@ -43,6 +45,11 @@ class Progress:
     def update(self, elapsed: float) -> None:
         if self.bar is not None:
             self.bar.value = min(0.99, elapsed / self.expected)
+            if elapsed > OVERRUN * self.expected + 1.0 and self.bar.bar_style != "warning":
+                self.bar.bar_style = "warning"
+                self.bar.description = "overloaded"
+                self.bar.tooltip = (f"{self.label}: more than twice the {self.expected:.0f} s expected; the lab "
+                                    "cannot keep up with these settings")
 
     def close(self, done: bool) -> None:
         if self.bar is not None:

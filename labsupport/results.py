@@ -20,6 +20,8 @@ from .feed import Event
 from .record import Recorder
 from .wire import Connection, WireCounts
 
+OVERLOADED_BEHIND = 0.2  # s the feed may fall behind its schedule before a run counts as overloaded
+
 
 @dataclass
 class Result:
@@ -35,7 +37,13 @@ class Result:
     duration: float
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    window: WireCounts | None = None      # the meter's counts over the feed's window alone
+    server_cpu_s: float | None = None     # the server's CPU time in that window (own process only)
+    server_rss: int | None = None         # the server's resident memory at its end (own process only)
+    lab_late: float = 0.0                 # how late the lab loop ran then (95th percentile, s)
+    lab_cpu_share: float = 0.0            # the share of one core the lab's process used then
     served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
+    captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
@@ -60,7 +68,9 @@ class Result:
         )
         heads = [(bytes(c.head_up), bytes(c.head_down)) for c in connections]
         errors = [e for r in recorders for e in r.errors]
-        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors)
+        captures = {c.id: [(way, read - started, delivered - started, data) for way, read, delivered, data in c.chunks]
+                    for c in connections if c.chunks}
+        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors, captures=captures)
 
     # -- derived measures -----------------------------------------------------------------
 
@@ -141,6 +151,23 @@ class Result:
                 rate += float(arrived.between(0, self.duration).sum()) / self.duration
         return rate
 
+    @property
+    def feed_behind(self) -> float:
+        """The most the feed fell behind its schedule (s): a sign the lab was overloaded."""
+        return float(self.events["late"].max()) if "late" in self.events and len(self.events) else 0.0
+
+    def overload(self) -> str:
+        """What to tell the learner when the lab could not keep up with the run, or "" when it could.
+
+        The feed publishes on the lab loop's clock; when it falls behind, the loop was too busy
+        (too many clients or events for one Python thread), and latencies measure that, not the pattern.
+        """
+        if self.feed_behind <= max(OVERLOADED_BEHIND, 0.05 * self.duration):
+            return ""
+        return (f"the lab was overloaded: the feed fell {self.feed_behind:.1f} s behind its schedule, so "
+                "latencies measure a busy Python thread more than the pattern. Lower the event rate or the "
+                "number of clients (or shorten the run).")
+
     # -- showing it -----------------------------------------------------------------------
 
     def table(self) -> pd.DataFrame:
@@ -153,6 +180,10 @@ class Result:
     def plot_timeline(self, clients: int = 3, **kwargs):
         from .plots import timeline
         return timeline(self, clients=clients, **kwargs)
+
+    def plot_ladder(self, **kwargs):
+        from .plots import ladder
+        return ladder(self, **kwargs)
 
     def plot_latency(self, **kwargs):
         from .plots import latency_histogram

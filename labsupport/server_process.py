@@ -96,6 +96,7 @@ class ServerProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.port: int | None = None
         self._key = f"server-process:{id(self)}"
+        self._feed_ends = 0.0
         self._errors = tempfile.TemporaryFile()
 
     @property
@@ -130,7 +131,13 @@ class ServerProcess:
 
     async def start_feed(self, duration: float) -> float:
         """Start the child's feed for ``duration`` seconds; returns when it started (monotonic)."""
-        return (await self._ask(f"start {float(duration)}"))["started"]
+        started = (await self._ask(f"start {float(duration)}"))["started"]
+        self._feed_ends = started + duration
+        return started
+
+    async def finished(self) -> None:
+        """Wait until the child's feed has run its duration."""
+        await asyncio.sleep(max(0.0, self._feed_ends - time.monotonic()))
 
     async def events(self) -> list[Event]:
         """Every event the child's feed has created, with its creation time."""

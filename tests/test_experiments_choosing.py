@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from labsupport.exercises import ch07
-from labsupport.experiments.choosing import (CASES, Need, cheaper_on_paper, framed_event_bytes, guide,
-                                             header_traffic, measure_connection_memory, project,
-                                             published_comparison, recommend, run_all_patterns,
-                                             run_crossover_sweep, unit_costs)
+from labsupport.costs import (CASES, Need, cheaper_on_paper, decision_panel, guide, header_traffic, project,
+                              published_comparison, recommend, unit_costs)
+from labsupport.experiments.choosing import (framed_event_bytes, measure_connection_memory, run_all_patterns,
+                                             run_crossover_sweep)
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,9 @@ def same():
 
 def test_every_pattern_runs_on_the_same_workload(same):
     table = same.table()
-    assert list(table.index) == ["polling", "long polling", "sse", "websocket", "queue"]
+    assert list(table.index) == ["polling", "long polling", "sse", "websocket", "pub/sub"]
     assert {len(run.result.events) for run in same.runs.values()} <= {4, 5, 6}
-    for push in ("sse", "websocket", "queue"):
+    for push in ("sse", "websocket", "pub/sub"):
         assert table.loc[push, "requests"] == 3 and table.loc[push, "events missed"] == 0
     assert table.loc["long polling", "events missed"] == 0
     assert table.loc["polling", "requests"] >= 3 * 1.0 / 0.25  # it asks on its clock
@@ -61,7 +61,7 @@ def test_unit_costs_and_projection(same):
 
 def _units(**changes):
     base = {"polling": (400, 0.8, 7), "long polling": (400, 0.4, 14), "sse": (50, 0.1, 14),
-            "websocket": (30, 0.1, 18), "queue": (55, float("nan"), 46)}
+            "websocket": (30, 0.1, 18), "pub/sub": (55, float("nan"), 46)}
     base.update(changes)
     return pd.DataFrame({name: {"unit": "x", "bytes_per_unit": b, "cpu_ms_per_unit": c, "setup_bytes_per_connection": 0,
                                 "memory_kb_per_connection": m} for name, (b, c, m) in base.items()}).T
@@ -74,7 +74,7 @@ def test_projection_is_linear_and_states_its_assumptions():
     assert small.loc["polling", "requests_per_s"] == 10_000 and small.loc["sse", "requests_per_s"] == 0
     assert small.loc["polling", "held_connections"] == 10_000  # polls more often than the keep-alive timeout
     assert project(units, clients=10_000, rate=1, interval=60).loc["polling", "held_connections"] == 0
-    assert math.isnan(small.loc["queue", "servers"])  # an unmeasured cost gives no total
+    assert math.isnan(small.loc["pub/sub", "servers"])  # an unmeasured cost gives no total
     assert small.loc["sse", "bandwidth_mbit_s"] == pytest.approx((10_000 * 50 + 10_000 * 20 / 30) * 8 / 1e6)
 
 
@@ -126,3 +126,10 @@ def test_paper_map_names_the_cheaper_side():
 @pytest.mark.parametrize("exercise", [ch07.q1, ch07.q2, ch07.q3, ch07.q4])
 def test_wrong_answers_do_not_crash(exercise):
     assert exercise.is_correct("something else") is False
+
+
+def test_the_decision_panel_runs_the_guide_and_answers_bad_input_in_words():
+    panel = decision_panel(_units())
+    assert panel.run().pattern in ("polling", "long polling", "sse", "websocket")
+    panel.controls["clients"].value = -5
+    assert panel.run() is None and "Could not" in panel.status.value

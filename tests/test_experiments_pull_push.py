@@ -2,7 +2,9 @@
 
 import pytest
 
-from labsupport import LabError, Workload, run_polling, run_push, sweep
+from labsupport import LabError, Workload, sweep
+from labsupport.experiments.polling import run_polling
+from labsupport.experiments.pull_push import run_push
 from labsupport.experiments.pull_push import measure_held_connections
 
 

@@ -143,3 +143,20 @@ def test_interpreter_exit_stops_the_lab_without_hanging():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(60))
     assert done.returncode == 0, done.stderr
     assert not port_is_open(int(done.stdout.strip()))
+
+
+def test_the_loop_watch_sees_a_lab_that_cannot_keep_up():
+    from labsupport.lab import LoopWatch
+
+    async def watch(block: float) -> LoopWatch:
+        watcher = LoopWatch(tick=0.005).start()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            end = time.monotonic() + block
+            while time.monotonic() < end:  # work that holds the loop, as too many clients at once would
+                pass
+        return await watcher.stop()
+
+    busy = lab.run(watch(0.08))
+    assert busy.saturated() and busy.late_p95 >= 0.05 and busy.cpu_share > 0.1
+    assert "late" in busy.describe()

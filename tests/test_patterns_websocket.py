@@ -305,3 +305,23 @@ def test_close_reasons_fit_a_control_frame():
 ])
 def test_game_inputs_are_validated(message, ok):
     assert (ws.game_input(message) is not None) == ok
+
+
+def test_compressed_client_messages_pass_once_permessage_deflate_is_agreed():
+    class CompressedEcho(ws.EchoSocket):
+        def get_compression_options(self):
+            return {}  # agree to permessage-deflate: client frames then carry RSV1 (RFC 7692)
+
+    async def go():
+        server = await lab.serve("test-ws-deflate", [(r"/echo", CompressedEcho, {"hub": ws.Hub()})])
+        try:
+            async with connect(ws.ws_url(server.url, "/echo"), proxy=None, compression="deflate",
+                               open_timeout=scaled(5)) as conn:
+                assert "permessage-deflate" in conn.response.headers.get("Sec-WebSocket-Extensions", "")
+                for message in ("hello " * 50, "ünïcode ✓" * 20):
+                    await conn.send(message)
+                    assert await asyncio.wait_for(conn.recv(), scaled(5)) == message
+        finally:
+            await lab.stop_server(server.name)
+
+    lab.run(go(), timeout=scaled(20))

@@ -1,6 +1,7 @@
 """Control panels call the same plain functions as cells, and turn bad settings into a message."""
 
-from labsupport import ControlPanel, int_slider, run_push, slider
+from labsupport import ControlPanel, int_slider, slider
+from labsupport.experiments.pull_push import run_push
 
 
 def make_panel(clients=2):

@@ -8,7 +8,7 @@ import json
 import aiohttp
 
 from ..checks import Exercise
-from ..experiments import run_polling
+from ..experiments.polling import run_polling
 from ..experiments.core import Workload
 from ..patterns import push
 from .tryout import TryOutFailed, try_out

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import random
+import re
 import statistics
+import time
+
+import aiohttp
 
 from ..checks import Exercise
+from ..experiments.core import Workload
+from ..patterns import longpolling
+from .tryout import TryOutFailed, not_caught_up, restart_at, returned_together, try_out
 
 # q1: the cursor a client sends with its next request.
 Q1_CASES = [
@@ -123,4 +131,99 @@ q4 = Exercise(
     hint="The request must be answered before anything on the path gives up on it. Which limit comes first?",
     solution=f"Anything comfortably under {Q4_PROXY} s, for example 25 s.",
     answer=25,
+)
+
+
+# q5 and q6 change a long-polling client and run it against the chapter's real server.
+Q5_WORKLOAD = Workload(rate=50.0, clients=1, duration=1.5, latency=0.02)  # a round trip of 40 ms
+
+
+async def _model_long_poll(base_url: str, recorder) -> None:
+    async with aiohttp.ClientSession() as session:
+        cursor = 0
+        while True:
+            sent = time.monotonic()
+            async with session.get(f"{base_url}/events", params={"after": cursor}) as response:
+                answer = await response.json()
+            for event in answer["events"]:
+                recorder.saw(event["seq"])
+                cursor = event["seq"]
+            recorder.request(sent, response.status, len(answer["events"]))
+
+
+def _check_resume(long_poll) -> tuple[bool, str]:
+    if not inspect.iscoroutinefunction(long_poll):
+        return False, "Pass your client, an `async def` function of (base_url, recorder)."
+    try:
+        result = try_out(longpolling.handlers, long_poll, Q5_WORKLOAD, ready_first=False)
+    except TryOutFailed as failure:
+        return False, str(failure)
+    s = result.summary()
+    measured = f"{s['delivered']} of {s['events']} events seen in {s['requests']} answers"
+    if s["delivered"] == 0:
+        return False, f"Nothing reached the client ({measured}): does it record every event of each answer?"
+    if s["missed"]:
+        return False, (f"{s['missed']} of {s['events']} events were lost ({measured}). They arrived while your next "
+                       f"request was on its way (a round trip is {2000 * Q5_WORKLOAD.latency:.0f} ms on this link), "
+                       "and a request without a cursor asks only for news from now on. "
+                       "Send after=<the seq of the last event you saw>.")
+    asked = [int(n) for up, _ in result.heads for n in re.findall(rb"[?&]after=(\d+)", up)]
+    if len(asked) > 3 and len(set(asked)) == 1:
+        return False, (f"Nothing lost, but every request asked for after={asked[0]} ({measured}), so each answer "
+                       "carried every event again: move the cursor to the newest event of each answer.")
+    return True, f"Nothing lost across the gaps between answers ({measured}, {s['requests_per_s']:.0f} requests/s)."
+
+
+q5 = Exercise(
+    "Resume from the cursor",
+    checker=_check_resume,
+    hint="Between an answer and your next request nobody is waiting for news. Which request parameter "
+         "tells the server what you already have?",
+    solution='params={"after": cursor}, where cursor is the seq of the last event you recorded '
+             "(0 before the first answer).",
+    answer=_model_long_poll,
+)
+
+# q6: many clients, one server restart: do they all come back to the new server at once?
+Q6_CLIENTS, Q6_RESTART_AT, Q6_DOWN_FOR, Q6_WINDOW = 40, 0.3, 0.6, 0.1
+Q6_WORKLOAD = Workload(rate=5.0, clients=Q6_CLIENTS, duration=1.5)
+
+
+def _model_retry_delay(failures: int) -> float:
+    return random.uniform(0, min(1.0, 0.1 * 2 ** failures))
+
+
+def _check_spread(retry_delay) -> tuple[bool, str]:
+    if not callable(retry_delay):
+        return False, "Pass your function retry_delay(failures) that returns the seconds to wait."
+
+    def client(url, recorder):
+        return longpolling.long_poll(url, recorder, retry_delay=retry_delay)
+
+    try:
+        result = try_out(longpolling.handlers, client, Q6_WORKLOAD, ready_first=False, drain=1.0,
+                         scenario=restart_at(Q6_RESTART_AT, Q6_DOWN_FOR))
+    except TryOutFailed as failure:
+        return False, str(failure)
+    bunch = returned_together(result, Q6_RESTART_AT, Q6_WINDOW)
+    measured = f"at most {bunch} of {Q6_CLIENTS} clients reached the new server within the same {Q6_WINDOW * 1000:.0f} ms"
+    late = not_caught_up(result)
+    if late:
+        return False, (f"{late} of {Q6_CLIENTS} clients had not caught up 1 s after the feed ended ({measured}). "
+                       "Cap the wait at about a second: a client that waits too long leaves its user behind.")
+    if bunch > Q6_CLIENTS / 2:
+        return False, (f"The clients came back as one wave ({measured}). They all lost their request at the "
+                       "same moment, and equal waits keep them in step: make each wait random.")
+    return True, f"The clients came back spread out ({measured}), and every one caught up."
+
+
+q6 = Exercise(
+    "Spread the re-asks",
+    checker=_check_spread,
+    hint="All the clients lost their request at the same instant. If each waits 50 ms, then 100 ms, then 200 ms, "
+         "when does each one come back? Draw the wait at random between 0 and the doubled value.",
+    solution="import random\n"
+             "def my_retry_delay(failures):\n"
+             "    return random.uniform(0, min(1.0, 0.1 * 2 ** failures))",
+    answer=_model_retry_delay,
 )

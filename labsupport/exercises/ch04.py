@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
+import random
+
+import aiohttp
+
 from ..checks import Exercise
+from ..experiments.core import Workload
 from ..experiments.sse import run_sse_cut
+from ..patterns import sse
 from ..patterns.sse_codec import EventStreamParser, encode_event
+from .tryout import TryOutFailed, not_caught_up, restart_at, returned_together, try_out
 
 # q1: the framing of one event, counted by hand
 Q1_PAYLOAD, Q1_ID = '{"seq": 7, "value": 100.5}', "7"
@@ -77,4 +87,110 @@ q3 = Exercise(
     solution=f"{Q3_RATE:.0f} events/s x {Q3_RETRY_MS / 1000} s = {Q3_RATE * Q3_RETRY_MS / 1000:.0f} events, plus a "
              "margin for the reconnect itself: about 30.",
     answer=30,
+)
+
+
+# q4 and q5 change an SSE client and an SSE handler, and run them against a real server.
+Q4_WORKLOAD = Workload(rate=50.0, clients=1, duration=1.5)
+Q4_CUT_AT, Q4_RETRY = 0.6, 0.2
+
+
+async def _model_listen(base_url: str, recorder) -> None:
+    last_id = ""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            try:
+                async with session.get(f"{base_url}/events", headers=headers) as response:
+                    recorder.ready.set()
+                    parser = EventStreamParser()
+                    async for chunk in response.content.iter_any():
+                        for event in parser.feed(chunk):
+                            if event.event == "message":
+                                recorder.saw(json.loads(event.data)["seq"])
+                        last_id = parser.last_event_id
+            except aiohttp.ClientError:
+                pass  # the stream broke: wait, then reconnect
+            await asyncio.sleep(Q4_RETRY)
+
+
+def _check_resume(listen) -> tuple[bool, str]:
+    if not inspect.iscoroutinefunction(listen):
+        return False, "Pass your client, an `async def` function of (base_url, recorder)."
+
+    async def cut(run) -> None:
+        await asyncio.sleep(Q4_CUT_AT)
+        await run.meter.cut_all()
+
+    try:
+        result = try_out(sse.handlers, listen, Q4_WORKLOAD, drain=Q4_RETRY + 0.3, scenario=cut)
+    except TryOutFailed as failure:
+        return False, str(failure)
+    s = result.summary()
+    streams = len(result.connections)
+    measured = f"{s['delivered']} of {s['events']} events seen on {streams} stream{'s' if streams != 1 else ''}"
+    if streams < 2:
+        return False, f"The client never came back after the cut ({measured}): reconnect in a loop."
+    if s["delivered"] == 0:
+        return False, f"Nothing reached the client ({measured}): record the seq of every message event."
+    if s["missed"]:
+        return False, (f"{s['missed']} events were lost across the cut ({measured}): they were sent while your "
+                       f"client waited {Q4_RETRY * 1000:.0f} ms to reconnect, and a request without Last-Event-ID "
+                       "starts from now. Send the id of the last event you saw.")
+    return True, f"The cut cost a pause, not a single event ({measured})."
+
+
+q4 = Exercise(
+    "Resume after a cut",
+    checker=_check_resume,
+    hint="Every event carries an id, and the parser keeps the last one in parser.last_event_id. Which request "
+         "header hands it back to the server?",
+    solution='if last_id:\n    headers["Last-Event-ID"] = last_id',
+    answer=_model_listen,
+)
+
+# q5: the server tells every client when to come back: all at once, or spread out?
+Q5_CLIENTS, Q5_RESTART_AT, Q5_WINDOW = 40, 0.3, 0.1
+Q5_WORKLOAD = Workload(rate=5.0, clients=Q5_CLIENTS, duration=2.0)
+
+
+class _SpreadRetry(sse.EventStreamHandler):
+    def initialize(self, feed, **options) -> None:
+        super().initialize(feed, **options)
+        self.retry = random.randint(500, 1500)  # ms, a different delay for each connection
+
+
+def _check_retry(handler_class) -> tuple[bool, str]:
+    if not (isinstance(handler_class, type) and issubclass(handler_class, sse.EventStreamHandler)):
+        return False, "Pass your handler class itself (MyEvents), a subclass of sse.EventStreamHandler."
+
+    try:
+        result = try_out(lambda feed: [(r"/events", handler_class, {"feed": feed})], sse.listen, Q5_WORKLOAD,
+                         drain=0.5, scenario=restart_at(Q5_RESTART_AT, 0.05))
+    except TryOutFailed as failure:
+        return False, str(failure)
+    bunch = returned_together(result, Q5_RESTART_AT, Q5_WINDOW)
+    measured = f"at most {bunch} of {Q5_CLIENTS} clients reconnected within the same {Q5_WINDOW * 1000:.0f} ms"
+    late = not_caught_up(result)
+    if late:
+        return False, (f"{late} of {Q5_CLIENTS} clients had not come back by the end of the run ({measured}). "
+                       "Keep every retry within about 1.5 s.")
+    if bunch > Q5_CLIENTS / 2:
+        return False, (f"Every client came back at the same moment ({measured}): they all lost the stream "
+                       "together and all got the same retry. Give each connection its own random retry.")
+    return True, f"The reconnects spread out ({measured}), and every client resumed without a loss."
+
+
+q5 = Exercise(
+    "Spread the reconnects",
+    checker=_check_retry,
+    hint="self.retry is the delay (in ms) this connection's retry: line asks for. initialize() runs once per request.",
+    solution="import random\n"
+             "class MyEvents(sse.EventStreamHandler):\n"
+             "    def initialize(self, feed, **options):\n"
+             "        super().initialize(feed, **options)\n"
+             "        self.retry = random.randint(500, 1500)",
+    answer=_SpreadRetry,
 )

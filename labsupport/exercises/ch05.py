@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
+import statistics
+import time
+
+import aiohttp
+
 from ..checks import Exercise
+from ..experiments.core import Workload
 from ..experiments.websocket import frame_header, frame_overhead
+from ..patterns import websocket as ws
+from .tryout import TryOutFailed, try_out
 
 # q1: a frame header, predicted and then measured
 Q1_SIZE = 300
@@ -65,4 +76,115 @@ q3 = Exercise(
     hint="Would a player rather see the newest position late, or every position in order?",
     solution="'drop-oldest': a game sends state, and the newest state replaces the old ones.",
     answer="drop-oldest",
+)
+
+
+# q4 and q5 change a WebSocket handler and a WebSocket client, and run them against a real server.
+Q4_WORKLOAD = Workload(rate=100.0, clients=1, duration=1.0)
+
+
+async def _follow_compressed(base_url: str, recorder) -> None:
+    """A feed reader that offers permessage-deflate (RFC 7692), as browsers do."""
+    async with aiohttp.ClientSession() as session:
+        sent = time.monotonic()
+        async with session.ws_connect(ws.ws_url(base_url, "/feed"), compress=15) as conn:
+            recorder.request(sent, 101, 0)
+            async for message in conn:
+                recorder.saw(json.loads(message.data)["seq"])
+
+
+class _CompressedFeed(ws.FeedSocket):
+    def get_compression_options(self) -> dict:
+        return {}  # permessage-deflate with Tornado's defaults
+
+
+def _check_compression(socket_class) -> tuple[bool, str]:
+    if not (isinstance(socket_class, type) and issubclass(socket_class, ws.FeedSocket)):
+        return False, "Pass your socket class itself (MyFeed), a subclass of ws.FeedSocket."
+    try:
+        result = try_out(lambda feed: [(r"/feed", socket_class, {"hub": ws.Hub(feed)})], _follow_compressed,
+                         Q4_WORKLOAD)
+    except TryOutFailed as failure:
+        return False, str(failure)
+    s = result.summary()
+    head = result.heads[0][1]
+    answer = head[:head.find(b"\r\n\r\n") + 4]
+    per_frame = (result.wire.bytes_down - len(answer)) / max(s["delivered"], 1)
+    plain = 2 + statistics.fmean(len(json.dumps({"seq": seq, "value": 100.25})) for seq in result.events["seq"])
+    measured = f"{per_frame:.1f} bytes per frame on the wire; about {plain:.0f} uncompressed"
+    if s["missed"]:
+        return False, f"{s['missed']} of {s['events']} events never arrived ({measured}): the feed must still work."
+    if b"permessage-deflate" not in answer.lower():
+        return False, (f"Nothing was compressed ({measured}): the server's 101 answer has no Sec-WebSocket-Extensions "
+                       "header, so it declined the client's offer. Tornado agrees only when "
+                       "get_compression_options returns a dict ({} for its defaults), not None.")
+    if per_frame > 0.75 * plain:
+        return False, f"Compression was agreed, but the frames hardly shrank ({measured})."
+    return True, (f"Compressed: {measured}. Deflate keeps its dictionary from one message to the next, so the "
+                  "repeated '{\"seq\": ..., \"value\": ...}' costs a few bits per message.")
+
+
+q4 = Exercise(
+    "Compress the frames",
+    checker=_check_compression,
+    hint="The client offers permessage-deflate in its handshake; the server accepts it when its handler's "
+         "get_compression_options() returns a dict of options instead of None.",
+    solution="class MyFeed(ws.FeedSocket):\n    def get_compression_options(self):\n        return {}",
+    answer=_CompressedFeed,
+)
+
+# q5: a game client that sends inputs on its own clock while the server ticks on its own.
+Q5_TICK_RATE, Q5_INPUT_EVERY, Q5_SECONDS = 10.0, 0.02, 1.5
+
+
+async def _model_play(base_url: str, recorder) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws.ws_url(base_url, "/game")) as conn:
+            recorder.ready.set()
+
+            async def read_ticks() -> None:
+                async for message in conn:
+                    json.loads(message.data)  # the game state: draw it
+
+            reader = asyncio.create_task(read_ticks())
+            try:
+                n = 0
+                while True:
+                    n += 1
+                    await conn.send_str(json.dumps({"n": n, "t": time.monotonic()}))
+                    await asyncio.sleep(Q5_INPUT_EVERY)
+            finally:
+                reader.cancel()
+
+
+def _check_duplex(play) -> tuple[bool, str]:
+    if not inspect.iscoroutinefunction(play):
+        return False, "Pass your client, an `async def` function of (base_url, recorder)."
+    hub = ws.Hub(tick_rate=Q5_TICK_RATE)
+    try:
+        try_out(lambda feed: ws.handlers(hub), play, Workload(rate=1.0, duration=Q5_SECONDS), ready_first=False)
+    except TryOutFailed as failure:
+        return False, str(failure)
+    received = [at for _, _, at in hub.inputs]
+    rate = (len(received) - 1) / (received[-1] - received[0]) if len(received) > 2 else 0.0
+    wanted = 1 / Q5_INPUT_EVERY
+    measured = f"the server received {len(received)} inputs, {rate:.0f} per second, while it ticked {Q5_TICK_RATE:.0f} times a second"
+    if not received:
+        return False, "The server received no input: send {\"n\": 1, \"t\": time.monotonic()} as JSON text."
+    if rate < 0.6 * wanted:
+        return False, (f"Your inputs waited for the server's ticks ({measured}, not the {wanted:.0f} you meant to "
+                       "send). On a WebSocket neither side waits for the other: read the ticks in their own task "
+                       "(asyncio.create_task) and send on your own clock.")
+    return True, f"Inputs went up on their own clock while the ticks came down ({measured})."
+
+
+q5 = Exercise(
+    "Send without waiting",
+    checker=_check_duplex,
+    hint="`await conn.receive()` waits until the next tick arrives, up to 100 ms. Move the reading into a task "
+         "of its own, so the sending loop never waits for it.",
+    solution="async def read_ticks():\n    async for message in conn:\n        ...\n"
+             "reader = asyncio.create_task(read_ticks())\n"
+             "then send an input every 20 ms in a loop, and cancel the reader at the end.",
+    answer=_model_play,
 )

@@ -148,3 +148,8 @@ q4 = Exercise(
 )
 
 EXERCISES = [q1, q2, q3, q4]
+
+# q5 and q6 change the email service and run it on the real broker.
+from .ch06_code import q5, q6  # noqa: E402
+
+EXERCISES += [q5, q6]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..checks import Exercise
-from ..experiments.choosing import Need, Recommendation, header_traffic
+from ..costs import Need, Recommendation, header_traffic
 
 # q1: the article's cases.
 Q1_CASES = ("weather panel", "stock ticker", "news feed", "chat", "email jobs")

@@ -95,3 +95,8 @@ q3 = Exercise(
 )
 
 EXERCISES = [q1, q2, q3]
+
+# q4 and q5 change a producer and a client, and run them on the real broker and gateways.
+from .ch09_code import q4, q5  # noqa: E402
+
+EXERCISES += [q4, q5]

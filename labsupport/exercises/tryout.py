@@ -8,9 +8,11 @@ and ``measure`` stops every server and client it started, whatever happened.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+import asyncio
+from bisect import bisect_right
+from typing import Awaitable, Callable, Iterable
 
-from ..experiments.core import Workload, measure
+from ..experiments.core import Run, Workload, measure
 from ..feed import Feed
 from ..lab import LabError, lab
 from ..results import Result
@@ -23,11 +25,15 @@ class TryOutFailed(Exception):
 
 
 def try_out(handlers: Callable[[Feed], list], client: Callable[[str, object], Awaitable[None]],
-            workload: Workload, *, ready_first: bool = True, drain: float = 0.3) -> Result:
-    """Measure ``client`` against a server made of ``handlers`` (either may be the learner's)."""
-    run = measure("exercise", handlers, client, workload, drain=drain, ready_first=ready_first)
+            workload: Workload, *, ready_first: bool = True, drain: float = 0.3,
+            scenario: Callable[[Run], Awaitable[None]] | None = None) -> Result:
+    """Measure ``client`` against a server made of ``handlers`` (either may be the learner's).
+
+    ``scenario(run)`` acts on the run while it happens (cut the link, restart the server).
+    """
+    run = measure("exercise", handlers, client, workload, drain=drain, ready_first=ready_first, scenario=scenario)
     try:
-        return lab.run(run, timeout=TRY_OUT_TIMEOUT, expected_seconds=workload.duration + 0.5,
+        return lab.run(run, timeout=TRY_OUT_TIMEOUT, expected_seconds=workload.duration + drain + 0.5,
                        label="trying your code")
     except LabError as error:
         raise TryOutFailed(f"your code was run against a real server and {_explain(error)}") from None
@@ -41,3 +47,30 @@ def _explain(error: LabError) -> str:
     if "did not finish within" in text:
         return "did not finish in time: something in it waits forever. Look for a loop that never yields."
     return f"stopped with an error: {text.removeprefix('A client stopped with ')}"
+
+
+def restart_at(seconds: float, down_for: float) -> Callable[[Run], Awaitable[None]]:
+    """A scenario: stop the server ``seconds`` into the run and start a fresh one ``down_for`` s later."""
+    async def restart(run: Run) -> None:
+        await asyncio.sleep(seconds)
+        await run.restart_server(down_for)
+    return restart
+
+
+def busiest(times: Iterable[float], width: float) -> int:
+    """The most of ``times`` (seconds) that fall within any one window ``width`` long: how bunched they came."""
+    ordered = sorted(times)
+    return max((bisect_right(ordered, t + width) - i for i, t in enumerate(ordered)), default=0)
+
+
+def returned_together(result: Result, after: float, width: float) -> int:
+    """After a restart at ``after`` (s into the run), the most clients whose connections reached the
+    server within one window ``width`` long. Refused attempts carry no bytes down and are left out."""
+    c = result.connections
+    return busiest(c[(c["opened"] > after) & (c["bytes_down"] > 0)]["opened"], width)
+
+
+def not_caught_up(result: Result) -> int:
+    """Clients that never saw the run's last event."""
+    newest = result.deliveries.groupby("client")["seq"].max()
+    return result.clients - int((newest == result.events["seq"].max()).sum())

@@ -1,7 +1,5 @@
-"""Experiments: each chapter's ``run_*`` functions, built on ``core.measure``."""
+"""Experiments: one module per chapter, each chapter's ``run_*`` functions built on ``core.measure``.
 
-from .core import Run, Workload, measure, sweep
-from .polling import run_polling
-from .pull_push import run_push
-
-__all__ = ["Run", "Workload", "measure", "run_polling", "run_push", "sweep"]
+Import a chapter's experiments from its module (``labsupport.experiments.polling``); the shared
+core (``Workload``, ``measure``, ``sweep``) is also on ``labsupport`` itself.
+"""

@@ -20,20 +20,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
+import numpy as np
 import pandas as pd
+import psutil
 
-from ..feed import Feed
-from ..lab import LabError, Server, lab
+from ..feed import Event, Feed
+from ..lab import LabCall, LabError, LoopWatch, Server, lab
 from ..record import Recorder
 from ..results import Result
-from ..wire import Link, WireMeter
+from ..wire import Link, WireCounts, WireMeter
 
 MAX_CLIENTS = 2000
 MAX_DURATION = 60.0
 CAPTURE_BYTES = 4096
+LOG_BYTES = 2_000_000  # every chunk of a run, for its ladder diagram, up to this many bytes
 READY_TIMEOUT = 10.0
 _run_ids = itertools.count(1)
 
@@ -62,58 +66,188 @@ class Workload:
 ClientFactory = Callable[[str, Recorder], Awaitable[None]]
 
 
+class LabServer:
+    """Where the events come from, by default: the pattern's server on the lab loop, with its own feed.
+
+    Every backend has the same small face, so ``measure`` treats them alike: ``start()`` (then
+    ``port``), ``start_feed(duration)`` (returns the monotonic start time), ``finished()``,
+    ``events()``, ``usage()`` (the server's CPU time and memory, or ``None`` when it shares the
+    lab's thread and cannot be told apart) and ``stop()``. ``ServerProcess`` is the other one:
+    the same server in a child process, so its CPU time is its own.
+    """
+
+    def __init__(self, pattern: str, handlers: Callable[[Feed], list], workload: Workload) -> None:
+        self.name = f"{pattern}-run-{next(_run_ids)}"
+        self.handlers = handlers
+        self.feed = Feed(workload.rate, arrivals=workload.arrivals, value=workload.value, seed=workload.seed)
+        self.server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> "LabServer":
+        self.server = await lab.serve(self.name, self.handlers(self.feed))
+        return self
+
+    async def start_feed(self, duration: float) -> float:
+        self.feed.start(duration)
+        await asyncio.sleep(0)  # the feed's task notes its start time
+        return self.feed.started
+
+    async def finished(self) -> None:
+        await self.feed.finished()
+
+    async def events(self) -> list[Event]:
+        return list(self.feed.events)
+
+    async def usage(self) -> None:
+        return None
+
+    async def restart(self, down_for: float) -> None:
+        """Stop the server (dropping its connections), wait, and start a fresh one on the same feed."""
+        await lab.stop_server(self.name)
+        await asyncio.sleep(down_for)
+        await self.start()
+
+    async def stop(self) -> None:
+        await self.feed.stop()
+        await lab.stop_server(self.name)
+
+
 @dataclass
 class Run:
-    """A run in progress, as a scenario sees it: the feed, the server, the meter, the clients."""
+    """A run in progress, as a scenario sees it: the backend (server and feed), the meter, the clients."""
 
     pattern: str
-    feed: Feed
-    handlers: Callable[[Feed], list]
-    server: Server
+    backend: LabServer
     meter: WireMeter
     recorders: list[Recorder]
 
+    @property
+    def feed(self) -> Feed:
+        return self.backend.feed
+
+    @property
+    def server(self) -> Server:
+        return self.backend.server
+
     async def restart_server(self, down_for: float = 0.0) -> None:
         """Stop the server (dropping its connections), wait, and start a fresh one on the same feed."""
-        await lab.stop_server(self.server.name)
-        await asyncio.sleep(down_for)
-        self.server = await lab.serve(self.server.name, self.handlers(self.feed))
-        self.meter.target_port = self.server.port
+        await self.backend.restart(down_for)
+        self.meter.target_port = self.backend.port
 
 
-async def measure(pattern: str, handlers: Callable[[Feed], list], client: ClientFactory,
+@asynccontextmanager
+async def metered(backend, latency: float = 0.0) -> AsyncIterator[WireMeter]:
+    """Start ``backend`` and a wire meter in front of it; stop both, whatever happens."""
+    await backend.start()
+    try:
+        link = Link(latency=latency)
+        meter = await WireMeter(backend.port, capture=CAPTURE_BYTES, up=link, down=link, log_bytes=LOG_BYTES).start()
+        try:
+            yield meter
+        finally:
+            await meter.stop()
+    finally:
+        await backend.stop()
+
+
+async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client: ClientFactory,
                   workload: Workload, *, drain: float, ready_first: bool,
-                  scenario: Callable[[Run], Awaitable[None]] | None = None, **settings) -> Result:
+                  scenario: Callable[[Run], Awaitable[None]] | None = None, backend=None,
+                  connected_first: bool = False, catch_up: float = 0.0, **settings) -> Result:
     """Run ``clients`` copies of ``client`` against the pattern's server under ``workload``.
 
-    ``ready_first`` waits until every client is connected before the first event (push
-    patterns start listening from "now"); ``drain`` is how long clients may catch up after
-    the last event; ``scenario(run)`` runs alongside the feed. ``settings`` are recorded in
-    the result.
+    ``backend`` is where the server runs: by default on the lab loop (``LabServer`` over
+    ``handlers``); a ``ServerProcess`` runs it in a child process, so its CPU time and memory
+    are its own. ``ready_first`` waits until every client is in place before the first event
+    (push patterns start listening from "now"); ``connected_first`` until every client holds a
+    connection through the meter. ``drain`` is how long clients may catch up after the last
+    event, and ``catch_up`` how much longer, at most, to wait for every client to see the last
+    event (so an event that is late on a busy machine is counted late, not missed).
+    ``scenario(run)`` runs alongside the feed. ``settings`` are recorded in the result.
+
+    The result also tells the feed's window apart: the wire counts in it, the server's CPU time
+    in it (own process only), and how late the lab loop ran meanwhile (``lab_late``): when the
+    lab cannot keep up, its numbers describe the machine more than the pattern.
     """
-    feed = Feed(workload.rate, arrivals=workload.arrivals, value=workload.value, seed=workload.seed)
-    server = await lab.serve(f"{pattern}-run-{next(_run_ids)}", handlers(feed))
-    link = Link(latency=workload.latency)
-    meter = await WireMeter(server.port, capture=CAPTURE_BYTES, up=link, down=link).start()
-    run = Run(pattern, feed, handlers, server, meter, [Recorder(i) for i in range(workload.clients)])
-    tasks = [asyncio.create_task(client(meter.url, r)) for r in run.recorders]
-    try:
-        if ready_first:
-            await all_ready(run.recorders, tasks)
-        started = time.monotonic()
-        feed.start(workload.duration)
-        if scenario is not None:
-            await asyncio.gather(feed.finished(), scenario(run))
-        await feed.finished()
-        await asyncio.sleep(drain)
-        raise_client_failure(tasks)
-    finally:
-        await cancel_all(tasks)
+    backend = backend or LabServer(pattern, handlers, workload)
+    recorders = [Recorder(i) for i in range(workload.clients)]
+    async with metered(backend, workload.latency) as meter:
+        tasks = [asyncio.create_task(client(meter.url, r)) for r in recorders]
+        try:
+            if connected_first:
+                await all_connected(meter, workload.clients, tasks)
+            if ready_first:
+                await all_ready(recorders, tasks)
+            first, before = meter.counts(), await backend.usage()
+            watch = LoopWatch().start()
+            started = await backend.start_feed(workload.duration)
+            if scenario is not None:
+                await asyncio.gather(backend.finished(), scenario(Run(pattern, backend, meter, recorders)))
+            await backend.finished()
+            last, after = meter.counts(), await backend.usage()
+            await watch.stop()
+            await asyncio.sleep(drain)
+            events = await backend.events()
+            if catch_up:
+                await all_caught_up(recorders, max((e.seq for e in events), default=0), catch_up)
+            raise_client_failure(tasks)
+        finally:
+            await cancel_all(tasks)
         counts = meter.counts()
-        await meter.stop()
-        await lab.stop_server(run.server.name)
-    return Result.build(pattern, {**asdict(workload), **settings}, feed.events, run.recorders,
-                        meter.connections, counts, feed.started or started, workload.duration)
+    result = Result.build(pattern, {**asdict(workload), **settings}, events, recorders,
+                          meter.connections, counts, started, workload.duration)
+    result.window, result.lab_late, result.lab_cpu_share = window_counts(first, last), watch.late_p95, watch.cpu_share
+    if after is not None:
+        result.server_cpu_s, result.server_rss = after.cpu_seconds - before.cpu_seconds, after.rss_bytes
+    return result
+
+
+def window_counts(start: WireCounts, end: WireCounts) -> WireCounts:
+    """The meter's counts between two snapshots (open and peak as at the end)."""
+    return WireCounts(end.connections_opened - start.connections_opened, end.open_now, end.peak_open,
+                      end.bytes_up - start.bytes_up, end.bytes_down - start.bytes_down)
+
+
+async def all_connected(meter: WireMeter, clients: int, tasks: list[asyncio.Task]) -> None:
+    """Wait until ``clients`` connections are open through the meter (each one reached the server)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while meter.counts().open_now < clients:
+        raise_client_failure(tasks)
+        if time.monotonic() > deadline:
+            raise LabError(f"Only {meter.counts().open_now} of {clients} connections were open after "
+                           f"{READY_TIMEOUT:.0f} s. Try fewer clients.")
+        await asyncio.sleep(0.02)
+
+
+async def all_caught_up(recorders: list[Recorder], last_seq: int, limit: float) -> None:
+    """Wait, at most ``limit`` seconds, until every client has seen event ``last_seq`` (or a later one)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not all(r.seen and max(s for s, _ in r.seen) >= last_seq
+                                                  for r in recorders):
+        await asyncio.sleep(0.02)
+
+
+def established(port: int, pid: int | None = None) -> int:
+    """TCP connections the operating system shows as established on a server's port.
+
+    ``pid`` is the server's process (a child process or the broker); by default this one.
+    """
+    return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def crossing(xs, gap) -> float:
+    """Where ``gap`` (measured at the increasing ``xs``) first goes from below zero to zero or above,
+    interpolated on a log scale of ``xs``; NaN if it never does in the measured range."""
+    xs, gap = np.asarray(xs, dtype=float), np.asarray(gap, dtype=float)
+    for i in range(len(gap) - 1):
+        if gap[i] < 0 <= gap[i + 1]:
+            share = -gap[i] / (gap[i + 1] - gap[i])
+            return float(xs[i] * (xs[i + 1] / xs[i]) ** share)
+    return float("nan")
 
 
 async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:
@@ -148,6 +282,21 @@ def raise_client_failure(tasks: list[asyncio.Task]) -> None:
             raise LabError(f"A client stopped with {type(error).__name__}: {error}") from error
 
 
+def variants_of(run: LabCall) -> LabCall:
+    """``run`` several times at the same time, each with its own settings; the results by name.
+
+    ``variants_of(run_polling)({"keep-alive": dict(interval=0.1), "close": dict(interval=0.1, keep_alive=False)})``
+    """
+    async def variants(variants: dict[str, dict]) -> dict[str, Result]:
+        results = await asyncio.gather(*(run.coro(**settings) for settings in variants.values()))
+        return dict(zip(variants, results))
+
+    variants.__name__ = variants.__qualname__ = f"{run.__name__}_variants"
+    variants.__module__ = run.__module__
+    return LabCall(variants, lambda arguments: max((run.seconds(**v) or 0.0 for v in arguments["variants"].values()),
+                                                   default=0.0))
+
+
 async def _sweep(run: Callable, over: str, values: list, fixed: dict) -> pd.DataFrame:
     rows = []
     for value in values:
@@ -163,5 +312,6 @@ def expected_seconds(kwargs: dict) -> float:
 
 def sweep(run: Callable, over: str, values: list, **fixed) -> pd.DataFrame:
     """Run an experiment once per value of one setting; one summary row per run."""
-    seconds = sum((run.expected or expected_seconds)({**fixed, over: value}) for value in values)
+    calls = [run.arguments(**{**fixed, over: value}) for value in values]
+    seconds = sum((run.expected or expected_seconds)(arguments) for arguments in calls)
     return lab.run(_sweep(run, over, list(values), fixed), expected_seconds=seconds, label=f"sweep {over}")

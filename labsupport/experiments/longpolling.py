@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from ..lab import LabError, on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
-from .core import Run, Workload, measure
+from .core import Run, Workload, crossing, measure, variants_of
 
 QUIET_WAIT = 10.0
 
@@ -65,14 +66,7 @@ async def _long_polling(workload: Workload, *, hold: float, batch: float, use_cu
                          hold=hold, batch=batch, use_cursor=use_cursor, restart_at=restart_at)
 
 
-@on_lab_loop(expected=lambda kwargs: max((_expected(v) for v in kwargs.get("variants", {}).values()), default=0))
-async def run_long_polling_variants(variants: dict[str, dict]) -> dict[str, Result]:
-    """Several long-polling runs at the same time, each with its own settings; results by name.
-
-    ``run_long_polling_variants({"with cursor": dict(rate=50), "without": dict(rate=50, use_cursor=False)})``
-    """
-    results = await asyncio.gather(*(run_long_polling.coro(**settings) for settings in variants.values()))
-    return dict(zip(variants, results))
+run_long_polling_variants = variants_of(run_long_polling)
 
 
 def lost_between_answers(result: Result) -> int:
@@ -101,16 +95,15 @@ class WaitingClients:
 async def run_waiting_clients(clients: int = 300, *, rate: float = 1.0, duration: float = 2.0,
                               hold: float = 20.0) -> WaitingClients:
     """Many long-polling clients on a slow feed: count held requests and open connections as it runs."""
-    held = longpolling.Held()
-    rows: list[tuple[float, int, int]] = []
+    held = _HeldLog()
     quiet: dict = {}
+    origin = {}
 
     async def watch(run: Run) -> None:
-        started = run.feed.started or time.monotonic()
+        origin["feed"] = started = run.feed.started or time.monotonic()
         deadline = time.monotonic() + QUIET_WAIT
         while run.feed.running or not quiet:
             waiting, open_now = held.now, run.meter.counts().open_now
-            rows.append((time.monotonic() - started, waiting, open_now))
             if not quiet and waiting == clients:
                 quiet.update(held_requests=waiting, open_connections=open_now)
             elif not quiet and time.monotonic() > deadline:
@@ -120,7 +113,38 @@ async def run_waiting_clients(clients: int = 300, *, rate: float = 1.0, duration
 
     result = await _long_polling(Workload(rate, clients, duration), hold=hold, batch=0.0, use_cursor=True,
                                  held=held, scenario=watch)
-    return WaitingClients(result, pd.DataFrame(rows, columns=["t", "held_requests", "open_connections"]), quiet)
+    return WaitingClients(result, held.samples(result, origin["feed"]), quiet)
+
+
+@dataclass
+class _HeldLog(longpolling.Held):
+    """``Held``, keeping every change: a sampler on the loop that 300 clients keep busy wakes too
+    rarely to see the long quiet stretches, so the counts are rebuilt from the changes instead."""
+
+    changes: list = field(default_factory=list)  # (time.monotonic(), requests held after the change)
+
+    def add(self) -> None:
+        super().add()
+        self.changes.append((time.monotonic(), self.now))
+
+    def remove(self) -> None:
+        super().remove()
+        self.changes.append((time.monotonic(), self.now))
+
+    def samples(self, result: Result, started: float) -> pd.DataFrame:
+        """Held requests and open connections (from the wire meter's table) at every change."""
+        held_at = np.array([t - started for t, _ in self.changes])
+        held = np.array([n for _, n in self.changes])
+        opened = np.sort(result.connections["opened"].to_numpy())
+        closed = np.sort(result.connections["closed"].dropna().to_numpy())
+        times = np.unique(np.concatenate([[0.0], held_at, opened, closed]))
+        times = times[(times >= 0) & (times <= result.duration)]
+        index = np.searchsorted(held_at, times, side="right") - 1
+        return pd.DataFrame({
+            "t": times,
+            "held_requests": np.where(index >= 0, held[np.maximum(index, 0)], 0),
+            "open_connections": np.searchsorted(opened, times, side="right") - np.searchsorted(closed, times, side="right"),
+        })
 
 
 def _polling(workload: Workload, interval: float) -> Result:
@@ -167,13 +191,7 @@ def crossover_rate(table: pd.DataFrame) -> float:
     curves do not cross in the measured range.
     """
     wide = table.pivot(index="rate", columns="pattern", values="requests_per_s_per_client").sort_index()
-    gap = (wide["long polling"] - wide["polling"]).to_numpy()
-    rates = wide.index.to_numpy(dtype=float)
-    for i in range(len(gap) - 1):
-        if gap[i] < 0 <= gap[i + 1]:
-            share = -gap[i] / (gap[i + 1] - gap[i])
-            return float(rates[i] * (rates[i + 1] / rates[i]) ** share)
-    return float("nan")
+    return crossing(wide.index, wide["long polling"] - wide["polling"])
 
 
 @on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 1.5) + 0.5 + kwargs.get("interval", 0.2))

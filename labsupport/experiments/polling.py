@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pandas as pd
@@ -12,7 +11,7 @@ from ..lab import on_lab_loop
 from ..patterns import polling
 from ..record import Recorder
 from ..results import Result, http_messages
-from .core import Workload, expected_seconds, measure
+from .core import Workload, expected_seconds, measure, variants_of
 
 
 @on_lab_loop(expected=expected_seconds)
@@ -52,8 +51,8 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
 class _CountedLatest(polling.LatestHandler):
     """The poll handler, noting when each request reached the server: a count the clients do not keep."""
 
-    def initialize(self, feed: Feed, arrived: list[tuple[int, float]]) -> None:
-        super().initialize(feed)
+    def initialize(self, feed: Feed, arrived: list[tuple[int, float]], **options) -> None:
+        super().initialize(feed, **options)
         self.arrived = arrived
 
     def prepare(self) -> None:
@@ -61,14 +60,7 @@ class _CountedLatest(polling.LatestHandler):
         self.arrived.append((peer, time.monotonic()))
 
 
-@on_lab_loop(expected=lambda kwargs: max((expected_seconds(v) for v in kwargs.get("variants", {}).values()), default=0))
-async def run_polling_variants(variants: dict[str, dict]) -> dict[str, Result]:
-    """Several polling runs at the same time, each with its own settings; results by name.
-
-    ``run_polling_variants({"keep-alive": dict(interval=0.1), "close": dict(interval=0.1, keep_alive=False)})``
-    """
-    results = await asyncio.gather(*(run_polling.coro(**settings) for settings in variants.values()))
-    return dict(zip(variants, results))
+run_polling_variants = variants_of(run_polling)
 
 
 def exchanges(result: Result) -> list[tuple[bytes, bytes]]:

@@ -8,13 +8,12 @@ import tracemalloc
 
 import numpy as np
 import pandas as pd
-import psutil
 
 from ..feed import Feed
 from ..lab import lab, on_lab_loop
 from ..patterns import push
 from ..results import Result
-from .core import Workload, expected_seconds, measure
+from .core import Workload, established, expected_seconds, measure
 
 HELD_COUNTS = (0, 100, 200, 400)
 MAX_HELD = 2000
@@ -26,12 +25,6 @@ async def run_push(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0
     """Clients hold one streaming response each (see ``patterns/push.py``)."""
     workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
     return await measure("push", push.handlers, push.listen, workload, drain=latency + 0.1, ready_first=True)
-
-
-def _server_connections(port: int) -> int:
-    """Established TCP connections on the server's port, as the operating system sees them."""
-    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
-               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
 
 def _open_streams(port: int, how_many: int) -> list[socket.socket]:
@@ -68,7 +61,7 @@ async def measure_held_connections(counts: tuple[int, ...] = HELD_COUNTS) -> pd.
         for target in sorted(counts):
             clients += await asyncio.to_thread(_open_streams, server.port, target - len(clients))
             await asyncio.sleep(0.05)  # let the server finish setting up the last streams
-            rows.append({"clients": target, "open_connections": _server_connections(server.port),
+            rows.append({"clients": target, "open_connections": established(server.port),
                          "python_bytes": tracemalloc.get_traced_memory()[0] - baseline})
     finally:
         tracemalloc.stop()

@@ -39,6 +39,7 @@ from nats.js.api import AckPolicy, RetentionPolicy, StorageType
 from ..broker import Broker, connect, start_broker
 from ..lab import on_lab_loop
 from ..wire import WireMeter
+from .core import LOG_BYTES
 
 SERVICES = ("password-recovery", "marketing", "registration")
 TEMPLATES = {"password-recovery": "reset-your-password", "marketing": "spring-offer", "registration": "welcome"}
@@ -182,7 +183,7 @@ async def email_worker(broker: Broker, queue: EmailQueue, name: str, journal: Jo
 class EmailService:
     """The consumer side: ``workers`` instances pulling from the same durable consumer."""
 
-    def __init__(self, broker: Broker, queue: EmailQueue, journal: Journal, *, workers: int = 1,
+    def __init__(self, broker: Broker | str, queue: EmailQueue, journal: Journal, *, workers: int = 1,
                  service_time: float = 0.02, idempotent: bool = True, idempotency_key: bool = False,
                  prefix: str = "email") -> None:
         self.broker, self.queue, self.journal = broker, queue, journal
@@ -253,6 +254,7 @@ class QueueRun:
     depth: pd.DataFrame       # t, waiting, in_flight, depth
     marks: list[tuple[float, str]]
     facts: dict[str, Any] = field(default_factory=dict)
+    wire: list = field(default_factory=list)  # the wire meter's connections, where a run keeps them (a ladder)
 
     @classmethod
     def build(cls, experiment: str, settings: dict, journal: Journal, **facts) -> "QueueRun":
@@ -477,9 +479,11 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     _check("ack_wait", ack_wait, 0.2, 10.0, " s")
     stage = await _Stage.open(ack_wait=ack_wait)
     victim = f"registration-{crash_on}"
+    meter = await WireMeter(stage.broker.port, log_bytes=LOG_BYTES).start()  # the workers' side, for a ladder
+    via_meter = f"nats://127.0.0.1:{meter.port}"
     careful = {"service_time": service_time, "idempotent": idempotent, "idempotency_key": idempotency_key}
-    first = EmailService(stage.broker, stage.queue, stage.journal, prefix="email-first", **careful)
-    second = EmailService(stage.broker, stage.queue, stage.journal, prefix="email-restarted", **careful)
+    first = EmailService(via_meter, stage.queue, stage.journal, prefix="email-first", **careful)
+    second = EmailService(via_meter, stage.queue, stage.journal, prefix="email-restarted", **careful)
     try:
         await stage.publish("registration", [f"registration-{i}" for i in range(1, jobs + 1)])
         await asyncio.wait_for(first.start(crash_on=victim, crash_before_record=crash_before_record).finished(),
@@ -491,9 +495,11 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     finally:
         await first.stop()
         await second.stop()
+        await meter.stop()
         await stage.close()
     run = QueueRun.build("crash before ack", {"jobs": jobs, "crash_on": victim, "ack_wait": ack_wait,
                                               "crash_before_record": crash_before_record, **careful}, stage.journal)
+    run.wire = meter.connections
     tries = run.deliveries[run.deliveries["job"] == victim].sort_values("received")
     run.facts["crashed_job"] = victim
     run.facts["redelivery_delay_s"] = (float(tries["received"].iloc[1] - tries["received"].iloc[0])
@@ -642,6 +648,7 @@ class WireCapture:
     worker_up: bytes
     worker_down: bytes
     job_bytes: int
+    wire: list = field(default_factory=list)  # the meter's connections, producer then worker, with their logs
 
     @staticmethod
     def readable(data: bytes, width: int = 130) -> str:
@@ -654,7 +661,7 @@ class WireCapture:
 async def run_wire() -> WireCapture:
     """One job published and one job pulled and acknowledged, through a wire meter."""
     stage = await _Stage.open(sample=False)
-    meter = await WireMeter(stage.broker.port, capture=4096).start()
+    meter = await WireMeter(stage.broker.port, capture=4096, log_bytes=LOG_BYTES).start()
     try:
         via_meter = f"nats://127.0.0.1:{meter.port}"
         producer = await connect(via_meter, "registration")
@@ -668,7 +675,7 @@ async def run_wire() -> WireCapture:
         await asyncio.sleep(0.05)
         (p, w) = meter.connections[:2]
         return WireCapture(bytes(p.head_up), bytes(p.head_down), bytes(w.head_up), bytes(w.head_down),
-                           len(message.data))
+                           len(message.data), [p, w])
     finally:
         await meter.stop()
         await stage.close()

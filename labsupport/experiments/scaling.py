@@ -36,7 +36,8 @@ from ..broker import BrokerError
 from ..cluster import Cluster, connect_cluster, node_arguments, start_cluster
 from ..lab import LabError, lab, on_lab_loop
 from ..patterns.gateway import CLIENTS, GatewayProcess, GatewayRecorder, event_body
-from .choosing import framed_event_bytes, project
+from ..costs import project
+from .choosing import framed_event_bytes
 from .core import all_ready, cancel_all, raise_client_failure
 
 CLUSTER = "scaling"

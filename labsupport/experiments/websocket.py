@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
@@ -22,7 +22,7 @@ from ..patterns import websocket as ws
 from ..record import Recorder
 from ..results import Result
 from ..wire import Link, WireMeter
-from .core import Workload, expected_seconds, measure
+from .core import LOG_BYTES, Workload, expected_seconds, measure
 from .sse import CutOutcome
 
 ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # fixed by RFC 6455
@@ -125,6 +125,7 @@ class Duplex:
     messages: list[ws.Message]
     connections: int
     duration: float
+    wire: list = field(default_factory=list)  # the meter's connections, with their logs (for a ladder)
 
     def count(self, direction: str) -> int:
         return sum(m.direction == direction for m in self.messages)
@@ -165,7 +166,8 @@ async def run_game(*, tick_rate: float = 30.0, inputs_per_s: float = 20.0, durat
         raise ValueError("tick_rate and inputs_per_s must be between 1 and 200 per second")
     hub = ws.Hub(tick_rate=tick_rate)
     server = await _serve("ws-game", hub)
-    meter = await WireMeter(server.port, up=Link(latency=latency), down=Link(latency=latency)).start()
+    meter = await WireMeter(server.port, up=Link(latency=latency), down=Link(latency=latency),
+                            log_bytes=LOG_BYTES).start()
     log: list[ws.Message] = []
     try:
         await ws.play(meter.url, inputs_per_s=inputs_per_s, duration=duration, log=log)
@@ -173,7 +175,7 @@ async def run_game(*, tick_rate: float = 30.0, inputs_per_s: float = 20.0, durat
         await meter.stop()
         await lab.stop_server(server.name)
     log += [ws.Message("up", n, sent, received) for n, sent, received in hub.inputs]
-    return Duplex(log, len(meter.connections), duration)
+    return Duplex(log, len(meter.connections), duration, meter.connections)
 
 
 # -- W2: a chat room --------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class FrameChecker:
 
     Call ``header`` with a frame's first two bytes, then ``length`` with its payload length
     (from those bytes, or from the extended length that follows when they say 126 or 127).
-    The server negotiates no extension, so every RSV bit must be 0.
+    RSV bits must be 0, except RSV1 on the first frame of a data message once permessage-deflate
+    was agreed (``deflate``; RFC 7692 6.1).
     """
 
     def __init__(self, max_message_size: int) -> None:
@@ -53,6 +54,7 @@ class FrameChecker:
         self.fragmented = False   # inside a message sent as several frames (RFC 6455 5.4)
         self.message_size = 0     # payload bytes of that message so far
         self._frame: tuple[bool, bool, int] = (False, True, 0)   # control?, final?, opcode
+        self.deflate = False      # permessage-deflate agreed in the handshake
 
     def header(self, first_two: bytes) -> int | None:
         """The payload length, or None when an extended length follows. Raises ``FrameError``."""
@@ -60,8 +62,9 @@ class FrameChecker:
         masked, length = first_two[1] & 0x80, first_two[1] & 0x7F
         if not masked:
             raise FrameError(PROTOCOL_ERROR, "client frames must be masked (RFC 6455 5.1)")
-        if reserved:
-            raise FrameError(PROTOCOL_ERROR, "RSV bits set, but no extension was negotiated (RFC 6455 5.2)")
+        compressed = reserved == 0x40 and self.deflate and opcode in (0x1, 0x2)
+        if reserved and not compressed:
+            raise FrameError(PROTOCOL_ERROR, "RSV bits set that no negotiated extension defines (RFC 6455 5.2, RFC 7692 6.1)")
         if opcode in _RESERVED_OPCODES:
             raise FrameError(PROTOCOL_ERROR, f"opcode {opcode:#x} is reserved (RFC 6455 5.2)")
         control = opcode >= 0x8
@@ -114,6 +117,7 @@ class StrictProtocol(tornado.websocket.WebSocketProtocol13):
     async def _read_bytes(self, n: int) -> bytes:
         data = await super()._read_bytes(n)
         step, self._next_read = self._next_read, None
+        self.checker.deflate = self._decompressor is not None  # set by Tornado when permessage-deflate was agreed
         if step == "header" and self.checker.header(data) is None:
             self._next_read = "length"
         elif step == "length":
@@ -121,6 +125,8 @@ class StrictProtocol(tornado.websocket.WebSocketProtocol13):
         return data
 
     def _handle_message(self, opcode: int, data: bytes):
+        if opcode == 0x1 and self._frame_compressed:  # check the text as sent, not as compressed
+            return super()._handle_message(opcode, data)  # Tornado drops bad UTF-8 there (1006)
         if opcode == 0x1:  # Tornado would drop the connection without a word
             try:
                 data.decode("utf-8")

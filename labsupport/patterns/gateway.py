@@ -43,6 +43,7 @@ from ..lab import LOOPBACK
 from ..record import Recorder
 from ..server_process import ServerProcess, serve_commands
 from . import sse
+from ._input import cursor as read_cursor
 from . import websocket as ws
 from .sse_codec import EventStreamParser
 
@@ -82,8 +83,8 @@ class StreamMirror(Feed):
 
 def _ahead(text: str, mirror: StreamMirror) -> int | None:
     """An id that is a number this gateway has not seen yet, or None."""
-    text = text.strip()
-    return int(text) if text.isdigit() and len(text) <= 18 and int(text) > mirror.last_seq else None
+    wanted = read_cursor(text.strip())
+    return wanted if wanted is not None and wanted > mirror.last_seq else None
 
 
 class GatewayStream(sse.EventStreamHandler):
@@ -91,22 +92,16 @@ class GatewayStream(sse.EventStreamHandler):
 
     def initialize(self, feed: StreamMirror, publish, **options) -> None:
         super().initialize(feed, **options)
-        self.publish = publish
+        self.publish_to_cluster = publish
 
     async def get(self) -> None:
         wanted = _ahead(self.request.headers.get("Last-Event-ID", ""), self.feed)
         if wanted is not None:
-            await self.feed.reach(wanted)   # if it never comes, the usual 400 follows
+            await self.feed.reach(wanted)   # if it never comes, the usual reset event follows
         await super().get()
 
-    async def post(self) -> None:
-        try:
-            value = float(json.loads(self.request.body)["value"])
-        except (ValueError, TypeError, KeyError):
-            self._refuse('Send a JSON body like {"value": 101.5}.')
-            return
-        self.set_status(202)
-        self.write({"seq": await self.publish(value)})
+    async def publish(self, value: float) -> int:
+        return await self.publish_to_cluster(value)
 
 
 class GatewaySocket(ws.FeedSocket):
