@@ -11,7 +11,7 @@ import labsupport
 from labsupport.lab import LabCall
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTER_MODULES = ["polling", "pull_push", "longpolling", "sse", "websocket", "queues", "choosing"]
+CHAPTER_MODULES = ["polling", "pull_push", "longpolling", "sse", "websocket", "queues", "queues_faults", "choosing"]
 
 
 def test_every_exported_name_exists_and_nothing_is_exported_twice():
