@@ -50,7 +50,7 @@ from .feed import Event, Feed
 from .lab import LOOPBACK, LabError, lab
 from .wire import BACKLOG
 
-PATTERNS = ("polling", "long polling", "sse", "websocket")
+PATTERNS = ("polling", "long polling", "push", "sse", "websocket")
 START_TIMEOUT = 30.0   # Python, Tornado and the course package load in about a second; a busy machine is slower
 ANSWER_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -59,13 +59,15 @@ LINE_LIMIT = 2 ** 26   # the event report is one JSON line
 
 def handlers(pattern: str, feed: Feed, options: dict) -> list:
     """The Tornado routes of one pattern's server, on ``feed`` (the same modules the chapters show)."""
-    from .patterns import longpolling, polling, sse
+    from .patterns import longpolling, polling, push, sse
     from .patterns import websocket as ws
 
     if pattern == "polling":
         return polling.handlers(feed)
     if pattern == "long polling":
         return longpolling.handlers(feed, hold=options.get("hold", 20.0))
+    if pattern == "push":
+        return push.handlers(feed)
     if pattern == "sse":
         return sse.handlers(feed, **options)
     if pattern == "websocket":

@@ -25,7 +25,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
-READ_SIZE = 65536
 MAX_IN_FLIGHT = 256 * 1024
 BACKLOG = 1024  # room for hundreds of clients connecting in the same instant
 
@@ -43,6 +42,10 @@ class Link:
             raise ValueError("latency and jitter must be zero or positive (seconds, one way)")
         if self.bandwidth is not None and self.bandwidth <= 0:
             raise ValueError("bandwidth must be a positive number of bytes per second, or None")
+
+    @property
+    def impairs(self) -> bool:
+        return bool(self.latency or self.jitter or self.bandwidth)
 
     def delay(self, nbytes: int) -> float:
         extra = random.uniform(0, self.jitter) if self.jitter else 0.0
@@ -95,8 +98,8 @@ class WireMeter:
         self.up = up or Link()
         self.down = down or Link()
         self.connections: list[Connection] = []
-        self._live: dict[int, tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._live: dict[int, _Relay] = {}
+        self._relays: set[_Relay] = set()
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
         self._peak = 0
@@ -111,9 +114,14 @@ class WireMeter:
         return f"ws://{LOOPBACK}:{self.port}"
 
     async def start(self) -> "WireMeter":
-        self._server = await asyncio.start_server(self._relay, LOOPBACK, 0, backlog=BACKLOG)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Relay(self).client, LOOPBACK, 0, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def backend_for(self, peer: tuple) -> int:
+        """The server port for a client at ``peer`` (host, port). A balancer overrides this."""
+        return self.target_port
 
     # -- counting -------------------------------------------------------------------------
 
@@ -126,117 +134,16 @@ class WireMeter:
             bytes_down=sum(c.bytes_down for c in self.connections),
         )
 
-    # -- faults ---------------------------------------------------------------------------
-
-    async def cut_all(self) -> int:
-        """Drop every open connection at once, as a network blip would. Returns how many."""
-        live = [c for c in self.connections if c.id in self._live]
-        for conn in live:
-            conn.cut = True
-            self._abort(conn)
-        await asyncio.sleep(0)
-        return len(live)
-
     def cut(self, conn: Connection) -> None:
         """Drop one connection: both ends see it reset, as a proxy closing it would do."""
-        if conn.id in self._live:
+        relay = self._live.get(conn.id)
+        if relay is not None:
             conn.cut = True
-            self._abort(conn)
+            relay.abort()
 
     def blackhole(self, conn: Connection) -> None:
         """Forget one connection silently: its bytes are dropped and neither end is told (half-open)."""
         conn.blackholed = True
-
-    # -- relaying -------------------------------------------------------------------------
-
-    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        self._tasks.add(asyncio.current_task())
-        conn = Connection(id=next(self._ids), opened=time.monotonic(), chunks=[] if self.log_bytes else None)
-        conn.last_active = conn.opened
-        self.connections.append(conn)
-        try:
-            server_r, server_w = await asyncio.open_connection(LOOPBACK, self.target_port)
-        except OSError:
-            client_w.transport.abort()
-            conn.closed = time.monotonic()
-            self._tasks.discard(asyncio.current_task())
-            return
-        self._live[conn.id] = (client_w, server_w)
-        self._peak = max(self._peak, len(self._live))
-        try:
-            await asyncio.gather(
-                self._pump(client_r, server_w, conn, "up", self.up),
-                self._pump(server_r, client_w, conn, "down", self.down),
-            )
-        except asyncio.CancelledError:
-            pass  # only stop() cancels a relay, and it has already dropped the connection
-        finally:
-            self._live.pop(conn.id, None)
-            conn.closed = time.monotonic()
-            for w in (client_w, server_w):
-                w.close()  # flushes what is buffered; a cut connection was aborted already
-            self._tasks.discard(asyncio.current_task())
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    conn: Connection, direction: str, link: Link) -> None:
-        """Copy one direction, counting bytes and holding each chunk for the link's delay.
-
-        Without a delay the copy is direct, so a slow reader pushes back on the sender just as
-        it would without the meter. With one, chunks wait in order in ``in_flight`` and each
-        is written at its due time, never before the chunk ahead of it; at most MAX_IN_FLIGHT
-        bytes wait at once.
-        """
-        loop = asyncio.get_running_loop()
-        head = conn.head_up if direction == "up" else conn.head_down
-        log = conn.chunks  # None unless the meter keeps a log
-        last_due = 0.0
-        in_flight: deque[tuple[float, bytes]] = deque()  # (due time, chunk), oldest first
-        pending = 0  # bytes in flight
-
-        def deliver_due() -> None:
-            nonlocal pending
-            while in_flight and in_flight[0][0] <= loop.time():
-                _, chunk = in_flight.popleft()
-                pending -= len(chunk)
-                if not writer.transport.is_closing():
-                    writer.write(chunk)
-            if in_flight:
-                loop.call_at(in_flight[0][0], deliver_due)
-
-        try:
-            while chunk := await reader.read(READ_SIZE):
-                if conn.blackholed:
-                    continue
-                conn.last_active = time.monotonic()
-                if direction == "up":
-                    conn.bytes_up += len(chunk)
-                else:
-                    conn.bytes_down += len(chunk)
-                if len(head) < self.capture:
-                    head.extend(chunk[: self.capture - len(head)])
-                delay = link.delay(len(chunk))
-                if delay or pending:
-                    last_due = max(last_due, loop.time() + delay)
-                    pending += len(chunk)
-                    in_flight.append((last_due, chunk))
-                    if log is not None:
-                        self._keep(log, direction, loop.time(), last_due, chunk)
-                    if len(in_flight) == 1:
-                        loop.call_at(last_due, deliver_due)
-                    while pending > MAX_IN_FLIGHT:
-                        await asyncio.sleep(0.001)
-                else:
-                    writer.write(chunk)
-                    if log is not None:
-                        now = loop.time()
-                        self._keep(log, direction, now, now, chunk)
-                await writer.drain()
-            while pending:  # pass the end of stream on after the last delayed chunk
-                await asyncio.sleep(0.001)
-            if writer.can_write_eof() and not writer.transport.is_closing():
-                writer.write_eof()
-        except (ConnectionError, OSError):
-            self._abort(conn)
 
     def _keep(self, log: list, direction: str, read: float, delivered: float, chunk: bytes) -> None:
         """Log one chunk (times on the loop's clock, which is ``time.monotonic()``) while room is left."""
@@ -248,21 +155,240 @@ class WireMeter:
         self._logged += len(chunk)
         log.append((direction, read, delivered, chunk))
 
-    def _abort(self, conn: Connection) -> None:
-        for w in self._live.get(conn.id, ()):
-            w.transport.abort()
+    # -- faults ---------------------------------------------------------------------------
+
+    async def cut_all(self) -> int:
+        """Drop every open connection at once, as a network blip would. Returns how many."""
+        live = list(self._live.values())
+        for relay in live:
+            relay.conn.cut = True
+            relay.abort()
+        await asyncio.sleep(0)
+        return len(live)
 
     async def stop(self) -> None:
         """Stop listening, drop what is still open, and wait for every relay to end."""
         if self._server is None:
             return
         self._server.close()
-        for conn in self.connections:
-            self._abort(conn)
-        if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=1.0)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
+        for relay in list(self._relays):
+            relay.abort()
+        if self._relays:
+            await asyncio.wait([r.ended for r in self._relays], timeout=1.0)
         await self._server.wait_closed()
         self._server = None
+
+
+# -- relaying ---------------------------------------------------------------------------------
+#
+# The relay is written with asyncio's protocols and transports, not streams: a chunk that
+# arrives is counted and handed to the other socket within the same callback, with no task to
+# wake and nothing to await. Flow control is the transports' own: when the socket we write to
+# has a full buffer, its protocol is told to ``pause_writing`` and we stop reading the other
+# side until ``resume_writing``, so a slow reader pushes back on the sender as it would without
+# the meter.
+
+class _End(asyncio.Protocol):
+    """One socket of a relayed connection, the client's or the server's."""
+
+    def __init__(self, relay: "_Relay", lane: "_Lane") -> None:
+        self.relay, self.lane = relay, lane   # ``lane`` carries what arrives on this socket
+        self.transport: asyncio.Transport | None = None
+        self.held: set[str] = set()           # why reading is paused, if it is
+        self.early: list[bytes] = []          # written before this socket was connected
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.relay.made(self)
+        for data in self.early:
+            self.write(data)
+        self.early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.lane.carry(data)
+
+    def eof_received(self) -> bool:
+        self.lane.finish()
+        return True  # keep the socket half open: the other direction may still have bytes to send
+
+    def pause_writing(self) -> None:
+        self.relay.other(self).hold("full")    # our peer reads slowly: stop reading what we would send it
+
+    def resume_writing(self) -> None:
+        self.relay.other(self).release("full")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.relay.lost(self, exc)
+
+    def hold(self, why: str) -> None:
+        self.held.add(why)
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def release(self, why: str) -> None:
+        self.held.discard(why)
+        if not self.held and self.transport is not None:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None:
+            self.early.append(data)
+        elif not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class _Lane:
+    """One direction of a relayed connection: counts its bytes, keeps its head, applies its link.
+
+    Without a delay each chunk is written on at once. With one, chunks wait in order in
+    ``in_flight`` and each is written at its due time, never before the chunk ahead of it; at
+    most MAX_IN_FLIGHT bytes wait at once (reading the source pauses until there is room).
+    """
+
+    def __init__(self, relay: "_Relay", direction: str, link: Link) -> None:
+        self.relay, self.direction, self.link = relay, direction, link
+        self.head = relay.conn.head_up if direction == "up" else relay.conn.head_down
+        self.source: _End | None = None
+        self.sink: _End | None = None
+        self.in_flight: deque[tuple[float, bytes]] = deque()  # (due time, chunk), oldest first
+        self.pending = 0      # bytes in flight
+        self.last_due = 0.0
+        self.ending = False   # the source sent its end of stream
+        self.done = False     # ... and it has been passed on
+
+    def carry(self, chunk: bytes) -> None:
+        conn, size = self.relay.conn, len(chunk)
+        if conn.blackholed:
+            return
+        conn.last_active = time.monotonic()
+        if self.direction == "up":
+            conn.bytes_up += size
+        else:
+            conn.bytes_down += size
+        capture = self.relay.meter.capture
+        if len(self.head) < capture:
+            self.head.extend(chunk[: capture - len(self.head)])
+        delay = self.link.delay(size) if self.link.impairs else 0.0
+        log = conn.chunks  # None unless the meter keeps a log
+        if not delay and not self.pending:
+            self.sink.write(chunk)
+            if log is not None:
+                now = time.monotonic()
+                self.relay.meter._keep(log, self.direction, now, now, chunk)
+            return
+        loop = asyncio.get_running_loop()
+        self.last_due = max(self.last_due, loop.time() + delay)
+        self.pending += size
+        self.in_flight.append((self.last_due, chunk))
+        if log is not None:
+            self.relay.meter._keep(log, self.direction, loop.time(), self.last_due, chunk)
+        if len(self.in_flight) == 1:
+            loop.call_at(self.last_due, self.deliver_due)
+        if self.pending > MAX_IN_FLIGHT:
+            self.source.hold("in flight")
+
+    def deliver_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.in_flight and self.in_flight[0][0] <= loop.time():
+            _, chunk = self.in_flight.popleft()
+            self.pending -= len(chunk)
+            self.sink.write(chunk)
+        if self.in_flight:
+            loop.call_at(self.in_flight[0][0], self.deliver_due)
+        if self.pending <= MAX_IN_FLIGHT:
+            self.source.release("in flight")
+        if self.ending and not self.in_flight:
+            self._pass_end()
+
+    def finish(self) -> None:
+        """The source sent its end of stream: pass it on after the last delayed chunk."""
+        self.ending = True
+        if not self.in_flight:
+            self._pass_end()
+
+    def _pass_end(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        transport = self.sink.transport
+        if transport is not None and not transport.is_closing():
+            if self.source.lost or not transport.can_write_eof():
+                transport.close()  # the source is gone for good: close, after flushing
+            else:
+                transport.write_eof()
+        self.relay.lane_done()
+
+
+class _Relay:
+    """One client connection and the meter's own connection to the server, joined by two lanes."""
+
+    def __init__(self, meter: WireMeter) -> None:
+        self.meter = meter
+        opened = time.monotonic()
+        self.conn = Connection(id=next(meter._ids), opened=opened, last_active=opened,
+                               chunks=[] if meter.log_bytes else None)
+        self.up = _Lane(self, "up", meter.up)
+        self.down = _Lane(self, "down", meter.down)
+        self.client = _End(self, self.up)
+        self.server = _End(self, self.down)
+        self.up.source, self.up.sink = self.client, self.server
+        self.down.source, self.down.sink = self.server, self.client
+        self.ended = asyncio.get_running_loop().create_future()
+        self._connecting: asyncio.Task | None = None
+
+    def other(self, end: _End) -> _End:
+        return self.server if end is self.client else self.client
+
+    def made(self, end: _End) -> None:
+        meter = self.meter
+        if end is self.client:  # a client arrived: reach the server before reading a byte
+            meter.connections.append(self.conn)
+            meter._relays.add(self)
+            end.hold("connecting")
+            self._connecting = asyncio.ensure_future(self._connect())
+        elif self.client.lost:  # the client left while we were reaching the server
+            end.transport.abort()
+        else:
+            meter._live[self.conn.id] = self
+            meter._peak = max(meter._peak, len(meter._live))
+            self.client.release("connecting")
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            port = self.meter.backend_for(self.client.transport.get_extra_info("peername"))
+            await loop.create_connection(lambda: self.server, LOOPBACK, port)
+        except OSError:
+            self.client.transport.abort()  # the server is down: the client sees its connection end
+
+    def lane_done(self) -> None:
+        if self.up.done and self.down.done:  # both ends said all they had: close, after flushing
+            for end in (self.client, self.server):
+                if end.transport is not None:
+                    end.transport.close()
+
+    def lost(self, end: _End, exc: Exception | None) -> None:
+        other = self.other(end)
+        if exc is not None:
+            self.abort()  # a reset: the other side sees one too
+        elif not other.lost:
+            end.lane.finish()  # what this side sent reaches the other, then the other is closed
+        if (self.client.lost or self.client.transport is None) and (self.server.lost or self.server.transport is None):
+            self._end()
+
+    def abort(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for end in (self.client, self.server):
+            if end.transport is not None:
+                end.transport.abort()
+
+    def _end(self) -> None:
+        if self.ended.done():
+            return
+        self.conn.closed = time.monotonic()
+        self.meter._live.pop(self.conn.id, None)
+        self.meter._relays.discard(self)
+        self.ended.set_result(None)

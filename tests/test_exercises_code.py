@@ -11,8 +11,8 @@ import nats.errors
 import tornado.iostream
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from labsupport.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch09
-from labsupport.patterns import longpolling, push, sse, websocket
+from labsupport.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09
+from labsupport.patterns import longpolling, push, sse, webhook, websocket
 from labsupport.patterns.sse_codec import EventStreamParser
 
 
@@ -283,3 +283,34 @@ def test_ch09_failover_model_passes_and_a_cursor_from_its_own_count_repeats_even
     assert ch09.q5.verdict(ch09.q5.answer)[0] is True
     ok, why = ch09.q5.verdict(follow_with_own_count)
     assert ok is False and "received twice" in why and "not from your own count" in why
+
+
+class ReceiverThatWorksFirst(webhook.HookHandler):
+    async def post(self):
+        self.ledger.received += 1
+        problem = webhook.verify(self.secret, self.request.headers, self.request.body)
+        if problem is not None:
+            self.set_status(401)
+            self.finish({"refused": problem})
+            return
+        msg_id = self.request.headers["webhook-id"]
+        await webhook.apply(self.ledger, msg_id, self.work, self.dedupe)
+        self.finish({"applied": msg_id})
+
+
+def test_ch08_receiver_model_answers_fast_and_one_that_works_first_is_retried():
+    assert ch08.q4.verdict(ch08.q4.answer)[0] is True
+    ok, why = ch08.q4.verdict(ReceiverThatWorksFirst)
+    assert ok is False and "answer 202" in why
+
+
+def test_ch07_rule_model_passes_and_always_push_fails_at_a_high_rate():
+    assert ch07.q5.verdict(ch07.q5.answer)[0] is True
+    ok, why = ch07.q5.verdict(lambda rate: "sse")
+    assert ok is False and "60 events/s, polling was cheaper" in why
+
+
+def test_ch07_batch_model_passes_and_no_window_asks_once_per_event():
+    assert ch07.q6.verdict(ch07.q6.answer)[0] is True
+    ok, why = ch07.q6.verdict(lambda feed: longpolling.handlers(feed, batch=0.0))
+    assert ok is False and "at least the poll interval" in why

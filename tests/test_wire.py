@@ -159,3 +159,33 @@ def test_jitter_delays_but_never_reorders_bytes():
         return received
 
     assert run(scenario()) == b"".join(pieces)
+
+
+def test_a_reader_that_does_not_read_pushes_back_on_the_sender():
+    total = 32 * 2 ** 20
+    sent = []
+
+    async def flood(reader, writer):
+        for _ in range(total // 65536):
+            writer.write(b"z" * 65536)
+            await writer.drain()  # blocks while nobody downstream reads
+            sent.append(65536)
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(flood, "127.0.0.1", 0)
+        meter = await WireMeter(server.sockets[0].getsockname()[1]).start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", meter.port)
+        await asyncio.sleep(0.5)  # the client reads nothing meanwhile
+        relayed_while_idle = meter.counts().bytes_down
+        received = 0
+        while chunk := await asyncio.wait_for(reader.read(2 ** 20), scaled(10)):
+            received += len(chunk)
+        writer.close()
+        await meter.stop()
+        server.close()
+        return relayed_while_idle, received
+
+    relayed_while_idle, received = run(scenario())
+    assert relayed_while_idle < 16 * 2 ** 20  # socket buffers, not the whole flood, sat in between
+    assert received == total

@@ -6,6 +6,11 @@ import math
 
 from ..checks import Exercise
 from ..costs import Need, Recommendation, header_traffic
+from ..experiments.core import Workload
+from ..experiments.polling import run_polling
+from ..experiments.sse import run_sse
+from ..patterns import longpolling
+from .tryout import TryOutFailed, try_out
 
 # q1: the article's cases.
 Q1_CASES = ("weather panel", "stock ticker", "news feed", "chat", "email jobs")
@@ -119,4 +124,74 @@ q4 = Exercise(
     solution="recommend(Need('parcel tracking', clients=200_000, updates_per_minute=2, max_delay_s=30, "
              "every_update_matters=False), units)",
     answer=Recommendation(PARCEL, "sse", ["the model answer; the notebook computes the real one"]),
+)
+
+
+# q5: a rule for "which costs fewer bytes", checked against the two patterns measured on the wire.
+Q5_INTERVAL, Q5_RATES, Q5_SECONDS = 0.25, (4.0, 60.0), 1.5
+
+
+def _measured_bytes_per_s(rate: float) -> dict[str, float]:
+    polling = run_polling(Q5_INTERVAL, rate=rate, duration=Q5_SECONDS)
+    stream = run_sse(rate=rate, duration=Q5_SECONDS)
+    return {"polling": polling.wire.bytes_total / Q5_SECONDS, "sse": stream.wire.bytes_total / Q5_SECONDS}
+
+
+def _check_rule(cheaper) -> tuple[bool, str]:
+    if not callable(cheaper):
+        return False, "Pass your function, cheaper(rate), which returns 'polling' or 'sse'."
+    for rate in Q5_RATES:
+        said = str(cheaper(rate)).strip().lower()
+        if said not in ("polling", "sse"):
+            return False, f"cheaper({rate:g}) returned {said!r}; return 'polling' or 'sse'."
+        cost = _measured_bytes_per_s(rate)
+        measured = min(cost, key=cost.get)
+        if said != measured:
+            return False, (f"At {rate:g} events/s, {measured} was cheaper on the wire: polling every "
+                           f"{Q5_INTERVAL} s sent {cost['polling']:.0f} B/s, SSE {cost['sse']:.0f} B/s. Polling's cost "
+                           "does not grow with the events; push pays for every one.")
+    return True, (f"Your rule matched the wire at {Q5_RATES[0]:g} and {Q5_RATES[1]:g} events/s: push wins while events "
+                  "are rarer than about (poll bytes / event bytes) per interval, then polling does.")
+
+
+q5 = Exercise(
+    "A rule that the wire agrees with",
+    checker=_check_rule,
+    hint="Polling every 0.25 s costs 4 polls a second of about 350 bytes each, whatever happens. An SSE event "
+         "costs its payload plus about 20 bytes. Where do the two meet?",
+    solution="def cheaper(rate):\n    return 'sse' if rate < 4 * 350 / 60 else 'polling'   # about 23 events/s",
+    answer=lambda rate: "sse" if rate < 4 * 350 / 60 else "polling",
+)
+
+
+# q6: a batching window that makes long polling ask less often than polling, measured at the server.
+Q6_RATE, Q6_INTERVAL = 20.0, 0.25
+Q6_WORKLOAD = Workload(rate=Q6_RATE, clients=1, duration=2.0)
+
+
+def _check_batch(handlers) -> tuple[bool, str]:
+    if not callable(handlers):
+        return False, "Pass your handlers function, as in `my_handlers = lambda feed: longpolling.handlers(feed, ...)`."
+    try:
+        result = try_out(handlers, longpolling.long_poll, Q6_WORKLOAD, ready_first=False)
+    except TryOutFailed as failure:
+        return False, str(failure)
+    s = result.summary()
+    measured = (f"{s['requests_per_s']:.1f} requests/s against polling's {1 / Q6_INTERVAL:.0f}, "
+                f"mean latency {s['latency_mean_ms']:.0f} ms, {s['missed']} missed")
+    if s["missed"]:
+        return False, f"Events were lost ({measured}): keep the cursor, change only the batch window."
+    if s["requests_per_s"] >= 0.9 / Q6_INTERVAL:
+        return False, (f"Long polling still asked at least as often as polling ({measured}). Each answer "
+                       "ends a request, so it asks about 1/(window + 1/rate) times a second: the window must "
+                       "be at least the poll interval.")
+    return True, f"Fewer requests than polling, nothing lost ({measured}); the price is the window's wait."
+
+
+q6 = Exercise(
+    "Batch until it pays",
+    checker=_check_batch,
+    hint="Long polling with a batch window asks about 1 / (window + 1/rate) times a second. Polling asks 1/0.25 = 4.",
+    solution="my_handlers = lambda feed: longpolling.handlers(feed, batch=0.3)   # 1/(0.3 + 0.05) = 2.9 per second",
+    answer=lambda feed: longpolling.handlers(feed, batch=0.3),
 )

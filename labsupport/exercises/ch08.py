@@ -7,6 +7,7 @@ import time
 
 from ..checks import Exercise
 from ..experiments.production_idle import run_idle
+from ..experiments.production_webhooks import run_webhooks
 from ..patterns import webhook
 
 # q1: a heartbeat interval, checked behind a real idle-cutting proxy
@@ -89,4 +90,41 @@ q3 = Exercise(
          "hmac.compare_digest, and refuse a timestamp more than 5 minutes from now.",
     solution="def genuine(secret, headers, body): return webhook.verify(secret, headers, body) is None",
     answer=lambda secret, headers, body: webhook.verify(secret, headers, body) is None,
+)
+
+
+# q4: a receiver that works before it answers, run against the real provider and its retries
+Q4_EVENTS, Q4_WORK = 6, 0.8   # each job takes longer than the provider waits (webhook.TIMEOUT)
+
+
+def _check_fast_answer(receiver) -> tuple[bool, str]:
+    if not (isinstance(receiver, type) and issubclass(receiver, webhook.HookHandler)):
+        return False, "Pass your handler class itself (MyReceiver), a subclass of webhook.HookHandler."
+    try:
+        run = run_webhooks(events=Q4_EVENTS, rate=20.0, outage_at=None, work=Q4_WORK, give_up=1.5,
+                           receiver=receiver)
+    except Exception as error:  # the learner's handler may break the run: say so in a sentence
+        return False, f"your receiver was run against the real provider and stopped with {type(error).__name__}: {error}"
+    s = run.summary()
+    measured = (f"{s['delivered']} of {s['events']} events acknowledged, {s['attempts']} attempts, "
+                f"{s['applied']} applied, {s['applied_twice']} applied twice")
+    if s["applied_twice"]:
+        return False, f"Some events were applied twice ({measured}): apply each webhook-id once."
+    if s["delivered"] < s["events"] or s["attempts"] > s["events"]:
+        return False, (f"The provider waited {webhook.TIMEOUT} s for each answer while your receiver worked "
+                       f"{Q4_WORK} s first, so it counted the attempt failed and sent it again ({measured}). "
+                       "Queue the job and answer 202 before doing the work.")
+    if s["applied"] < s["events"]:
+        return False, f"Answered fast, but the work was never done for every event ({measured}): queue each job."
+    return True, f"Every event acknowledged on its first attempt and applied once ({measured})."
+
+
+q4 = Exercise(
+    "Answer first, work later",
+    checker=_check_fast_answer,
+    hint="The provider waits only webhook.TIMEOUT seconds. Put the id on self.ledger.queue (a worker applies "
+         "it), then answer 202 at once.",
+    solution="self.ledger.queue.put_nowait(msg_id)\nself.set_status(202)\nself.finish({'queued': msg_id})\n"
+             "(in place of `await webhook.apply(...)` before the answer)",
+    answer=webhook.HookHandler,
 )

@@ -22,17 +22,8 @@ from .production_deploys import RoundRobin
 class StickyByAddress(RoundRobin):
     """A balancer that sends every connection from one client address to the same backend (``ip_hash``)."""
 
-    async def _relay(self, client_r, client_w) -> None:
-        self._peer = client_w.get_extra_info("peername")[0]   # read by target_port before the relay's first await
-        await super()._relay(client_r, client_w)
-
-    @property
-    def target_port(self) -> int:
-        return self.backends[int(self._peer.rsplit(".", 1)[1]) % len(self.backends)]
-
-    @target_port.setter
-    def target_port(self, port: int) -> None:
-        pass
+    def backend_for(self, peer: tuple) -> int:
+        return self.backends[int(peer[0].rsplit(".", 1)[1]) % len(self.backends)]
 
 
 async def _long_poller(url: str, address: str, polls: int, log: list) -> None:

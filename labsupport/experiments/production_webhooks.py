@@ -66,19 +66,21 @@ def _expected(kw: dict) -> float:
 @on_lab_loop(expected=_expected)
 async def run_webhooks(*, events: int = 40, rate: float = 40.0, outage_at: float | None = 0.3, outage: float = 0.6,
                        fast: bool = True, dedupe: bool = True, work: float = 0.0, base: float = 0.05,
-                       cap: float = 0.4, give_up: float = 3.0, seed: int = 15) -> Deliveries:
+                       cap: float = 0.4, give_up: float = 3.0, seed: int = 15,
+                       receiver: type[webhook.HookHandler] = webhook.HookHandler) -> Deliveries:
     """The provider sends ``events`` events at ``rate`` per second, one signed POST each, retrying
     with full-jitter backoff from ``base`` s (ceiling ``cap``). The receiver is down from
     ``outage_at`` for ``outage`` s (``outage_at=None``: no outage). A ``fast`` receiver queues and
     answers 202; a slow one does ``work`` seconds of work before it answers. ``dedupe`` applies
-    each webhook-id once. The provider gives up on an event after ``give_up`` s.
+    each webhook-id once. The provider gives up on an event after ``give_up`` s. ``receiver`` is
+    the handler class (an exercise passes the learner's own).
     """
     if not 1 <= events <= 1000 or not 0 < rate <= 1000:
         raise ValueError("events must be 1 to 1000 and rate above 0, at most 1000 per second.")
     if not 0 <= outage <= 5 or not 0 <= work <= 5:
         raise ValueError("outage and work are seconds, 0 to 5.")
     secret, ledger, rng = os.urandom(32), webhook.Ledger(), random.Random(seed)
-    routes = webhook.handlers(ledger, secret, work=work, fast=fast, dedupe=dedupe)
+    routes = webhook.handlers(ledger, secret, work=work, fast=fast, dedupe=dedupe, receiver=receiver)
     server = await lab.serve("webhook-receiver", routes)
     meter = await WireMeter(server.port).start()
     url = f"{meter.url}/hooks"

@@ -122,9 +122,10 @@ async def worker(ledger: Ledger, work: float, dedupe: bool) -> None:
             job.cancel()
 
 
-def handlers(ledger: Ledger, secret: bytes, *, work: float = 0.0, fast: bool = True, dedupe: bool = True) -> list:
-    return [(r"/hooks", HookHandler, {"ledger": ledger, "secret": secret, "work": work, "fast": fast,
-                                      "dedupe": dedupe})]
+def handlers(ledger: Ledger, secret: bytes, *, work: float = 0.0, fast: bool = True, dedupe: bool = True,
+             receiver: type[HookHandler] = HookHandler) -> list:
+    return [(r"/hooks", receiver, {"ledger": ledger, "secret": secret, "work": work, "fast": fast,
+                                   "dedupe": dedupe})]
 
 
 # -- the provider ---------------------------------------------------------------------------------
