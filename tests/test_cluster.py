@@ -15,7 +15,7 @@ from nats.js.api import StorageType
 from labsupport import lab
 from labsupport.broker import BrokerError
 from labsupport.cluster import Cluster, connect_cluster, free_ports, node_arguments, start_cluster, stop_cluster
-from labsupport.experiments.scaling import PublishRefused, publish_event
+from labsupport.experiments.scaling_stage import PublishRefused, publish_event
 
 from conftest import scaled
 from test_broker import gone
@@ -147,8 +147,8 @@ def test_stop_and_lab_shutdown_leave_no_node_behind():
 
 KERNEL = textwrap.dedent("""
     import time
-    from labsupport.experiments import scaling
-    s = scaling.stage(2)
+    from labsupport.experiments import scaling_stage
+    s = scaling_stage.stage(2)
     pids = [n.pid for n in s.cluster.nodes] + [g.pid for g in s.gateways]
     print(" ".join(map(str, pids)), flush=True)
     time.sleep(120)

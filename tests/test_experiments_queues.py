@@ -12,8 +12,9 @@ from conftest import scaled
 
 from labsupport.broker import _brokers
 from labsupport.exercises import ch06
-from labsupport.experiments.queues import (WireCapture, run_broker_restart, run_crash, run_email_jobs, run_in_process,
-                                           run_publish_retry, run_throughput, run_wire, run_workers)
+from labsupport.experiments.queues import (WireCapture, run_email_jobs, run_in_process, run_throughput, run_wire,
+                                           run_workers)
+from labsupport.experiments.queues_faults import run_broker_restart, run_crash, run_publish_retry
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06_message_queues.ipynb"

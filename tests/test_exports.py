@@ -11,7 +11,8 @@ import labsupport
 from labsupport.lab import LabCall
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTER_MODULES = ["polling", "pull_push", "longpolling", "sse", "websocket", "queues", "choosing"]
+CHAPTER_MODULES = ["polling", "pull_push", "longpolling", "sse", "websocket", "queues", "queues_faults", "choosing",
+                   "scaling", "scaling_stage", "scaling_faults"]
 
 
 def test_every_exported_name_exists_and_nothing_is_exported_twice():

@@ -10,7 +10,8 @@ import aiohttp
 
 from labsupport import WireMeter, lab
 from labsupport.experiments.longpolling import run_long_polling
-from labsupport.experiments.queues import run_crash, run_wire
+from labsupport.experiments.queues import run_wire
+from labsupport.experiments.queues_faults import run_crash
 from labsupport.experiments.sse import run_sse_cut
 from labsupport.experiments.websocket import run_game, run_websocket
 from labsupport.feed import Feed

@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from labsupport import lab
-from labsupport.experiments import scaling
+from labsupport.experiments import scaling, scaling_faults, scaling_stage
 from labsupport.patterns.gateway import StreamMirror
 from labsupport.patterns.sse_codec import EventStreamParser
 
@@ -16,8 +16,8 @@ from conftest import scaled
 
 @pytest.fixture(scope="module")
 def stage():
-    yield scaling.stage(3)
-    scaling.close_stage()
+    yield scaling_stage.stage(3)
+    scaling_stage.close_stage()
 
 
 def test_the_mirror_keeps_stream_order_ignores_repeats_and_notes_gaps():
@@ -69,7 +69,7 @@ def test_clients_over_two_gateways_see_every_event_once(stage):
 
 
 def test_a_killed_gateway_loses_no_event_and_duplicates_none(stage):
-    run = scaling.run_gateway_failover(gateways=3, clients=9, rate=20, duration=2.0, kill=1, kill_at=0.8)
+    run = scaling_faults.run_gateway_failover(gateways=3, clients=9, rate=20, duration=2.0, kill=1, kill_at=0.8)
     s = run.summary()
     assert s["lost"] == 0 and s["duplicates"] == 0 and s["moved_clients"] == 3
     assert s["recovery_max_s"] < scaled(3.0)
@@ -82,7 +82,7 @@ def test_a_killed_gateway_loses_no_event_and_duplicates_none(stage):
 
 
 def test_a_follower_then_the_leader_die_and_nothing_acknowledged_is_lost(stage):
-    run = scaling.run_broker_faults(clients=4, gateways=2, rate=20)
+    run = scaling_faults.run_broker_faults(clients=4, gateways=2, rate=20)
     s = run.summary()
     assert s["lost"] == 0 and s["duplicates"] == 0 and s["acked_missing_from_stream"] == 0
     assert s["killed_leader"] != s["new_leader"]
@@ -95,7 +95,7 @@ def test_settings_out_of_range_are_refused_with_the_allowed_range():
     with pytest.raises(ValueError, match="between 1 and"):
         scaling.run_fanout(gateways=0)
     with pytest.raises(ValueError, match="at least 2 gateways"):
-        scaling.run_gateway_failover(gateways=1)
+        scaling_faults.run_gateway_failover(gateways=1)
 
 
 def test_the_machine_plan_routes_every_node_to_every_other():
@@ -110,7 +110,7 @@ def test_ladders_follow_one_event_and_one_failover_in_time_order(stage):
     trip = run.ladder()
     assert set(trip["to"]) >= {"cluster", "producer", "gateway 0", "gateway 1"}
     assert (trip["arrived"] >= trip["sent"] - 1e-6).all()
-    failover = scaling.run_gateway_failover(gateways=2, clients=4, rate=20, duration=1.5, kill=0, kill_at=0.5)
+    failover = scaling_faults.run_gateway_failover(gateways=2, clients=4, rate=20, duration=1.5, kill=0, kill_at=0.5)
     steps = failover.failover_ladder()
     assert steps["label"].tolist()[1] == "killed" and steps["to"].tolist()[2] == "gateway 1"
     assert steps["sent"].is_monotonic_increasing

@@ -19,7 +19,7 @@ import nats.errors
 
 from ..broker import connect, start_broker
 from ..checks import Exercise
-from ..experiments import scaling
+from ..experiments import scaling_stage
 from ..experiments.core import cancel_all, raise_client_failure
 from ..lab import LabError, lab
 from ..patterns import websocket as ws
@@ -139,17 +139,17 @@ async def _run_failover(follow) -> tuple[list[int], Counter]:
     """Publish some history, connect the learner's ``follow(gateways, recorder)`` to gateway 0 of two,
     publish for ``Q5_SECONDS`` and kill gateway 0 ``Q5_KILL_AT`` s in. Returns the ids published while
     the client followed, and how often the client recorded each id."""
-    stage = await scaling.stage.coro(2)
+    stage = await scaling_stage.stage.coro(2)
     urls = [g.url for g in stage.gateways[:2]]
     history: list = []
-    await scaling.produce(stage, 2 * Q5_RATE / Q5_HISTORY, history, duration=Q5_HISTORY)  # before the client joins
+    await scaling_stage.produce(stage, 2 * Q5_RATE / Q5_HISTORY, history, duration=Q5_HISTORY)  # before the client joins
     recorder = GatewayRecorder(0)
     task = asyncio.create_task(follow(urls, recorder))
     published: list = []
     try:
         await asyncio.wait_for(recorder.ready.wait(), 10.0)
         await asyncio.sleep(0.1)  # the gateway has taken the client's subscription
-        producing = asyncio.create_task(scaling.produce(stage, Q5_RATE, published, duration=Q5_SECONDS))
+        producing = asyncio.create_task(scaling_stage.produce(stage, Q5_RATE, published, duration=Q5_SECONDS))
         await asyncio.sleep(Q5_KILL_AT)
         stage.gateways[0].kill()
         await producing

@@ -1,0 +1,188 @@
+"""Chapter 9's faults: a gateway killed, a broker node and then the stream's leader killed, two of
+three nodes down (no quorum), and the control panel's run with a fault of your choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from ..lab import LabError, on_lab_loop
+from ..patterns.gateway import event_body
+from .scaling import ScalingRun, _check, _run, run_fanout
+from .scaling_stage import PUBLISH_TIMEOUT, RECOVERY_TIMEOUT, PublishRefused, Stage, _run_ids, publish_event, stage
+
+# -- 2. a gateway dies -----------------------------------------------------------------------
+
+@on_lab_loop(expected=lambda kw: kw.get("duration", 3.0) + 2.5)
+async def run_gateway_failover(*, gateways: int = 3, clients: int = 12, rate: float = 20.0, duration: float = 3.0,
+                               kill: int = 0, kill_at: float = 1.0, kind: str = "mixed") -> ScalingRun:
+    """Kill gateway ``kill`` (SIGKILL) ``kill_at`` s into the run; its clients move on and resume."""
+    if gateways < 2:
+        raise ValueError("Failover needs at least 2 gateways: with one, its clients have nowhere to go.")
+    _check("kill", kill, 0, gateways - 1)
+    _check("kill_at", kill_at, 0.0, duration)
+
+    async def scenario(s: Stage, run: ScalingRun) -> None:
+        await asyncio.sleep(max(0.0, run.t0 + kill_at - time.monotonic()))
+        run.marks.append((s.gateways[kill].kill(), f"gateway {kill} killed"))
+
+    run = await _run(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind, scenario=scenario)
+    killed_at = run.marks[0][0]
+    recovery = []
+    for r in run.recorders:
+        before = [g for t, g in r.visits if t < killed_at]
+        if before and before[-1] == kill:
+            after = [t for t, _ in r.visits if t >= killed_at]
+            recovery.append(after[0] - killed_at if after else float("inf"))
+    run.facts.update({"moved_clients": len(recovery),
+                      "recovery_max_s": max(recovery) if recovery else float("nan"),
+                      "recovery_median_s": float(np.median(recovery)) if recovery else float("nan")})
+    return run
+
+
+# -- 3. a broker node dies, then the stream's leader -----------------------------------------
+
+@on_lab_loop(expected=lambda kw: 12.0)
+async def run_broker_faults(*, clients: int = 6, gateways: int = 3, rate: float = 20.0,
+                            follower_down: float = 1.0, settle: float = 1.0) -> ScalingRun:
+    """Kill a follower node, bring it back, then kill the stream's leader, bring it back.
+
+    Publishing goes on all the while; the run measures each pause, checks every acknowledged
+    event reached every client, and how long each restarted node took to catch up.
+    """
+    facts: dict[str, Any] = {}
+    staged: list[Stage] = []   # the stage the run used, to read the stream back afterwards
+
+    async def caught_up(s: Stage, name: str) -> float:
+        began = time.monotonic()
+        while time.monotonic() - began < RECOVERY_TIMEOUT:
+            try:
+                state = (await s.replicas()).get(name)
+            except Exception:   # the API may not answer during an election
+                state = None
+            if state and state["current"] and state["lag"] == 0:
+                return time.monotonic() - began
+            await asyncio.sleep(0.05)
+        raise LabError(f"Node {name} did not catch up within {RECOVERY_TIMEOUT:.0f} s.")
+
+    async def scenario(s: Stage, run: ScalingRun) -> None:
+        staged.append(s)
+        await asyncio.sleep(0.5)
+        leader = await s.stream_leader()
+        follower = next(n.name for n in s.cluster.nodes if n.name != leader)
+        facts.update(first_leader=leader, follower=follower)
+        run.marks.append((await s.cluster.kill(follower), f"{follower} killed"))
+        await asyncio.sleep(follower_down)
+        run.marks.append((await s.cluster.restart(follower), f"{follower} back"))
+        facts["follower_catch_up_s"] = await caught_up(s, follower)
+        await asyncio.sleep(settle)
+        leader = await s.stream_leader()
+        run.marks.append((await s.cluster.kill(leader), f"leader {leader} killed"))
+        facts["killed_leader"] = leader
+        while (new := await _leader_or_none(s)) in (None, leader):
+            await asyncio.sleep(0.05)
+        facts["new_leader"] = new
+        await asyncio.sleep(0.3)
+        run.marks.append((await s.cluster.restart(leader), f"{leader} back"))
+        facts["leader_catch_up_s"] = await caught_up(s, leader)
+
+    run = await _run(gateways=gateways, clients=clients, rate=rate, duration=None, kind="mixed", scenario=scenario)
+    run.facts.update(facts)
+    run.facts["follower_pause_s"] = run.pause_after(f"{facts['follower']} killed", within=follower_down + 1.0)
+    run.facts["leader_pause_s"] = run.pause_after(f"leader {facts['killed_leader']} killed")
+    run.facts["acked_missing_from_stream"] = len(await _missing_from_stream(staged[0], run))
+    return run
+
+
+async def _leader_or_none(s: Stage) -> str | None:
+    try:
+        return await s.stream_leader()
+    except Exception:   # no leader to answer yet
+        return None
+
+
+async def _missing_from_stream(s: Stage, run: ScalingRun) -> list[int]:
+    """Acknowledged events the stream does not hold under their id, read back from the cluster one by one."""
+    js, missing = s.client.jetstream(timeout=2), []
+    for seq, p in run.acked.items():
+        for attempt in range(3):   # the API may be briefly busy right after an election
+            try:
+                message = await js.get_msg(s.stream, seq)
+                break
+            except Exception:
+                message = None
+                await asyncio.sleep(0.2)
+        if message is None or (message.headers or {}).get("Nats-Msg-Id", "").rsplit("-", 1)[-1] != str(p.n):
+            missing.append(seq)
+    return missing
+
+
+# -- 4. two of three down: no quorum -----------------------------------------------------------
+
+@on_lab_loop(expected=lambda kw: kw.get("attempts", 3) * PUBLISH_TIMEOUT + 2.0)
+async def run_quorum_loss(*, attempts: int = 3) -> dict[str, Any]:
+    """Kill both followers of the stream's leader; try to publish; bring them back; publish again."""
+    s = await stage.coro(1)
+    leader = await s.stream_leader()
+    followers = [n.name for n in s.cluster.nodes if n.name != leader]
+    subject, run = s.subject.replace(">", "quorum"), next(_run_ids)
+    for name in followers:
+        await s.cluster.kill(name)
+    refused: list[str] = []
+    acked_while_down = 0
+    try:
+        for i in range(attempts):
+            try:
+                await publish_event(s.js, subject, f"q{run}-{i}", event_body(time.monotonic(), 0.0))
+                acked_while_down += 1
+            except PublishRefused as error:
+                refused.append(str(error))
+    finally:
+        restarted = time.monotonic()
+        for name in followers:
+            await s.cluster.restart(name)
+    while True:
+        try:
+            await publish_event(s.js, subject, f"q{run}-back", event_body(time.monotonic(), 0.0))
+            break
+        except PublishRefused:
+            if time.monotonic() - restarted > RECOVERY_TIMEOUT:
+                raise
+            await asyncio.sleep(0.05)
+    first_ack = time.monotonic() - restarted
+    return {"leader": leader, "killed": followers, "attempts": attempts, "acked_while_down": acked_while_down,
+            "refused": len(refused), "error": refused[0] if refused else "", "first_ack_after_restart_s": first_ack,
+            "whole_again_s": first_ack + await s.wait_healthy()}
+
+
+# -- the control panel's experiment ----------------------------------------------------------
+
+FAULTS = ("nothing", "gateway 0", "gateway 1", "gateway 2", "a broker node, then the stream leader")
+
+
+def _expected_panel(kwargs: dict) -> float:
+    return 12.0 if kwargs.get("kill", "").startswith("a broker") else kwargs.get("duration", 3.0) + 2.0
+
+
+@on_lab_loop(expected=_expected_panel)
+async def run_panel(*, gateways: int = 3, clients: int = 12, rate: float = 20.0, duration: float = 3.0,
+                    kill: str = "gateway 0") -> ScalingRun:
+    """One run with a fault of your choice: K gateways, N clients, an event rate, and what to kill."""
+    if kill not in FAULTS:
+        raise ValueError(f"kill must be one of {FAULTS}, not {kill!r}.")
+    if kill == "nothing":
+        return await run_fanout.coro(gateways=gateways, clients=clients, rate=rate, duration=duration, kind="mixed")
+    if kill.startswith("gateway"):
+        target = int(kill.split()[1])
+        if target >= gateways:
+            raise ValueError(f"There is no {kill} with {gateways} gateway(s); they are numbered from 0.")
+        return await run_gateway_failover.coro(gateways=gateways, clients=clients, rate=rate, duration=duration,
+                                               kill=target, kill_at=duration / 3)
+    return await run_broker_faults.coro(gateways=gateways, clients=clients, rate=rate)
+
+
+__all__ = ["FAULTS", "run_broker_faults", "run_gateway_failover", "run_panel", "run_quorum_loss"]
