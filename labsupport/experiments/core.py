@@ -250,15 +250,17 @@ def crossing(xs, gap) -> float:
     return float("nan")
 
 
-async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task]) -> None:
+async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task], *, count: int | None = None) -> None:
+    """Wait until every client (or any ``count`` of them) is in place; a clear error after ``READY_TIMEOUT``."""
+    wanted = len(recorders) if count is None else count
     waiting = [asyncio.ensure_future(r.ready.wait()) for r in recorders]
     deadline = time.monotonic() + READY_TIMEOUT
     try:
-        while not all(w.done() for w in waiting):
+        while sum(w.done() for w in waiting) < wanted:
             raise_client_failure(tasks)
             if time.monotonic() > deadline:
                 raise LabError(
-                    f"Only {sum(w.done() for w in waiting)} of {len(recorders)} clients connected within "
+                    f"Only {sum(w.done() for w in waiting)} of {wanted} clients connected within "
                     f"{READY_TIMEOUT:.0f} s. Try fewer clients."
                 )
             await asyncio.wait(waiting, timeout=0.05)

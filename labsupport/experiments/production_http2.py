@@ -15,12 +15,12 @@ import pandas as pd
 from hyperframe.frame import HeadersFrame, SettingsFrame
 
 from ..feed import Feed
-from ..lab import on_lab_loop
+from ..lab import LabError, on_lab_loop
 from ..patterns import http2
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import all_ready, cancel_all, raise_client_failure
+from .core import READY_TIMEOUT, all_ready, cancel_all, raise_client_failure
 
 CAPTURE = 1 << 16
 SETTLE = 0.02   # control frames (SETTINGS ACK, WINDOW_UPDATE) may trail a response by a moment
@@ -107,7 +107,7 @@ class Streams:
     streams: int
     max_streams: int                 # what the server was configured to allow per connection
     announced: int | None            # SETTINGS_MAX_CONCURRENT_STREAMS as decoded from the wire
-    opened_in_time: int              # streams whose response headers arrived before the feed started
+    opened_in_time: int              # streams the server answered before the feed started
     setup_bytes: int                 # bytes on the wire before the first event: preface, settings, requests, heads
     event_bytes_down: float          # bytes down per delivered event, set-up left out
 
@@ -117,6 +117,22 @@ class Streams:
                 "opened_at_once": self.opened_in_time, "connections": s["connections_opened"],
                 "delivered": s["delivered"], "missed": s["missed"], "setup_bytes": self.setup_bytes,
                 "bytes_per_event": round(self.event_bytes_down, 1), "latency_p50_ms": round(s["latency_p50_ms"], 2)}
+
+
+def _answered(meter: WireMeter) -> int:
+    """Streams the server has answered so far: response HEADERS frames down all HTTP/2 connections."""
+    return sum(isinstance(frame, HeadersFrame) for conn in meter.connections
+               for frame, _ in http2.frames(bytes(conn.head_down)))
+
+
+async def _until_answered(meter: WireMeter, count: int, tasks: list[asyncio.Task]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while _answered(meter) < count:
+        raise_client_failure(tasks)
+        if time.monotonic() > deadline:
+            raise LabError(f"The server answered only {_answered(meter)} of {count} streams within "
+                           f"{READY_TIMEOUT:.0f} s. Try fewer streams.")
+        await asyncio.sleep(0.02)
 
 
 @on_lab_loop(expected=lambda kw: kw.get("duration", 1.0) + 1.5)
@@ -138,10 +154,15 @@ async def run_streams(*, streams: int = 100, use_http2: bool = True, rate: float
     http = http2.client(http2=use_http2, streams=streams)
     tasks = [asyncio.create_task(http2.listen(http, meter.url, r)) for r in recorders]
     try:
-        expected_open = streams if not use_http2 else min(streams, max_streams)
-        await all_ready(recorders[:expected_open], tasks)
-        await asyncio.sleep(0.2)  # streams over the limit would open now, if the client did not wait
-        opened = sum(r.ready.is_set() for r in recorders)
+        if use_http2:
+            # Counted on the wire: the response HEADERS the server sent. (httpx hands a stream its
+            # headers only when the connection next reads, which for idle streams is the first event.)
+            await _until_answered(meter, min(streams, max_streams), tasks)
+            await asyncio.sleep(0.2)  # streams over the limit would open now, if the client did not wait
+            opened = _answered(meter)
+        else:
+            await all_ready(recorders, tasks)
+            opened = sum(r.ready.is_set() for r in recorders)
         setup = meter.counts()
         feed.start(duration)
         if stall:
