@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.js.api import StorageType
 
@@ -38,10 +39,23 @@ def cluster():
 
 
 async def _replicated_stream(cluster: Cluster, name: str):
+    """A three-replica stream, created once the cluster agrees on a meta-leader.
+
+    A node restarted by an earlier test may still be rejoining; the creation is a vote, so it is
+    asked again (same name: idempotent) until a generous deadline, as a careful client would.
+    """
+    await cluster.meta_leader()
     client = await connect_cluster(cluster, "test")
-    js = client.jetstream(timeout=scaled(10))  # a replicated stream is created by a vote: generous on a busy machine
-    await js.add_stream(name=name, subjects=[f"{name.lower()}.>"], num_replicas=3, storage=StorageType.FILE)
-    return client, js
+    js = client.jetstream(timeout=scaled(5))
+    deadline = time.monotonic() + scaled(30)
+    while True:
+        try:
+            await js.add_stream(name=name, subjects=[f"{name.lower()}.>"], num_replicas=3, storage=StorageType.FILE)
+            return client, js
+        except nats.errors.TimeoutError:
+            if time.monotonic() > deadline:
+                await client.close()
+                raise
 
 
 def test_three_nodes_each_its_own_process_store_and_ports_elect_one_meta_leader(cluster):
