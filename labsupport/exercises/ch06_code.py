@@ -116,7 +116,7 @@ async def _send_then_ack(message, send_email) -> None:
 
 
 Q5_SERVICE_TIME, Q5_JOBS, Q5_WORKERS = 0.5, 2, 3
-Q5_CONFIG = ConsumerConfig(durable_name="mailer", ack_policy=AckPolicy.EXPLICIT, ack_wait=2.0, max_deliver=-1)
+Q5_CONFIG = ConsumerConfig(durable_name="mailer", ack_policy=AckPolicy.EXPLICIT, ack_wait=5.0, max_deliver=-1)
 
 
 def _check_ack_wait(config) -> tuple[bool, str]:
@@ -146,7 +146,7 @@ q5 = Exercise(
     checker=_check_ack_wait,
     hint="The broker starts the ack wait when it hands a job out. What happens when the wait runs out while the "
          "worker is still talking to the mail server, and another worker is idle?",
-    solution="ConsumerConfig(durable_name='mailer', ack_policy=AckPolicy.EXPLICIT, ack_wait=2.0, max_deliver=-1): "
+    solution="ConsumerConfig(durable_name='mailer', ack_policy=AckPolicy.EXPLICIT, ack_wait=5.0, max_deliver=-1): "
              f"longer than a send ({Q5_SERVICE_TIME} s) with a margin, short enough that a crashed worker's job "
              "comes back soon. For jobs of unknown length, call `await message.in_progress()` to restart the wait.",
     answer=Q5_CONFIG,
