@@ -509,3 +509,36 @@ def sequence_diagram(table: pd.DataFrame, *, title: str = "One event's trip") ->
     fig.update_yaxes(autorange="reversed", title_text="ms since the run began")
     fig.update_layout(title=title, height=420)
     return fig
+
+
+# -- chapter 5: WebSockets ----------------------------------------------------------------------
+
+def duplex_lanes(messages: pd.DataFrame, *, seconds: float, crossings: int | None = None) -> go.Figure:
+    """Two lanes, client and server; each message (``direction, n, sent, received`` rows, seconds)
+    is a line from its sender to its receiver, for the first ``seconds`` of the run."""
+    start = messages["sent"].min()
+    shown = messages[messages["sent"] <= start + seconds]
+    fig = go.Figure()
+    for direction, colour, name in (("down", "#1f77b4", "server → client (game state)"),
+                                    ("up", "#d62728", "client → server (player input)")):
+        lanes = ("server", "client") if direction == "down" else ("client", "server")
+        xs, ys = [], []
+        for sent, received in shown.loc[shown["direction"] == direction, ["sent", "received"]].itertuples(index=False):
+            xs += [sent - start, received - start, None]
+            ys += [*lanes, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name,
+                                 line=dict(color=colour, width=1.5), marker=dict(size=4)))
+    crossed = "" if crossings is None else f" ({crossings} crossings in flight)"
+    fig.update_layout(title=f"One connection, both directions at once{crossed}",
+                      xaxis_title="seconds", yaxis=dict(categoryorder="array", categoryarray=["client", "server"]),
+                      height=300, margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def round_trip_histogram(times: pd.DataFrame) -> go.Figure:
+    """Round-trip times (``path, ms`` rows), one overlaid histogram per path."""
+    fig = go.Figure([go.Histogram(x=group["ms"], name=path, opacity=0.6, nbinsx=40)
+                     for path, group in times.groupby("path", sort=False)])
+    fig.update_layout(barmode="overlay", title="Round-trip time", xaxis_title="ms", yaxis_title="messages",
+                      height=320, margin=dict(l=10, r=10, t=50, b=40))
+    return fig

@@ -24,7 +24,7 @@ from labsupport.experiments.longpolling import run_long_polling
 from labsupport.experiments.polling import run_polling
 from labsupport.experiments.sse import run_sse_cut
 from labsupport.experiments.websocket import run_game
-from labsupport.plots import (ladder, latency_histogram, mark_x, sweep_plot, tidy_log_axes, timeline,
+from labsupport.plots import (duplex_lanes, ladder, latency_histogram, mark_x, sweep_plot, tidy_log_axes, timeline,
                               traffic_bars)
 from labsupport.widgets import ControlPanel, int_slider, table_widget
 
@@ -168,7 +168,7 @@ def test_a_stream_stays_open_on_the_timeline_until_it_is_cut(runs):
 
 def test_the_game_loops_figures_fit():
     game = run_game(duration=0.5, latency=0.02)
-    assert_axes_fit(game.plot())
+    assert_axes_fit(duplex_lanes(game.table(), seconds=game.duration))
     assert_axes_fit(ladder(game.wire, names=["player"]))
 
 

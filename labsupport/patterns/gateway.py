@@ -253,25 +253,9 @@ async def follow_stream(gateways: list[str], recorder: GatewayRecorder, *, first
 
 async def follow_socket(gateways: list[str], recorder: GatewayRecorder, *, first: int = 0,
                         retry: float = RETRY_MS / 1000) -> None:
-    """The same over WebSockets: the client keeps the cursor and sends it as ``?after=``."""
-    cursor, at = None, first
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=2)) as session:
-        while True:
-            sent = time.monotonic()
-            url = ws.ws_url(gateways[at], "/feed" + ("" if cursor is None else f"?after={cursor}"))
-            try:
-                async with session.ws_connect(url) as socket:
-                    recorder.request(sent, 101, 0)
-                    recorder.visits.append((time.monotonic(), at))
-                    async for message in socket:
-                        if message.type is aiohttp.WSMsgType.TEXT:
-                            cursor = json.loads(message.data)["seq"]
-                            recorder.saw(cursor)
-                    recorder.errors.append(f"gateway {at}: closed ({socket.close_code})")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                recorder.errors.append(f"gateway {at}: connection broke ({type(error).__name__})")
-            at = (at + 1) % len(gateways)
-            await asyncio.sleep(retry)
+    """The same over WebSockets: chapter 5's client, which keeps the cursor and sends it as ``?after=``."""
+    await ws.follow(gateways, recorder, after=None, retry=retry, first=first, visits=recorder.visits,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=2))
 
 
 CLIENTS = {"sse": follow_stream, "websocket": follow_socket}
