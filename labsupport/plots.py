@@ -542,3 +542,23 @@ def round_trip_histogram(times: pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode="overlay", title="Round-trip time", xaxis_title="ms", yaxis_title="messages",
                       height=320, margin=dict(l=10, r=10, t=50, b=40))
     return fig
+
+
+def frame_overhead_bars(frames: pd.DataFrame) -> go.Figure:
+    """Bytes per message beyond the payload (``experiments.websocket.frame_overhead``'s table), per size:
+    WebSocket frames each way beside an HTTP request and response."""
+    columns = [("WebSocket frame, up", "WebSocket up (client→server)"), ("WebSocket frame, down", "WebSocket down"),
+               ("HTTP request", "HTTP request (up)"), ("HTTP response", "HTTP response (down)")]
+    fig = go.Figure([go.Bar(name=name, x=[f"{s} B" for s in frames["payload bytes"]], y=frames[column])
+                     for name, column in columns])
+    fig.update_layout(barmode="group", title="Bytes per message beyond the payload", yaxis_title="bytes",
+                      xaxis_title="message size", height=350, margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def outbox_over_time(samples: Mapping[str, pd.DataFrame], *, title: str) -> go.Figure:
+    """Messages waiting in a slow reader's outbox (``t, outbox`` rows), one line per named run."""
+    fig = go.Figure([go.Scatter(x=s["t"], y=s["outbox"], mode="lines", name=name) for name, s in samples.items()])
+    fig.update_layout(title=title, xaxis_title="seconds", yaxis_title="messages in its outbox", height=350,
+                      margin=dict(l=10, r=10, t=50, b=40))
+    return fig
