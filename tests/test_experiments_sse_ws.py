@@ -110,3 +110,25 @@ def test_bad_input_close_codes():
     table = misbehave(max_message_size=1024)
     assert list(table["close code"][:2]) == [1007, 1009]
     assert table["other client still served"].all()
+
+
+def test_served_and_metered_stop_the_server_and_meter_whatever_happens():
+    import socket
+
+    from labsupport import lab
+    from labsupport.experiments.core import Routes, metered
+    from labsupport.patterns import websocket as ws
+
+    ports = []
+
+    async def fail_inside():
+        async with metered(Routes("test-served", ws.handlers(ws.Hub()))) as meter:
+            ports.extend([meter.port, lab.servers["test-served"].port])
+            raise RuntimeError("the experiment broke")
+
+    with pytest.raises(RuntimeError, match="broke"):
+        lab.run(fail_inside())
+    assert "test-served" not in lab.servers and len(ports) == 2
+    for port in ports:  # nothing listens there any more
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()

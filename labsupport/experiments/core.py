@@ -10,9 +10,12 @@ Every experiment has the same shape, whatever the pattern:
    everything is stopped, whatever happened.
 
 A ``scenario`` coroutine may run alongside the feed to act on the run while it happens: cut
-the link, restart the server. Each chapter's module builds its ``run_*`` functions on
-``measure``; their plain form waits for the result and ``await run_x.aio(...)`` does the
-same from a coroutine. Both run the work on the lab loop.
+the link (``measure_cut``), restart the server. Each chapter's module builds its ``run_*``
+functions on ``measure``; their plain form waits for the result and ``await run_x.aio(...)``
+does the same from a coroutine. Both run the work on the lab loop.
+
+A run that needs no feed (a handshake, a chat room, bad frames) still stops nothing by hand:
+``async with served(Routes(name, routes)) as server:``, or ``metered(...)`` for a meter in front.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ class Run:
 
 
 @asynccontextmanager
-async def served(backend):
+async def served(backend) -> AsyncIterator:
     """Start ``backend``; stop it, whatever happens. ``async with served(Routes(name, routes)) as server:``"""
     await backend.start()
     try:
