@@ -151,8 +151,9 @@ async def run_chat(*, members: int = 3, lines: int = 4, every: float = 0.05) -> 
     async with served(websocket_server("ws-chat", hub)) as server:
         joined = []
         for name in names:  # everyone in the room before anyone speaks
-            joined.append(asyncio.create_task(ws.chat(server.url, name, [f"hello from {name} #{k}" for k in range(lines)],
-                                                      every=every, heard=heard[name], linger=0.3)))
+            said = [f"hello from {name} #{k}" for k in range(lines)]
+            joined.append(asyncio.create_task(ws.chat(server.url, name, said, every=every, heard=heard[name],
+                                                      linger=0.3)))
             while len(hub.room) < len(joined):
                 await asyncio.sleep(0.005)
         await asyncio.gather(*joined)

@@ -190,7 +190,7 @@ async def misbehave(*, max_message_size: int = 65536) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# -- W3, bad input: the mask is not optional ---------------------------------------------------------------
+# -- W3, bad input: the mask is not optional --------------------------------------------------
 
 @on_lab_loop
 async def unmasked_frame(text: bytes = b"hello, unmasked") -> dict:
