@@ -282,7 +282,7 @@ def ws_url(base_url: str, path: str) -> str:
 # -- clients ---------------------------------------------------------------------------------
 
 async def follow(servers: str | list[str], recorder: Recorder, *, after: int | None = None, retry: float = 0.2,
-                 first: int = 0, visits: list | None = None, timeout: aiohttp.ClientTimeout | None = None) -> None:
+                 first: int = 0, visits: list | None = None, connect_timeout: float | None = None) -> None:
     """Read ``/feed`` until cancelled; after any break, reconnect and resume after the last event.
 
     ``after`` is where to start (None: from now on). Unlike EventSource, nothing in the
@@ -293,7 +293,8 @@ async def follow(servers: str | list[str], recorder: Recorder, *, after: int | N
     """
     servers = [servers] if isinstance(servers, str) else servers
     cursor, at = after, first
-    async with aiohttp.ClientSession(**({} if timeout is None else {"timeout": timeout})) as session:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             sent = time.monotonic()
             url = ws_url(servers[at], "/feed" + ("" if cursor is None else f"?after={cursor}"))
