@@ -83,20 +83,15 @@ class Routes:
     def __init__(self, name: str, handlers: list, **settings) -> None:
         self.name, self.handlers, self.settings = name, handlers, settings
         self.server: Server | None = None
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+        self.port: int | None = None
+        self.url: str | None = None
 
     def routes(self) -> list:
         return self.handlers
 
     async def start(self) -> "Routes":
         self.server = await lab.serve(self.name, self.routes(), **self.settings)
+        self.port, self.url = self.server.port, self.server.url
         return self
 
     async def stop(self) -> None:
