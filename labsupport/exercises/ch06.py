@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..checks import Exercise
+from ..checks import Exercise, Measurement
+from ..experiments.queues import run_workers
 
 # -- q1: make the email service idempotent ---------------------------------------------------
 
@@ -88,7 +89,32 @@ q2 = Exercise(
              f"arrive, so you need {PEAK_RATE} × {EMAIL_SECONDS} = {PEAK_RATE * EMAIL_SECONDS:.1f}, rounded up: "
              f"{Q2_ANSWER} workers.",
     answer=Q2_ANSWER,
+    measure=lambda: _measure_workers(),
 )
+
+# Measured with sends 2.5 times longer (0.1 s), so that the fetch and the ack of each job, a few ms on a busy
+# machine, stay small beside the send; 20 jobs divide evenly among 4 or 5 workers.
+Q2_JOBS, Q2_SLOWER = 20, 2.5
+
+
+def _measure_workers() -> Measurement:
+    """Drain a queue with the model answer's workers, and with one fewer: emails a second each way."""
+    service_time = EMAIL_SECONDS * Q2_SLOWER
+    drained = {n: run_workers(workers=n, jobs=Q2_JOBS, service_time=service_time).facts["drain_s"]
+               for n in (Q2_ANSWER - 1, Q2_ANSWER)}
+    sent = {n: Q2_JOBS / seconds * Q2_SLOWER for n, seconds in drained.items()}  # at the question's send time
+    return Measurement(
+        claim="n workers send n / service time emails a second",
+        theory=f"{Q2_ANSWER / EMAIL_SECONDS:.0f} emails a second with {Q2_ANSWER} workers, "
+               f"{(Q2_ANSWER - 1) / EMAIL_SECONDS:.0f} with {Q2_ANSWER - 1}",
+        measured=f"{sent[Q2_ANSWER]:.0f} emails a second with {Q2_ANSWER} workers, {sent[Q2_ANSWER - 1]:.0f} with "
+                 f"{Q2_ANSWER - 1} (sends of {service_time:g} s, rates x {Q2_SLOWER:g})",
+        # each job's fetch and ack add a few ms (tens on a busy machine) to its 0.1 s send
+        holds=all(0.75 <= Q2_JOBS / (n / service_time) / seconds <= 1.05 for n, seconds in drained.items()),
+        how=f"{Q2_JOBS} jobs drained by real workers on the lab's NATS broker. The fetch and the ack of every job "
+            f"cost a little more: at a peak of {PEAK_RATE} a second, leave a margin.",
+    )
+
 
 # -- q3: when does a job come back? --------------------------------------------------------
 
