@@ -52,7 +52,7 @@ def _waits(interval: float, duration: float) -> tuple[Result, float, float]:
 
 def _measure_wait() -> Measurement:
     interval = Q1_INTERVAL / Q1_SCALE
-    _, mean, worst = _waits(interval, 1.5)
+    _, mean, worst = _waits(interval, 1.2)
     return Measurement(
         claim="an update waits half a poll interval on average and one interval at worst",
         theory=f"({Q1_INTERVAL / 2:g}, {Q1_INTERVAL:g}) s",
@@ -102,7 +102,7 @@ def _measure_day() -> Measurement:
 
 # q3: when is the connection really closed after each answer? Measured with the times scaled down 100-fold.
 Q3_INTERVAL, Q3_IDLE_TIMEOUT, Q3_MINUTES = 30, 5, 10
-Q3_SCALE, Q3_RUN = 100, 1.5
+Q3_SCALE, Q3_RUN = 100, 1.2
 Q3_CONNECTIONS = Q3_MINUTES * 60 // Q3_INTERVAL
 
 
@@ -175,7 +175,7 @@ q4 = Exercise(
 
 def _measure_capacity() -> Measurement:
     interval = Q4_WORST / Q4_SCALE
-    result, _, worst = _waits(interval, 1.2)
+    result, _, worst = _waits(interval, 1.0)
     per_client = result.served_per_s() / result.clients  # requests a second, 1 / Q4_SCALE of that at full scale
     clients = Q4_CAPACITY / (per_client / Q4_SCALE)
     return Measurement(

@@ -15,7 +15,7 @@ from ..experiments.longpolling import run_crossover
 from ..experiments.production_idle import run_idle
 from ..experiments.core import Workload
 from ..patterns import longpolling
-from .tryout import TryOutFailed, not_caught_up, restart_at, returned_together, try_out
+from .tryout import TryOutFailed, judge_return, try_out
 
 # q1: the cursor a client sends with its next request.
 Q1_CASES = [
@@ -241,21 +241,12 @@ def _check_spread(retry_delay) -> tuple[bool, str]:
     def client(url, recorder):
         return longpolling.long_poll(url, recorder, retry_delay=retry_delay)
 
-    try:
-        result = try_out(longpolling.handlers, client, Q6_WORKLOAD, ready_first=False, drain=1.0,
-                         scenario=restart_at(Q6_RESTART_AT, Q6_DOWN_FOR))
-    except TryOutFailed as failure:
-        return False, str(failure)
-    bunch = returned_together(result, Q6_RESTART_AT, Q6_WINDOW)
-    measured = f"at most {bunch} of {Q6_CLIENTS} clients reached the new server within the same {Q6_WINDOW * 1000:.0f} ms"
-    late = not_caught_up(result)
-    if late:
-        return False, (f"{late} of {Q6_CLIENTS} clients had not caught up 1 s after the feed ended ({measured}). "
-                       "Cap the wait at about a second: a client that waits too long leaves its user behind.")
-    if bunch > Q6_CLIENTS / 2:
-        return False, (f"The clients came back as one wave ({measured}). They all lost their request at the "
-                       "same moment, and equal waits keep them in step: make each wait random.")
-    return True, f"The clients came back spread out ({measured}), and every one caught up."
+    return judge_return(
+        longpolling.handlers, client, Q6_WORKLOAD, restart=(Q6_RESTART_AT, Q6_DOWN_FOR), window=Q6_WINDOW,
+        drain=1.0, ready_first=False, came_back="reached the new server",
+        late_advice="Cap the wait at about a second: a client that waits too long leaves its user behind.",
+        wave_advice="They all lost their request at the same moment, and equal waits keep them in step: "
+                    "make each wait random.")
 
 
 q6 = Exercise(

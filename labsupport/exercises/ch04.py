@@ -14,7 +14,7 @@ from ..experiments.core import Workload
 from ..experiments.sse import run_sse_cut
 from ..patterns import sse
 from ..patterns.sse_codec import EventStreamParser, encode_event
-from .tryout import TryOutFailed, not_caught_up, restart_at, returned_together, try_out
+from .tryout import TryOutFailed, judge_return, try_out
 
 # q1: the framing of one event, counted by hand
 Q1_PAYLOAD, Q1_ID = '{"seq": 7, "value": 100.5}', "7"
@@ -166,21 +166,11 @@ def _check_retry(handler_class) -> tuple[bool, str]:
     if not (isinstance(handler_class, type) and issubclass(handler_class, sse.EventStreamHandler)):
         return False, "Pass your handler class itself (MyEvents), a subclass of sse.EventStreamHandler."
 
-    try:
-        result = try_out(lambda feed: [(r"/events", handler_class, {"feed": feed})], sse.listen, Q5_WORKLOAD,
-                         drain=0.5, scenario=restart_at(Q5_RESTART_AT, 0.05))
-    except TryOutFailed as failure:
-        return False, str(failure)
-    bunch = returned_together(result, Q5_RESTART_AT, Q5_WINDOW)
-    measured = f"at most {bunch} of {Q5_CLIENTS} clients reconnected within the same {Q5_WINDOW * 1000:.0f} ms"
-    late = not_caught_up(result)
-    if late:
-        return False, (f"{late} of {Q5_CLIENTS} clients had not come back by the end of the run ({measured}). "
-                       "Keep every retry within about 1.5 s.")
-    if bunch > Q5_CLIENTS / 2:
-        return False, (f"Every client came back at the same moment ({measured}): they all lost the stream "
-                       "together and all got the same retry. Give each connection its own random retry.")
-    return True, f"The reconnects spread out ({measured}), and every client resumed without a loss."
+    return judge_return(lambda feed: [(r"/events", handler_class, {"feed": feed})], sse.listen, Q5_WORKLOAD,
+                        restart=(Q5_RESTART_AT, 0.05), window=Q5_WINDOW, drain=0.5, ready_first=True,
+                        came_back="reconnected", late_advice="Keep every retry within about 1.5 s.",
+                        wave_advice="They all lost the stream together and all got the same retry. "
+                                    "Give each connection its own random retry.")
 
 
 q5 = Exercise(
