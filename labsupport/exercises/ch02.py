@@ -102,7 +102,7 @@ def _measure_day() -> Measurement:
 
 # q3: when is the connection really closed after each answer? Measured with the times scaled down 100-fold.
 Q3_INTERVAL, Q3_IDLE_TIMEOUT, Q3_MINUTES = 30, 5, 10
-Q3_SCALE, Q3_RUN = 100, 1.2
+Q3_SCALE, Q3_RUN = 100, 1.0
 Q3_CONNECTIONS = Q3_MINUTES * 60 // Q3_INTERVAL
 
 
