@@ -6,12 +6,13 @@ import asyncio
 import inspect
 import json
 import random
+import statistics
 
 import aiohttp
 
-from ..checks import Exercise
+from ..checks import Exercise, Measurement
 from ..experiments.core import Workload
-from ..experiments.sse import run_sse_cut
+from ..experiments.sse import run_sse_cut, sse_framing
 from ..patterns import sse
 from ..patterns.sse_codec import EventStreamParser, encode_event
 from .tryout import TryOutFailed, judge_return, try_out
@@ -36,7 +37,23 @@ q1 = Exercise(
     hint="Run encode_event(payload, id='7') and compare its length with the payload's. Newlines count.",
     solution=f"len(encode_event(payload, id='7')) - len(payload) = {Q1_BYTES}.",
     answer=Q1_BYTES,
+    measure=lambda: _measure_framing(),
 )
+
+
+def _measure_framing() -> Measurement:
+    """A real stream's bytes beyond its payloads, less the chunked encoding's: the SSE framing, per event."""
+    f = sse_framing(rate=100.0, duration=0.5)
+    on_wire = f.wire_per_event - f.chunk_per_event - f.start_bytes / f.events
+    by_rule = statistics.fmean(Q1_BYTES - len(Q1_ID) + len(str(seq)) for seq in f.ids)  # longer ids, longer lines
+    return Measurement(
+        claim="an event's SSE framing is its id line, 'data: ' and two newlines, nothing more",
+        theory=f"{Q1_BYTES} bytes for id 7 ({by_rule:.2f} on average for this run's ids 1 to {max(f.ids)})",
+        measured=f"{on_wire:.2f} bytes per event on the wire ({f.wire_per_event:.2f} beyond the payloads, less "
+                 f"{f.chunk_per_event:.2f} of chunked encoding and the stream's opening retry line)",
+        holds=abs(on_wire - by_rule) < 0.5,   # bytes are counted exactly; one stray byte an event would show
+        how=f"{f.events} events streamed to a real client, every byte counted by the wire meter.",
+    )
 
 # q2: read a stream as a standard parser does
 Q2_STREAM = b"data: up\r\ndata: 3%\r\n\r\n: heartbeat\n\nevent: news\ndata: half"
