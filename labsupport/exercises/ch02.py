@@ -56,7 +56,8 @@ def _measure_wait() -> Measurement:
     return Measurement(
         claim="an update waits half a poll interval on average and one interval at worst",
         theory=f"({Q1_INTERVAL / 2:g}, {Q1_INTERVAL:g}) s",
-        measured=f"({mean * Q1_SCALE:.2f}, {worst * Q1_SCALE:.2f}) s (polling every {interval:g} s, waits x {Q1_SCALE})",
+        measured=f"({mean * Q1_SCALE:.2f}, {worst * Q1_SCALE:.2f}) s (polling every {interval:g} s, "
+                 f"waits x {Q1_SCALE})",
         # ~120 waits uniform over one interval: their mean is within a few % of interval / 2; a busy
         # machine adds its own delay to every wait, so the bounds above the theory are the wider ones
         holds=0.35 * interval <= mean <= 0.7 * interval and 0.8 * interval <= worst <= 1.5 * interval,
@@ -95,7 +96,8 @@ def _measure_day() -> Measurement:
         claim=f"a poll costs a few hundred bytes on the wire (the question's {Q2_BYTES_PER_POLL} B, within half), "
               "so a day of polling costs megabytes per client",
         theory=f"{Q2_MB:.2f} MB a day",
-        measured=f"{day:.2f} MB a day ({per_poll:.0f} B per poll both ways on the wire x {86_400 // Q2_INTERVAL} polls)",
+        measured=f"{day:.2f} MB a day ({per_poll:.0f} B per poll both ways on the wire x "
+                 f"{86_400 // Q2_INTERVAL} polls)",
         holds=0.5 * Q2_BYTES_PER_POLL <= per_poll <= 1.5 * Q2_BYTES_PER_POLL,
         how="One real poller for 1 s, its bytes counted by the wire meter; a day is those bytes per poll, scaled.",
     )
@@ -182,7 +184,8 @@ def _measure_capacity() -> Measurement:
         claim="polling every T keeps the worst wait within T, and costs the server 1/T requests a second per client",
         theory=f"{Q4_CLIENTS:.0f} clients, worst wait {Q4_WORST:g} s",
         measured=f"{clients:.0f} clients, worst wait {worst * Q4_SCALE:.2f} s (a poll every {interval:g} s: "
-                 f"{per_client:.1f} requests a second per client at the server; times x {Q4_SCALE}, rates / {Q4_SCALE})",
+                 f"{per_client:.1f} requests a second per client at the server; times x {Q4_SCALE}, "
+                 f"rates / {Q4_SCALE})",
         # a poll's round trip lengthens the period (fewer requests, more clients) and every wait a little
         holds=0.8 * interval <= worst <= 1.5 * interval and 0.95 * Q4_CLIENTS <= clients <= 1.3 * Q4_CLIENTS,
         how="4 real pollers, counted by the server; capacity / (requests a second per client) is the client count.",

@@ -171,7 +171,8 @@ def _measure_hold() -> Measurement:
         measured=f"{cut[q4.answer]} connections cut with a {q4.answer} s hold, {cut[Q4_OVER]} with {Q4_OVER} s",
         holds=cut[q4.answer] == 0 and cut[Q4_OVER] > 0,
         how=f"Chapter 8's idle-cutting proxy in front of this chapter's server and client, every time / {Q4_SCALE}: "
-            f"a proxy timeout of {Q4_PROXY / Q4_SCALE:g} s, holds of {q4.answer / Q4_SCALE:g} and {Q4_OVER / Q4_SCALE:g} s.",
+            f"a proxy timeout of {Q4_PROXY / Q4_SCALE:g} s, holds of {q4.answer / Q4_SCALE:g} and "
+            f"{Q4_OVER / Q4_SCALE:g} s.",
     )
 
 
