@@ -52,6 +52,7 @@ def _measure_requests() -> Measurement:
         how=f"{Q1_CLIENTS} real pollers against the chapter's server, counted by the server itself.",
     )
 
+
 # q2: the cheapest interval that meets a freshness target, checked by measuring it.
 Q2_TARGET_MS, Q2_RATE = 150, 20.0
 

@@ -64,6 +64,7 @@ def _measure_wait() -> Measurement:
         how="4 real pollers, updates at random moments, the wait from each update to the poller holding it.",
     )
 
+
 # q2: what the headers cost over a day; measured as bytes per poll on the wire, times the polls in a day.
 Q2_INTERVAL, Q2_BYTES_PER_POLL = 10, 400
 Q2_MB = 86_400 / Q2_INTERVAL * Q2_BYTES_PER_POLL / 1e6
@@ -101,6 +102,7 @@ def _measure_day() -> Measurement:
         holds=0.5 * Q2_BYTES_PER_POLL <= per_poll <= 1.5 * Q2_BYTES_PER_POLL,
         how="One real poller for 1 s, its bytes counted by the wire meter; a day is those bytes per poll, scaled.",
     )
+
 
 # q3: when is the connection really closed after each answer? Measured with the times scaled down 100-fold.
 Q3_INTERVAL, Q3_IDLE_TIMEOUT, Q3_MINUTES = 30, 5, 10
@@ -148,6 +150,7 @@ def _measure_connections() -> Measurement:
         how=f"Times scaled down {Q3_SCALE}-fold: a poll every {Q3_INTERVAL / Q3_SCALE:g} s, idle connections closed "
             f"after {Q3_IDLE_TIMEOUT / Q3_SCALE:g} s (here by the client: the wire sees the same close).",
     )
+
 
 # q4: combine the latency bound with the server's capacity; measured with the interval scaled down 10-fold.
 Q4_WORST, Q4_CAPACITY = 1.2, 2_000

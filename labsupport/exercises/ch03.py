@@ -133,6 +133,7 @@ def _measure_crossover() -> Measurement:
         how="Both patterns against real servers for 1.5 s, 2 clients each, at two event rates at once.",
     )
 
+
 # q4: a hold that survives the path; then measured behind a real idle-cutting proxy, times scaled down 50-fold.
 Q4_PROXY, Q4_BALANCER = 30, 60
 Q4_SCALE, Q4_OVER = 50, 35   # Q4_OVER: a hold beyond the proxy's timeout, measured beside the model answer

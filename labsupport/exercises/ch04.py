@@ -55,6 +55,7 @@ def _measure_framing() -> Measurement:
         how=f"{f.events} events streamed to a real client, every byte counted by the wire meter.",
     )
 
+
 # q2: read a stream as a standard parser does
 Q2_STREAM = b"data: up\r\ndata: 3%\r\n\r\n: heartbeat\n\nevent: news\ndata: half"
 

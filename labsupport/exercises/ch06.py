@@ -162,6 +162,7 @@ def _measure_redelivery() -> Measurement:
         how=f"Real workers on the lab's broker, every time / {Q3_SCALE}: an ack wait of {ack_wait:g} s.",
     )
 
+
 # -- q4: what does Nats-Msg-Id protect against? --------------------------------------------
 
 Q4_CHOICES = {
@@ -209,6 +210,7 @@ def _measure_dedupe() -> Measurement:
         holds=retried["stored"] == 3 and deliveries == 2,
         how="The chapter's producer retry and worker crash, on the lab's broker.",
     )
+
 
 EXERCISES = [q1, q2, q3, q4]
 

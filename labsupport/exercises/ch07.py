@@ -104,6 +104,7 @@ def _measure_header_traffic() -> Measurement:
             "captured bytes. Real browsers send more headers (cookies, user agent) than this lab's client.",
     )
 
+
 # q3: the crossover in bytes.
 Q3_POLL, Q3_EVENT, Q3_INTERVAL = 400, 50, 2.0
 Q3_ANSWER = Q3_POLL / (Q3_EVENT * Q3_INTERVAL)
@@ -150,6 +151,7 @@ def _measure_bytes_crossover() -> Measurement:
         how=f"Polling every {Q5_INTERVAL} s and an SSE stream for {Q5_SECONDS} s at two event rates at once; bytes "
             f"counted by the wire meter, the crossover worked out for a poll every {Q3_INTERVAL:g} s.",
     )
+
 
 # q4: describe a workload, let the guide decide with your measured costs.
 PARCEL = Need("parcel tracking", clients=200_000, updates_per_minute=2, max_delay_s=30, every_update_matters=False)

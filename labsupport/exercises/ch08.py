@@ -85,6 +85,7 @@ def _measure_storm() -> Measurement:
         how=f"Chapter 8's storm: {Q2_RUN_CLIENTS} real SSE clients cut at once, times and counts scaled down.",
     )
 
+
 # q3: write the receiver's check, tested on genuine, forged, tampered and replayed deliveries
 Q3_SECRET = b"whsec-course-exercise"
 

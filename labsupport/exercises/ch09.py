@@ -51,6 +51,7 @@ def _measure_quorum() -> Measurement:
             "the nodes brought back.",
     )
 
+
 # -- q2: resume on another gateway --------------------------------------------------------------
 
 def _model_resume(seen: list[int]) -> str:
