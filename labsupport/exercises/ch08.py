@@ -78,10 +78,10 @@ def _measure_storm() -> Measurement:
         measured=f"{spread.mean() * scale:.1f} per 10 ms on average, {spread.max() * scale:.0f} in the busiest 10 ms "
                  f"({spread.mean():.1f} and {spread.max()} for {Q2_RUN_CLIENTS} clients over {Q2_RUN_BASE:g} s, "
                  f"x {scale:g}); a fixed retry: {fixed.per_bin().max()} of {Q2_RUN_CLIENTS} in one 10 ms",
-        # uniform arrivals: about theory per bin, a Poisson-like busiest bin well under 4x that; a busy machine
-        # delays some reconnects past the base, which only lowers the mean over it
-        holds=0.7 * theory <= spread.mean() <= 1.1 * theory and spread.max() <= 4 * theory
-        and fixed.per_bin().max() >= 4 * theory,
+        # uniform arrivals: about theory per bin (a busy machine delays some past the base, which only lowers
+        # the mean). A stalled loop bunches arrivals in both storms alike, so the busiest bins are compared with
+        # each other: a fixed retry's holds most of the clients, jitter's a few times the mean
+        holds=0.7 * theory <= spread.mean() <= 1.1 * theory and fixed.per_bin().max() >= 3 * spread.max(),
         how=f"Chapter 8's storm: {Q2_RUN_CLIENTS} real SSE clients cut at once, times and counts scaled down.",
     )
 
