@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import tornado.web
 
-from ..lab import on_lab_loop
+from ..lab import LabError, on_lab_loop
 from ..patterns import websocket as ws
 from ..results import Result
 from .core import Routes, Workload, expected_seconds, measure, metered, served
@@ -140,6 +140,14 @@ class ChatRoom:
         return pd.DataFrame(rows)
 
 
+JOIN_TIMEOUT = 10.0
+
+
+async def _room_filled(hub: ws.Hub, members: int) -> None:
+    while len(hub.room) < members:
+        await asyncio.sleep(0.005)
+
+
 @on_lab_loop(expected=lambda kw: kw.get("lines", 4) * kw.get("every", 0.05) + 0.5)
 async def run_chat(*, members: int = 3, lines: int = 4, every: float = 0.05) -> ChatRoom:
     """``members`` people talk at once in one room; everyone should hear everything, in one order."""
@@ -149,13 +157,19 @@ async def run_chat(*, members: int = 3, lines: int = 4, every: float = 0.05) -> 
     names = [f"member{i}" for i in range(members)]
     heard = {name: [] for name in names}
     async with served(websocket_server("ws-chat", hub)) as server:
-        joined = []
-        for name in names:  # everyone in the room before anyone speaks
-            said = [f"hello from {name} #{k}" for k in range(lines)]
-            joined.append(asyncio.create_task(ws.chat(server.url, name, said, every=every, heard=heard[name],
-                                                      linger=0.3)))
-            while len(hub.room) < len(joined):
-                await asyncio.sleep(0.005)
+        everyone_in = asyncio.Event()  # no one speaks before the last member is in the room
+        joined = [asyncio.create_task(ws.chat(server.url, name, [f"hello from {name} #{k}" for k in range(lines)],
+                                              every=every, heard=heard[name], begin=everyone_in,
+                                              linger=5.0, until=members * lines))
+                  for name in names]
+        try:
+            await asyncio.wait_for(_room_filled(hub, members), JOIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            for member in joined:
+                member.cancel()
+            raise LabError(f"Only {len(hub.room)} of {members} members joined the chat within {JOIN_TIMEOUT:.0f} s: "
+                           "the lab is very busy; run it again with fewer members.") from None
+        everyone_in.set()
         await asyncio.gather(*joined)
     return ChatRoom(heard, members * lines)
 

@@ -346,20 +346,32 @@ async def play(base_url: str, *, inputs_per_s: float, duration: float, log: list
 
 
 async def chat(base_url: str, name: str, lines: list[str], *, every: float, heard: list[dict],
-               linger: float = 0.2) -> None:
-    """Join the room as ``name``, say ``lines`` every ``every`` seconds, and keep listening."""
+               linger: float = 0.2, until: int | None = None, begin: asyncio.Event | None = None) -> None:
+    """Join the room as ``name``, say ``lines`` every ``every`` seconds, and keep listening.
+
+    With ``begin``, speak only once it is set (when everyone is in the room). After the last line,
+    listen ``linger`` seconds more, or less once ``until`` messages are heard.
+    """
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url(base_url, f"/chat?name={name}")) as ws:
+            everything = asyncio.Event()
 
             async def listen() -> None:
                 async for message in ws:
                     heard.append(json.loads(message.data))
+                    if until is not None and len(heard) >= until:
+                        everything.set()
 
             listener = asyncio.create_task(listen())
+            if begin is not None:
+                await begin.wait()
             for line in lines:
                 await asyncio.sleep(every)
                 await ws.send_str(line)
-            await asyncio.sleep(linger)
+            try:
+                await asyncio.wait_for(everything.wait(), linger)
+            except asyncio.TimeoutError:
+                pass  # what was heard by then is the answer
             listener.cancel()
 
 
