@@ -151,7 +151,12 @@ def unrendered_widgets(page) -> list[str]:
     return [t for t in texts if "open this notebook in JupyterLab" in t or "Loading widget" in t]
 
 
-def check_chapter(jupyterlab, chromium, notebook: str) -> None:
+# One module, so ``course.py test`` (pytest-xdist, ``--dist loadscope``) runs the chapters on one
+# worker with one JupyterLab and one Chromium, beside the other tests rather than against a second
+# browser: two at once loaded two cores enough to make the notebooks' own timing claims fail.
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("notebook", CHAPTERS)
+def test_chapter_in_jupyterlab(jupyterlab, chromium, notebook):
     url, token = jupyterlab
     page = chromium.new_page()
     try:
@@ -172,19 +177,3 @@ def check_chapter(jupyterlab, chromium, notebook: str) -> None:
         page.close()
         shut_down_kernels(url, token)
 
-
-# Two classes, so that ``course.py test`` (pytest-xdist, ``--dist loadscope``) can run the two
-# halves side by side on two workers, each with its own JupyterLab and Chromium.
-
-class TestFirstChapters:
-    @pytest.mark.timeout(900)
-    @pytest.mark.parametrize("notebook", CHAPTERS[:3])
-    def test_chapter_in_jupyterlab(self, jupyterlab, chromium, notebook):
-        check_chapter(jupyterlab, chromium, notebook)
-
-
-class TestLaterChapters:
-    @pytest.mark.timeout(900)
-    @pytest.mark.parametrize("notebook", CHAPTERS[3:])
-    def test_chapter_in_jupyterlab(self, jupyterlab, chromium, notebook):
-        check_chapter(jupyterlab, chromium, notebook)
