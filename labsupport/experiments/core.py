@@ -205,6 +205,12 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
     return result
 
 
+def check_range(name: str, value: float, low: float, high: float, unit: str = "") -> None:
+    """Refuse a setting outside ``[low, high]`` with a message that names it and its range."""
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}{unit}, not {value!r}.")
+
+
 def window_counts(start: WireCounts, end: WireCounts) -> WireCounts:
     """The meter's counts between two snapshots (open and peak as at the end)."""
     return WireCounts(end.connections_opened - start.connections_opened, end.open_now, end.peak_open,
