@@ -24,7 +24,7 @@ from labsupport.experiments.longpolling import run_long_polling
 from labsupport.experiments.polling import run_polling
 from labsupport.experiments.sse import run_sse_cut
 from labsupport.experiments.websocket import run_game
-from labsupport.plots import (ladder, latency_histogram, mark_x, sweep_plot, tidy_log_axes, timeline,
+from labsupport.plots import (crossover, ladder, latency_histogram, mark_x, sweep_plot, tidy_log_axes, timeline,
                               traffic_bars)
 from labsupport.widgets import ControlPanel, int_slider, table_widget
 
@@ -124,7 +124,7 @@ def test_chapter_7s_crossover_plot_fits_its_data():
             for p in ("polling", "sse") for n in (4, 16) for r in (1, 4, 16, 64)]
     cross = Crossover(table=pd.DataFrame(rows), interval=0.25, poll_bytes=800, event_bytes=60)
     for measure in ("bytes", "requests", "delivered_share"):
-        assert_axes_fit(cross.plot(measure))
+        assert_axes_fit(crossover(cross, measure))
 
 
 # -- the standard figures of real runs ----------------------------------------------------------------

@@ -10,7 +10,8 @@ from ..feed import Feed
 from ..lab import on_lab_loop
 from ..patterns import polling
 from ..record import Recorder
-from ..results import Result, http_messages
+from ..capture import http_messages
+from ..results import Result
 from .core import Workload, expected_seconds, measure, variants_of
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import html
+import re
+from collections import Counter, defaultdict
 from typing import Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..capture import messages as parse
 
 LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": "#2ca02c", "304 Not Modified": "#8fd18f", "event": "#d62728",
                   "chunk": "#d62728", "comment": "#999999", "retry": "#999999", "end of body": "#555555", "frame up": "#9467bd",
@@ -33,8 +39,6 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
     ``max_arrows`` arrows are folded to their first two and last one, and the figure says so.
     ``fig.layout.meta`` counts what was drawn.
     """
-    from plotly.subplots import make_subplots
-
     panels = source if isinstance(source, Mapping) else {"": source}
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[str(n) for n in panels] if len(panels) > 1 else None)
@@ -104,7 +108,6 @@ def _ladder_key(m) -> str:
 
 def _fold_key(messages) -> tuple:
     """What makes two exchanges 'the same' for folding: who sent what, with ids and sizes left out."""
-    import re
     return tuple((m.direction, m.kind, re.sub(r"\d+", "#", m.label)) for m in messages)
 
 
@@ -121,11 +124,6 @@ def _exchanges(messages) -> list[list]:
 
 def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, holds, plot_px,
                  legend: set) -> tuple[dict, list[str]]:
-    import html
-    from collections import Counter, defaultdict
-
-    from .capture import messages as parse
-
     def first(name: str) -> bool:
         """Whether ``name`` is new to the legend (each entry once, whichever panel has it first)."""
         new = name not in legend

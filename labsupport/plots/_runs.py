@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from ._style import EMPTY, EVENT, MARGIN, NEW, tidy_log_axes, whole_step
-
-if TYPE_CHECKING:
-    from ..results import Result
 
 STREAMS = ("push", "sse", "websocket")  # patterns whose one request opens a stream that stays open
 
 
-def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) -> go.Figure:
-    """Events created on the server (top lane) and, per client, its requests and what it saw.
+def timeline(result, *, clients: int = 3, seconds: float | None = None) -> go.Figure:
+    """A ``Result``'s events created on the server (top lane) and, per client, its requests and what it saw.
 
     A grey line joins each event to the moment a client first saw it: its length is the latency.
     """
@@ -61,14 +59,12 @@ def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) 
     return fig
 
 
-def latency_histogram(results: Mapping[str, Result], *, marks: Mapping[str, float] | None = None) -> go.Figure:
-    """Distribution of delivery latency (ms) per result; ``marks`` draws labelled vertical lines (ms).
+def latency_histogram(results: Mapping, *, marks: Mapping[str, float] | None = None) -> go.Figure:
+    """Distribution of delivery latency (ms) per ``Result`` (by name); ``marks`` draws labelled vertical lines (ms).
 
     Several results get one panel each, with its own latency scale: on a shared axis the fast
     patterns (a few ms) would be slivers beside polling (hundreds). Counts are whole numbers.
     """
-    from plotly.subplots import make_subplots
-
     fig = make_subplots(rows=max(len(results), 1), cols=1, subplot_titles=[
         f"{name}: median {r.deliveries['latency'].median() * 1000:.1f} ms" for name, r in results.items()]
         if len(results) > 1 else None, vertical_spacing=0.12 if len(results) > 1 else 0.0)
@@ -85,8 +81,8 @@ def latency_histogram(results: Mapping[str, Result], *, marks: Mapping[str, floa
     return fig
 
 
-def traffic_bars(results: Mapping[str, Result]) -> go.Figure:
-    """Requests, connections and kilobytes each way, side by side for several results."""
+def traffic_bars(results: Mapping) -> go.Figure:
+    """Requests, connections and kilobytes each way, side by side for several ``Result``s (by name)."""
     rows = pd.DataFrame({name: {
         "requests": r.summary()["requests"],
         "connections opened": r.wire.connections_opened,
