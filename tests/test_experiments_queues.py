@@ -158,7 +158,7 @@ def test_nothing_of_ours_is_left_running():
     from labsupport import lab
 
     lab.shutdown()
-    assert _brokers == {}
+    assert _brokers.running == {}
     ours = [c for c in psutil.Process().children(recursive=True) if c.name() == "nats-server"
             and c.status() != psutil.STATUS_ZOMBIE]
     assert ours == []

@@ -153,6 +153,23 @@ async def metered(backend, latency: float = 0.0) -> AsyncIterator[WireMeter]:
         await backend.stop()
 
 
+@asynccontextmanager
+async def stopping(relay, feed: Feed, tasks: list[asyncio.Task], servers: list[str]) -> AsyncIterator[list[WireCounts]]:
+    """For a run that wires its own clients, relay and servers: on leaving, whatever happens, cancel
+    the clients, keep the relay's last counts (the list yielded), then stop the relay, the named
+    servers and the feed."""
+    last: list[WireCounts] = []
+    try:
+        yield last
+    finally:
+        await cancel_all(tasks)
+        last.append(relay.counts())
+        await relay.stop()
+        for name in servers:
+            await lab.stop_server(name)
+        await feed.stop()
+
+
 async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client: ClientFactory,
                   workload: Workload, *, drain: float, ready_first: bool,
                   scenario: Callable[[Run], Awaitable[None]] | None = None, backend=None,
