@@ -153,17 +153,24 @@ async def metered(backend, latency: float = 0.0) -> AsyncIterator[WireMeter]:
         await backend.stop()
 
 
+@dataclass
+class Ending:
+    """What a run that wires its own relay keeps from its end: the relay's last counts."""
+
+    counts: WireCounts | None = None
+
+
 @asynccontextmanager
-async def stopping(relay, feed: Feed, tasks: list[asyncio.Task], servers: list[str]) -> AsyncIterator[list[WireCounts]]:
+async def stopping(relay, feed: Feed, tasks: list[asyncio.Task], servers: list[str]) -> AsyncIterator[Ending]:
     """For a run that wires its own clients, relay and servers: on leaving, whatever happens, cancel
-    the clients, keep the relay's last counts (the list yielded), then stop the relay, the named
+    the clients, keep the relay's last counts (``ending.counts``), then stop the relay, the named
     servers and the feed."""
-    last: list[WireCounts] = []
+    ending = Ending()
     try:
-        yield last
+        yield ending
     finally:
         await cancel_all(tasks)
-        last.append(relay.counts())
+        ending.counts = relay.counts()
         await relay.stop()
         for name in servers:
             await lab.stop_server(name)

@@ -173,7 +173,7 @@ async def run_deploy(*, kind: str = "rolling", clients: int = 5, rate: float = 2
     tasks = [asyncio.create_task(_clients(p)(balancer.url, r)) for p, r in zip(patterns, recorders)]
     restarts, maintenance = [], None
     servers = [f"deploy-{i}" for i in range(count)] + ["deploy-maintenance"]
-    async with stopping(balancer, feed, tasks, servers) as last:
+    async with stopping(balancer, feed, tasks, servers) as ending:
         streams = [r for p, r in zip(patterns, recorders) if p != "long polling"]
         await all_ready(streams, tasks)   # a long poll is only answered once there is news: it cannot be 'ready' earlier
         await asyncio.sleep(0.1)          # by now the long polls are held
@@ -201,5 +201,5 @@ async def run_deploy(*, kind: str = "rolling", clients: int = 5, rate: float = 2
         await asyncio.sleep(0.3)
         raise_client_failure(tasks)
     result = Result.build(f"{kind} deploy", {"clients": len(recorders), "errors": [r.errors for r in recorders]},
-                          feed.events, recorders, balancer.connections, last[0], feed.started, duration)
+                          feed.events, recorders, balancer.connections, ending.counts, feed.started, duration)
     return Deploy(kind, result, patterns, restarts)

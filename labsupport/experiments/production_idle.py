@@ -138,7 +138,7 @@ async def run_half_open(*, heartbeat: float = 0.2, read_timeout: float = 0.6, ra
     recorders = [Recorder(0), Recorder(1)]
     tasks = [asyncio.create_task(sse.listen(meter.url, recorders[0], retry=RECONNECT)),
              asyncio.create_task(sse.listen(meter.url, recorders[1], retry=RECONNECT, idle_timeout=read_timeout))]
-    async with stopping(meter, feed, tasks, [server.name]) as last:
+    async with stopping(meter, feed, tasks, [server.name]) as ending:
         await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in recorders)), 10)
         feed.start(duration)
         await asyncio.sleep(forget_at)
@@ -149,7 +149,7 @@ async def run_half_open(*, heartbeat: float = 0.2, read_timeout: float = 0.6, ra
         await asyncio.sleep(0.2)
         raise_client_failure(tasks)
     result = Result.build("SSE, half-open", {"clients": 2, "heartbeat": heartbeat, "read_timeout": read_timeout},
-                          feed.events, recorders, meter.connections, last[0], feed.started, duration)
+                          feed.events, recorders, meter.connections, ending.counts, feed.started, duration)
     noticed, after = [], []
     for r in recorders:
         again = [q.sent for q in r.requests if q.sent > forgotten]
