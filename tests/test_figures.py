@@ -143,9 +143,10 @@ def test_the_chapters_own_figures_fit_their_data_in_the_shared_margins():
     memory.attrs["per_connection"] = {"sse": 10_240.0}
     needs = pd.DataFrame({"cores": [900, 10], "memory_gb": [5, 50], "bandwidth_mbit_s": [4000, 800]},
                          index=["polling", "sse"])
-    storm = SimpleNamespace(policy="fixed delay", per_bin_table=lambda: pd.DataFrame(
-        {"t": np.arange(5) * 0.01, "reconnects": [0, 40, 3, 0, 1]}),
-        cpu=pd.DataFrame({"t": [0.0, 0.05], "cpu_share": [0.2, 0.9]}))
+    bins = pd.DataFrame({"t": np.arange(5) * 0.01, "reconnects": [0, 40, 3, 0, 1]})
+    bins.attrs["bin"] = 0.01
+    storm = SimpleNamespace(policy="fixed delay", per_bin_table=lambda: bins,
+                            cpu=pd.DataFrame({"t": [0.0, 0.05], "cpu_share": [0.2, 0.9]}))
     figures = {
         "one poll": plots.one_poll({"request_headers": 120, "response_headers": 180, "payload": 40}),
         "wait": plots.wait_for_poll([0.1, 0.5, 1.0], [50, 240, 510], [100, 490, 990]),

@@ -51,9 +51,12 @@ class Storm:
         return np.histogram(self.arrivals, bins)[0]
 
     def per_bin_table(self) -> pd.DataFrame:
-        """Reconnects per ``BIN`` s: ``t`` (s after the cut, where the bin starts) and ``reconnects``."""
+        """Reconnects per ``BIN`` s: ``t`` (s after the cut, where the bin starts) and ``reconnects``;
+        ``attrs["bin"]`` is the bin's width (s)."""
         counts = self.per_bin()
-        return pd.DataFrame({"t": np.arange(len(counts)) * BIN, "reconnects": counts})
+        table = pd.DataFrame({"t": np.arange(len(counts)) * BIN, "reconnects": counts})
+        table.attrs["bin"] = BIN
+        return table
 
     def half_span(self) -> float:
         """The shortest time in which half of the clients came back (s): how tightly they bunch."""

@@ -14,12 +14,13 @@ def reconnect_storms(storms: dict) -> go.Figure:
     """Reconnects per bin after the cut, one bar series per policy, server CPU on a second axis.
 
     ``storms`` maps a policy key to its ``Storm``: its ``per_bin_table()`` and its ``cpu`` table.
+    Every storm is counted in bins of the same width.
     """
     fig = go.Figure()
-    width_ms = 10.0
+    width_ms = 0.0
     for key, storm in storms.items():
         bins = storm.per_bin_table()
-        width_ms = 1000 * float(bins["t"].iloc[1] - bins["t"].iloc[0]) if len(bins) > 1 else width_ms
+        width_ms = 1000 * bins.attrs["bin"]
         fig.add_bar(x=bins["t"] * 1000, y=bins["reconnects"], name=f"reconnects, {storm.policy}",
                     marker_color=POLICY_COLOURS.get(key), opacity=0.7)
         fig.add_scatter(x=storm.cpu["t"] * 1000, y=storm.cpu["cpu_share"] * 100, yaxis="y2", mode="lines",
