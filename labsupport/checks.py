@@ -104,7 +104,7 @@ class Exercise:
             return
         mark, colour = ("&#10004; Correct", "#176f2c") if ok else ("&#10008; Not yet", "#a11")
         show_note(f'<div style="color:{colour}"><b>{self.name}</b>: {mark}. {html.escape(why)}</div>',
-              f"{self.name}: {'correct' if ok else 'not yet'}. {why}")
+                  f"{self.name}: {'correct' if ok else 'not yet'}. {why}")
 
     def hint(self) -> None:
         show_note(f"<div>&#128161; <b>Hint</b>: {html.escape(self._hint)}</div>", f"Hint: {self._hint}")
@@ -118,7 +118,7 @@ def show_progress(*exercises: Exercise) -> None:
     rows = PROGRESS.rows(*exercises)
     if not rows:
         show_note("<div>Nothing checked yet in this kernel: run the chapter's cells first.</div>",
-              "Nothing checked yet in this kernel: run the chapter's cells first.")
+                  "Nothing checked yet in this kernel: run the chapter's cells first.")
         return
     marks = {"holds": "&#10004;", "correct": "&#10004;", "failed": "&#10008;", "not yet": "&#10008;",
              "not answered": "&#9998;"}
@@ -126,6 +126,6 @@ def show_progress(*exercises: Exercise) -> None:
                    for kind, name, state in rows)
     done = sum(state in ("holds", "correct") for _, _, state in rows)
     show_note(f"<div><b>Your progress in this kernel: {done} of {len(rows)} done</b>"
-          f"<table>{body}</table></div>",
-          "\n".join([f"Your progress in this kernel: {done} of {len(rows)} done",
-                     *(f"  {kind:8} {state:12} {name}" for kind, name, state in rows)]))
+              f"<table>{body}</table></div>",
+              "\n".join([f"Your progress in this kernel: {done} of {len(rows)} done",
+                         *(f"  {kind:8} {state:12} {name}" for kind, name, state in rows)]))

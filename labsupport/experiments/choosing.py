@@ -107,8 +107,8 @@ async def _run_in_own_process(pattern: str, workload: Workload, *, interval: flo
     not arriving; a stream starts listening from "now", so its clients are in place first.
     """
     backend = backend_for(pattern, workload, hold)
-    client = arriving(client_for(pattern, interval=interval, subject=backend.subject if pattern == "pub/sub" else ""),
-                       workload.clients)
+    subject = backend.subject if pattern == "pub/sub" else ""
+    client = arriving(client_for(pattern, interval=interval, subject=subject), workload.clients)
     result = await measure(pattern, None, client, workload, backend=backend, drain=_drain(pattern, workload, interval),
                            ready_first=pattern in PUSH_PATTERNS, connected_first=True, catch_up=CATCH_UP,
                            interval=interval if pattern == "polling" else None,

@@ -161,7 +161,7 @@ async def _drain(recorders: list[GatewayRecorder], last_seq: int | None, timeout
 
 
 async def run_on_gateways(*, gateways: int, clients: int, rate: float, duration: float | None, kind: str,
-               scenario=None) -> ScalingRun:
+                          scenario=None) -> ScalingRun:
     """The shape every run shares: stage up, clients in place, publish, (scenario), drain, measure.
 
     With ``duration=None`` the producer publishes until the scenario has finished, plus 0.5 s.

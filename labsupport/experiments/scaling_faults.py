@@ -31,7 +31,8 @@ async def run_gateway_failover(*, gateways: int = 3, clients: int = 12, rate: fl
         await asyncio.sleep(max(0.0, run.t0 + kill_at - time.monotonic()))
         run.marks.append((s.gateways[kill].kill(), f"gateway {kill} killed"))
 
-    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind, scenario=scenario)
+    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind,
+                                scenario=scenario)
     killed_at = run.marks[0][0]
     recovery = []
     for r in run.recorders:
@@ -91,7 +92,8 @@ async def run_broker_faults(*, clients: int = 6, gateways: int = 3, rate: float 
         run.marks.append((await s.cluster.restart(leader), f"{leader} back"))
         facts["leader_catch_up_s"] = await caught_up(s, leader)
 
-    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=None, kind="mixed", scenario=scenario)
+    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=None, kind="mixed",
+                                scenario=scenario)
     run.facts.update(facts)
     run.facts["follower_pause_s"] = run.pause_after(f"{facts['follower']} killed", within=follower_down + 1.0)
     run.facts["leader_pause_s"] = run.pause_after(f"leader {facts['killed_leader']} killed")

@@ -80,8 +80,9 @@ def idle_connections(holding) -> go.Figure:
     t = holding.table
     fig = go.Figure(go.Scatter(x=t["connections"], y=t["rss_bytes"] / 2 ** 20, mode="lines+markers",
                                name=holding.pattern))
-    return framed(fig, title=f"{holding.pattern}: {holding.count:,} idle connections, "
-                             f"{holding.bytes_per_connection / 1000:.1f} kB each, opened in {holding.open_seconds:.1f} s",
+    each_kb = holding.bytes_per_connection / 1000
+    return framed(fig, title=f"{holding.pattern}: {holding.count:,} idle connections, {each_kb:.1f} kB each, "
+                             f"opened in {holding.open_seconds:.1f} s",
                   height=360, xaxis_title="idle connections held", yaxis_title="server memory (RSS, MB)")
 
 

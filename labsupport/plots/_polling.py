@@ -52,7 +52,8 @@ def waiting_clients(samples: pd.DataFrame, events: Sequence[float], title: str) 
 
 def events_lost(lost: Mapping[str, int], title: str) -> go.Figure:
     """Events lost per variant, one bar each (blue and red in turn)."""
-    fig = go.Figure(go.Bar(x=list(lost), y=list(lost.values()), marker_color=[(NEW, EVENT)[i % 2] for i in range(len(lost))]))
+    colours = [(NEW, EVENT)[i % 2] for i in range(len(lost))]
+    fig = go.Figure(go.Bar(x=list(lost), y=list(lost.values()), marker_color=colours))
     return framed(fig, title=title, yaxis_title="events lost", height=320)
 
 
