@@ -148,6 +148,7 @@ def test_the_chapters_own_figures_fit_their_data_in_the_shared_margins():
     storm = SimpleNamespace(policy="fixed delay", per_bin_table=lambda: bins,
                             cpu=pd.DataFrame({"t": [0.0, 0.05], "cpu_share": [0.2, 0.9]}))
     figures = {
+        "held": plots.held_memory(pd.DataFrame({"clients": [0, 100, 200], "python_bytes": [2e7, 2.2e7, 2.4e7]})),
         "one poll": plots.one_poll({"request_headers": 120, "response_headers": 180, "payload": 40}),
         "wait": plots.wait_for_poll([0.1, 0.5, 1.0], [50, 240, 510], [100, 490, 990]),
         "304s": plots.poll_bytes(pd.DataFrame({"bytes_down_per_poll": [250, 120], "bytes_per_poll": [400, 300]},

@@ -12,14 +12,15 @@ from ._cluster import deliveries_over_time, publish_gaps, sequence_diagram
 from ._ladder import ladder
 from ._polling import events_lost, one_poll, poll_bytes, requests_per_client, wait_for_poll, waiting_clients
 from ._production import reconnect_storms, webhook_attempts
+from ._pull_push import held_memory
 from ._queues import publish_latency, queue_depth
 from ._runs import latency_histogram, sweep_plot, timeline, traffic_bars
 from ._style import MARGIN, framed, mark_x, tidy_log_axes
 
 __all__ = [
     "MARGIN", "comparison", "connection_memory", "crossover", "deliveries_over_time", "events_lost", "framed",
-    "idle_connections", "ladder", "latency_histogram", "mark_x", "needs_at_scale", "one_poll", "poll_bytes",
-    "publish_gaps", "publish_latency", "queue_depth", "reconnect_storms", "requests_per_client",
+    "held_memory", "idle_connections", "ladder", "latency_histogram", "mark_x", "needs_at_scale", "one_poll",
+    "poll_bytes", "publish_gaps", "publish_latency", "queue_depth", "reconnect_storms", "requests_per_client",
     "sequence_diagram", "sweep_plot", "tidy_log_axes", "timeline", "traffic_bars", "wait_for_poll",
     "waiting_clients", "webhook_attempts",
 ]
