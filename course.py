@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv"
 REQUIREMENTS = HERE / "requirements.txt"
 STAMP = VENV / "requirements.sha256"
+WORKERS = 4
 
 
 def venv_python() -> Path:
@@ -72,6 +73,17 @@ def start_busy_core() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+def parallel(rest: list[str]) -> list[str]:
+    """Run the tests on WORKERS processes, unless the command line chose otherwise.
+
+    Most tests wait on sockets and timers rather than compute, so four workers share two cores
+    well; a notebook's cells (a test file, a class) stay together on one worker.
+    """
+    if any(arg.startswith(("-n", "--numprocesses", "--dist", "-p")) for arg in rest):
+        return []
+    return ["-n", str(WORKERS), "--dist", "loadscope", "--no-loadscope-reorder"]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("lab", "test", "bench"):
         print(__doc__)
@@ -89,7 +101,7 @@ def main(argv: list[str]) -> int:
         ensure_browser()
         busy = "--busy-core" in rest
         rest = [arg for arg in rest if arg != "--busy-core"]
-        args = [str(python), "-m", "pytest", *(rest or ["tests", "notebooks"])]
+        args = [str(python), "-m", "pytest", *parallel(rest), *(rest or ["tests", "notebooks"])]
         if busy:
             spinner = start_busy_core()
             try:

@@ -5,7 +5,10 @@ the claim does not hold it raises ``ClaimFailed``, so the cell fails and so does
 
 ``Exercise`` follows the learntools shape: ``q.check(answer)`` says right or wrong (never a
 traceback), ``q.hint()`` nudges, ``q.solution()`` shows the answer. ``q.is_correct(answer)``
-is the same judgement without display, for tests.
+is the same judgement without display, for tests. Where predicting a number first is the
+point, ``q.measure()`` then runs the same thing on real servers (scaled down) and shows the
+learner's prediction, the theory and the measurement side by side, with a claim that the
+theory and the measurement agree.
 
 Every claim checked and every exercise answered is also noted in ``PROGRESS``, so that
 ``show_progress()`` at the end of a chapter shows a learner (or an instructor looking over a
@@ -15,6 +18,7 @@ shoulder) where they stand in this kernel.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -71,15 +75,28 @@ def claim(statement: str, holds: bool, *, measured: str = "") -> None:
     )
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """An exercise's number measured on real servers, beside what theory predicts for it."""
+
+    claim: str      # what the theory says, as a statement the measurement can refute
+    theory: str     # the model answer's value, with its unit
+    measured: str   # the same quantity from the run, with its unit (and how it was scaled)
+    holds: bool     # theory and measurement agree within a tolerance the theory gives
+    how: str = ""   # what was run, in a sentence
+
+
 class Exercise:
-    """One exercise: a checker that explains, a hint, and a solution with its value."""
+    """One exercise: a checker that explains, a hint, a solution with its value, and maybe a measurement."""
 
     def __init__(self, name: str, *, checker: Callable[[Any], tuple[bool, str]], hint: str,
-                 solution: str, answer: Any = None) -> None:
+                 solution: str, answer: Any = None, measure: Callable[[], Measurement] | None = None) -> None:
         self.name = name
         self._checker = checker
         self._hint = hint
         self._solution = solution
+        self._measure = measure
+        self._predicted: Any = None  # the learner's last answer, shown beside the measurement
         self.answer = answer  # the model answer; tests check that it passes
 
     def verdict(self, answer: Any) -> tuple[bool | None, str]:
@@ -99,6 +116,7 @@ class Exercise:
         """Tell the learner whether ``answer`` is right, and why."""
         ok, why = self.verdict(answer)
         PROGRESS.exercises[self] = ok
+        self._predicted = None if ok is None else answer
         if ok is None:
             show_note(f"<div>&#9998; <b>{self.name}</b>: {html.escape(why)}</div>", f"{self.name}: {why}")
             return
@@ -111,6 +129,36 @@ class Exercise:
 
     def solution(self) -> None:
         show_note(f"<div><b>Solution</b>: {html.escape(self._solution)}</div>", f"Solution: {self._solution}")
+
+    @property
+    def measurable(self) -> bool:
+        return self._measure is not None
+
+    def measurement(self) -> Measurement:
+        """Run the exercise's measurement and return it; shows nothing (for tests and other code)."""
+        if self._measure is None:
+            raise TypeError(f"'{self.name}' has no measurement: it is checked by running your answer.")
+        return self._measure()
+
+    def measure(self) -> None:
+        """Measure the number on real servers: your prediction, the theory and the run, side by side."""
+        m = self.measurement()
+        predicted = ("you have not answered yet" if self._predicted is None
+                     else f"you predicted {_plain(self._predicted)}")
+        line = f"{predicted}; theory says {m.theory}; measured {m.measured}."
+        _show(f"<div>&#128207; <b>{html.escape(self.name)}</b>: {html.escape(line)}"
+              f"<br><span style=\"color:#555\">{html.escape(m.how)}</span></div>",
+              f"{self.name}: {line}" + (f"\n  ({m.how})" if m.how else ""))
+        claim(m.claim, m.holds, measured=m.measured)
+
+
+def _plain(answer: Any) -> str:
+    """A learner's answer as they would write it: 4800, not 4800.0; (2, 4) for a pair."""
+    if isinstance(answer, float):
+        return f"{answer:g}"
+    if isinstance(answer, tuple):
+        return "(" + ", ".join(_plain(a) for a in answer) + ")"
+    return str(answer)
 
 
 def show_progress(*exercises: Exercise) -> None:

@@ -65,7 +65,7 @@ def test_course_lab_serves_jupyterlab_with_the_chapters():
 
 def test_busy_core_option_runs_the_tests_beside_a_spinning_process_and_stops_it():
     before = {p.pid for p in psutil.process_iter()}
-    done = subprocess.run([sys.executable, str(ROOT / "course.py"), "test", "--busy-core", "tests/test_checks.py", "-q"],
+    done = subprocess.run([sys.executable, str(ROOT / "course.py"), "test", "--busy-core", "tests/test_sse_codec.py", "-q"],
                           cwd=ROOT, capture_output=True, text=True, timeout=scaled(300))
     assert done.returncode == 0, done.stdout[-2000:]
     assert "Keeping one core busy" in done.stdout and "passed" in done.stdout

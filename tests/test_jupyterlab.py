@@ -151,9 +151,7 @@ def unrendered_widgets(page) -> list[str]:
     return [t for t in texts if "open this notebook in JupyterLab" in t or "Loading widget" in t]
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize("notebook", CHAPTERS)
-def test_chapter_in_jupyterlab(jupyterlab, chromium, notebook):
+def check_chapter(jupyterlab, chromium, notebook: str) -> None:
     url, token = jupyterlab
     page = chromium.new_page()
     try:
@@ -173,3 +171,20 @@ def test_chapter_in_jupyterlab(jupyterlab, chromium, notebook):
     finally:
         page.close()
         shut_down_kernels(url, token)
+
+
+# Two classes, so that ``course.py test`` (pytest-xdist, ``--dist loadscope``) can run the two
+# halves side by side on two workers, each with its own JupyterLab and Chromium.
+
+class TestFirstChapters:
+    @pytest.mark.timeout(900)
+    @pytest.mark.parametrize("notebook", CHAPTERS[:3])
+    def test_chapter_in_jupyterlab(self, jupyterlab, chromium, notebook):
+        check_chapter(jupyterlab, chromium, notebook)
+
+
+class TestLaterChapters:
+    @pytest.mark.timeout(900)
+    @pytest.mark.parametrize("notebook", CHAPTERS[3:])
+    def test_chapter_in_jupyterlab(self, jupyterlab, chromium, notebook):
+        check_chapter(jupyterlab, chromium, notebook)

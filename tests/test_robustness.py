@@ -173,7 +173,8 @@ def read_until_closed(sock: socket.socket) -> tuple[int | None, str, bool]:
     (raw_frame(0x9, b"ping", fin=False), "control frame"),
     (raw_frame(0x0, b"orphan"), "continuation"),
     (raw_frame(0x1, b"half", fin=False) + raw_frame(0x2, b"new"), "began before"),
-])
+], ids=["unmasked", "rsv-bit", "reserved-opcode", "long-ping", "fragmented-ping", "orphan-continuation",
+        "interleaved-message"])  # named: the frames' masks are random, and parallel workers must agree on ids
 def test_protocol_errors_get_1002_with_a_close_frame(log, frame, words):
     server = serve("robust-frames", ws.handlers(ws.Hub()))
     try:

@@ -7,14 +7,15 @@ import json
 
 import aiohttp
 
-from ..checks import Exercise
+from ..checks import Exercise, Measurement
 from ..experiments.polling import run_polling
 from ..experiments.core import Workload
 from ..patterns import push
 from .tryout import TryOutFailed, try_out
 
-# q1: how many requests does polling cost?
+# q1: how many requests does polling cost? Predicted, then counted at a real server for 1.5 s.
 Q1_CLIENTS, Q1_INTERVAL, Q1_SECONDS = 40, 0.5, 60
+Q1_RUN = 1.5
 
 
 def _check_requests(answer) -> tuple[bool, str]:
@@ -32,7 +33,25 @@ q1 = Exercise(
     hint="One client polling every 0.5 s makes 2 requests a second, whether or not anything changed.",
     solution=f"{Q1_CLIENTS} x {Q1_SECONDS} s / {Q1_INTERVAL} s = {Q1_CLIENTS * Q1_SECONDS / Q1_INTERVAL:.0f} requests.",
     answer=Q1_CLIENTS * Q1_SECONDS / Q1_INTERVAL,
+    measure=lambda: _measure_requests(),
 )
+
+
+def _measure_requests() -> Measurement:
+    """The same clients and interval for ``Q1_RUN`` seconds, counted where the server receives them."""
+    served = run_polling(Q1_INTERVAL, rate=2.0, clients=Q1_CLIENTS, duration=Q1_RUN).served_per_s()
+    theory, per_minute = Q1_CLIENTS * Q1_SECONDS / Q1_INTERVAL, served * Q1_SECONDS
+    return Measurement(
+        claim=f"{Q1_CLIENTS} clients polling every {Q1_INTERVAL} s send the server clients / interval requests a "
+              "second, news or not",
+        theory=f"{theory:.0f} requests a minute",
+        measured=f"{per_minute:.0f} requests a minute ({served:.1f} a second reached the server in a "
+                 f"{Q1_RUN} s run, x {Q1_SECONDS})",
+        # each poll's own round trip is added to its interval, so a busy machine can only lower the count
+        holds=0.8 * theory <= per_minute <= 1.05 * theory,
+        how=f"{Q1_CLIENTS} real pollers against the chapter's server, counted by the server itself.",
+    )
+
 
 # q2: the cheapest interval that meets a freshness target, checked by measuring it.
 Q2_TARGET_MS, Q2_RATE = 150, 20.0

@@ -9,14 +9,17 @@ import time
 
 import aiohttp
 
-from ..checks import Exercise
+from ..checks import Exercise, Measurement
+from ..experiments.polling import poll_costs, run_polling
 from ..experiments.core import Workload
 from ..patterns import polling
+from ..lab import lab
 from ..results import Result
 from .tryout import TryOutFailed, try_out
 
-# q1: how long does an update wait for the next poll?
+# q1: how long does an update wait for the next poll? Predicted, then measured at a tenth of the interval.
 Q1_INTERVAL = 4.0
+Q1_SCALE = 10   # the run polls every Q1_INTERVAL / Q1_SCALE seconds, and its waits are scaled back up
 
 
 def _check_wait(answer) -> tuple[bool, str]:
@@ -36,9 +39,33 @@ q1 = Exercise(
     hint="Updates arrive at random moments; the next poll comes somewhere between 0 and one interval later.",
     solution=f"(mean, worst) = ({Q1_INTERVAL / 2:.0f}, {Q1_INTERVAL:.0f}) seconds: interval / 2 and one interval.",
     answer=(Q1_INTERVAL / 2, Q1_INTERVAL),
+    measure=lambda: _measure_wait(),
 )
 
-# q2: what the headers cost over a day.
+
+def _waits(interval: float, duration: float) -> tuple[Result, float, float]:
+    """(run, mean, worst) seconds from an update to the poller holding it: 4 pollers, updates at random moments."""
+    result = run_polling(interval, rate=20.0, clients=4, duration=duration, arrivals="poisson", seed=2)
+    stale = result.staleness()["staleness"].dropna()
+    return result, float(stale.mean()), float(stale.max())
+
+
+def _measure_wait() -> Measurement:
+    interval = Q1_INTERVAL / Q1_SCALE
+    _, mean, worst = _waits(interval, 1.2)
+    return Measurement(
+        claim="an update waits half a poll interval on average and one interval at worst",
+        theory=f"({Q1_INTERVAL / 2:g}, {Q1_INTERVAL:g}) s",
+        measured=f"({mean * Q1_SCALE:.2f}, {worst * Q1_SCALE:.2f}) s (polling every {interval:g} s, "
+                 f"waits x {Q1_SCALE})",
+        # ~120 waits uniform over one interval: their mean is within a few % of interval / 2; a busy
+        # machine adds its own delay to every wait, so the bounds above the theory are the wider ones
+        holds=0.35 * interval <= mean <= 0.7 * interval and 0.8 * interval <= worst <= 1.5 * interval,
+        how="4 real pollers, updates at random moments, the wait from each update to the poller holding it.",
+    )
+
+
+# q2: what the headers cost over a day; measured as bytes per poll on the wire, times the polls in a day.
 Q2_INTERVAL, Q2_BYTES_PER_POLL = 10, 400
 Q2_MB = 86_400 / Q2_INTERVAL * Q2_BYTES_PER_POLL / 1e6
 
@@ -59,10 +86,27 @@ q2 = Exercise(
     hint="A day has 86,400 seconds. Every poll costs its bytes, news or not.",
     solution=f"86,400 / {Q2_INTERVAL} = {86_400 // Q2_INTERVAL} polls; x {Q2_BYTES_PER_POLL} B = {Q2_MB:.2f} MB.",
     answer=Q2_MB,
+    measure=lambda: _measure_day(),
 )
 
-# q3: when is the connection really closed after each answer?
+
+def _measure_day() -> Measurement:
+    per_poll = poll_costs(run_polling(0.1, rate=2.0, duration=1.0))["bytes_per_poll"]
+    day = 86_400 / Q2_INTERVAL * per_poll / 1e6
+    return Measurement(
+        claim=f"a poll costs a few hundred bytes on the wire (the question's {Q2_BYTES_PER_POLL} B, within half), "
+              "so a day of polling costs megabytes per client",
+        theory=f"{Q2_MB:.2f} MB a day",
+        measured=f"{day:.2f} MB a day ({per_poll:.0f} B per poll both ways on the wire x "
+                 f"{86_400 // Q2_INTERVAL} polls)",
+        holds=0.5 * Q2_BYTES_PER_POLL <= per_poll <= 1.5 * Q2_BYTES_PER_POLL,
+        how="One real poller for 1 s, its bytes counted by the wire meter; a day is those bytes per poll, scaled.",
+    )
+
+
+# q3: when is the connection really closed after each answer? Measured with the times scaled down 100-fold.
 Q3_INTERVAL, Q3_IDLE_TIMEOUT, Q3_MINUTES = 30, 5, 10
+Q3_SCALE, Q3_RUN = 100, 1.0
 Q3_CONNECTIONS = Q3_MINUTES * 60 // Q3_INTERVAL
 
 
@@ -83,10 +127,34 @@ q3 = Exercise(
     hint="A kept-alive connection survives only as long as the idle timeout. What happens in the 30 s between polls?",
     solution=f"{Q3_MINUTES} min x 60 / {Q3_INTERVAL} s = {Q3_CONNECTIONS} polls, each on a new connection.",
     answer=Q3_CONNECTIONS,
+    measure=lambda: _measure_connections(),
 )
 
-# q4: combine the latency bound with the server's capacity.
+
+async def _slow_and_fast_pollers() -> tuple[Result, Result]:
+    interval = Q3_INTERVAL / Q3_SCALE
+    return await asyncio.gather(run_polling.coro(interval, rate=2.0, duration=Q3_RUN,
+                                                 idle_timeout=Q3_IDLE_TIMEOUT / Q3_SCALE),
+                                run_polling.coro(interval, rate=2.0, duration=Q3_RUN, idle_timeout=Q3_RUN))
+
+
+def _measure_connections() -> Measurement:
+    slow, kept = lab.run(_slow_and_fast_pollers(), expected_seconds=Q3_RUN + 0.5, label="measuring both")
+    polls, opened = len(slow.requests), slow.wire.connections_opened
+    return Measurement(
+        claim="a connection idle longer than the keep-alive timeout is closed, so every poll opens a new one",
+        theory=f"{Q3_CONNECTIONS} connections for {Q3_CONNECTIONS} polls",
+        measured=f"{opened} connections for {polls} polls in {Q3_RUN} s (the same poller with a longer timeout: "
+                 f"{kept.wire.connections_opened} for {len(kept.requests)})",
+        holds=polls >= 3 and opened == polls and kept.wire.connections_opened == 1,
+        how=f"Times scaled down {Q3_SCALE}-fold: a poll every {Q3_INTERVAL / Q3_SCALE:g} s, idle connections closed "
+            f"after {Q3_IDLE_TIMEOUT / Q3_SCALE:g} s (here by the client: the wire sees the same close).",
+    )
+
+
+# q4: combine the latency bound with the server's capacity; measured with the interval scaled down 10-fold.
 Q4_WORST, Q4_CAPACITY = 1.2, 2_000
+Q4_SCALE = 10
 Q4_CLIENTS = Q4_WORST * Q4_CAPACITY
 
 
@@ -106,7 +174,25 @@ q4 = Exercise(
     hint="The worst-case wait is about one interval. A client polling every T seconds sends 1/T requests a second.",
     solution=f"Interval {Q4_WORST} s; clients = {Q4_CAPACITY} x {Q4_WORST} = {Q4_CLIENTS:.0f}.",
     answer=Q4_CLIENTS,
+    measure=lambda: _measure_capacity(),
 )
+
+
+def _measure_capacity() -> Measurement:
+    interval = Q4_WORST / Q4_SCALE
+    result, _, worst = _waits(interval, 1.0)
+    per_client = result.served_per_s() / result.clients  # requests a second, 1 / Q4_SCALE of that at full scale
+    clients = Q4_CAPACITY / (per_client / Q4_SCALE)
+    return Measurement(
+        claim="polling every T keeps the worst wait within T, and costs the server 1/T requests a second per client",
+        theory=f"{Q4_CLIENTS:.0f} clients, worst wait {Q4_WORST:g} s",
+        measured=f"{clients:.0f} clients, worst wait {worst * Q4_SCALE:.2f} s (a poll every {interval:g} s: "
+                 f"{per_client:.1f} requests a second per client at the server; times x {Q4_SCALE}, "
+                 f"rates / {Q4_SCALE})",
+        # a poll's round trip lengthens the period (fewer requests, more clients) and every wait a little
+        holds=0.8 * interval <= worst <= 1.5 * interval and 0.95 * Q4_CLIENTS <= clients <= 1.3 * Q4_CLIENTS,
+        how="4 real pollers, counted by the server; capacity / (requests a second per client) is the client count.",
+    )
 
 
 # q5 and q6 change a poller and run it against the real server of the chapter.

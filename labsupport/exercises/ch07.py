@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import math
 
-from ..checks import Exercise
+from ..checks import Exercise, Measurement
 from ..costs import Need, Recommendation, header_traffic
 from ..experiments.core import Workload
-from ..experiments.polling import run_polling
+from ..experiments.polling import exchange_sizes, exchanges, run_polling
 from ..experiments.sse import run_sse
 from ..lab import lab
 from ..patterns import longpolling
@@ -76,7 +76,34 @@ q2 = Exercise(
     hint="Polls per second = clients / interval. Each carries the headers once. Bits = bytes × 8.",
     solution=f"10_000 * 850 * 8 / 60 / 1e6 = {Q2_ANSWER:.3f} Mbit/s",
     answer=Q2_ANSWER,
+    measure=lambda: _measure_header_traffic(),
 )
+
+Q2_RUN_CLIENTS, Q2_RUN_INTERVAL, Q2_RUN = 40, 0.5, 1.5
+
+
+def _measure_header_traffic() -> Measurement:
+    """Real pollers: is the traffic on the wire clients / interval x the bytes of one poll?"""
+    run = run_polling(Q2_RUN_INTERVAL, rate=1.0, clients=Q2_RUN_CLIENTS, duration=Q2_RUN)
+    request, answer = exchanges(run)[0]
+    sizes = exchange_sizes(request, answer)
+    headers = sizes["request_headers"] + sizes["response_headers"]
+    poll = headers + sizes["payload"]
+    predicted = Q2_RUN_CLIENTS / Q2_RUN_INTERVAL * poll
+    measured = (run.window or run.wire).bytes_total / Q2_RUN   # the feed's window alone: no drain at the end
+    ours = header_traffic(Q2_CLIENTS, Q2_INTERVAL, headers)
+    return Measurement(
+        claim="pollers put clients / interval x (bytes of one poll) on the wire, nothing more",
+        theory=f"{Q2_ANSWER:.2f} Mbit/s with {Q2_HEADERS} B of headers",
+        measured=f"{ours:.2f} Mbit/s with this lab's {headers} B of headers; on the wire {measured:.0f} B/s "
+                 f"for {Q2_RUN_CLIENTS} clients every {Q2_RUN_INTERVAL} s, against {predicted:.0f} predicted from one "
+                 f"{poll} B poll",
+        # connections opened and closed and a poll's round trip move the total a little either way
+        holds=0.8 * predicted <= measured <= 1.2 * predicted,
+        how=f"{Q2_RUN_CLIENTS} real pollers for {Q2_RUN} s through the wire meter; one poll's headers read from the "
+            "captured bytes. Real browsers send more headers (cookies, user agent) than this lab's client.",
+    )
+
 
 # q3: the crossover in bytes.
 Q3_POLL, Q3_EVENT, Q3_INTERVAL = 400, 50, 2.0
@@ -98,7 +125,33 @@ q3 = Exercise(
     hint="Polling: poll bytes / interval per second, regardless of events. Stream: event bytes × events per second.",
     solution=f"{Q3_POLL} / ({Q3_EVENT} * {Q3_INTERVAL:g}) = {Q3_ANSWER:g} events per second",
     answer=Q3_ANSWER,
+    measure=lambda: _measure_bytes_crossover(),
 )
+
+Q3_RATES = (4.0, 16.0)
+
+
+async def _both_at_rates(rates: tuple[float, ...]) -> list[dict[str, float]]:
+    return await asyncio.gather(*(_both_at(rate) for rate in rates))
+
+
+def _measure_bytes_crossover() -> Measurement:
+    """Polling and SSE on the wire at two event rates: which cost grows with the events?"""
+    low, high = lab.run(_both_at_rates(Q3_RATES), expected_seconds=Q5_SECONDS + 0.5, label="measuring both")
+    per_event = (high["sse"] - low["sse"]) / (Q3_RATES[1] - Q3_RATES[0])
+    per_poll = low["polling"] * Q5_INTERVAL
+    crossover = per_poll / (per_event * Q3_INTERVAL)
+    return Measurement(
+        claim="polling's bytes a second do not grow with the event rate; a stream's grow with every event",
+        theory=f"{Q3_ANSWER:g} events a second with {Q3_POLL} B polls and {Q3_EVENT} B events",
+        measured=f"{crossover:.1f} events a second with this lab's {per_poll:.0f} B polls and {per_event:.0f} B events "
+                 f"(polling {low['polling']:.0f} then {high['polling']:.0f} B/s, SSE {low['sse']:.0f} then "
+                 f"{high['sse']:.0f} B/s, at {Q3_RATES[0]:g} then {Q3_RATES[1]:g} events/s)",
+        holds=0.8 <= high["polling"] / low["polling"] <= 1.25 and high["sse"] / low["sse"] >= 2,
+        how=f"Polling every {Q5_INTERVAL} s and an SSE stream for {Q5_SECONDS} s at two event rates at once; bytes "
+            f"counted by the wire meter, the crossover worked out for a poll every {Q3_INTERVAL:g} s.",
+    )
+
 
 # q4: describe a workload, let the guide decide with your measured costs.
 PARCEL = Need("parcel tracking", clients=200_000, updates_per_minute=2, max_delay_s=30, every_update_matters=False)

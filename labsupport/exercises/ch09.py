@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..checks import Exercise
+from ..checks import Exercise, Measurement
+from ..experiments.scaling_faults import run_quorum_loss
 
 # -- q1: how many nodes may fail? -------------------------------------------------------------
 
@@ -31,7 +32,25 @@ q1 = Exercise(
              "2f + 1 nodes survive f failures: 3 nodes survive 1, 5 survive 2. An even count buys nothing: 4 nodes "
              "also survive only 1.",
     answer=Q1_ANSWER,
+    measure=lambda: _measure_quorum(),
 )
+
+
+def _measure_quorum() -> Measurement:
+    """The lab's cluster has three nodes: the same rule says it survives one failure, not two. Try both."""
+    runs = {down: run_quorum_loss(attempts=1, down=down) for down in (1, 2)}
+    acked = {down: run["acked_while_down"] for down, run in runs.items()}
+    return Measurement(
+        claim="a replicated stream acknowledges a publish only while a majority of its nodes is up: "
+              "3 nodes survive 1 failure, not 2",
+        theory=f"{Q1_ANSWER} of {Q1_NODES} nodes may fail (on this lab's 3 nodes: 1)",
+        measured=f"on 3 nodes, a publish with 1 follower killed was {'acknowledged' if acked[1] else 'refused'}; "
+                 f"with 2 killed, {'acknowledged' if acked[2] else 'refused'}",
+        holds=acked[1] == 1 and acked[2] == 0,
+        how="The chapter's three-node cluster: followers of the stream's leader killed, one publish tried, "
+            "the nodes brought back.",
+    )
+
 
 # -- q2: resume on another gateway --------------------------------------------------------------
 

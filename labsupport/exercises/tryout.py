@@ -57,6 +57,28 @@ def restart_at(seconds: float, down_for: float) -> Callable[[Run], Awaitable[Non
     return restart
 
 
+def judge_return(handlers: Callable[[Feed], list], client: Callable[[str, object], Awaitable[None]],
+                 workload: Workload, *, restart: tuple[float, float], window: float, drain: float,
+                 ready_first: bool, came_back: str, late_advice: str, wave_advice: str) -> tuple[bool, str]:
+    """Restart the server mid-run (``restart``: when, down for how long) and judge how the clients came back.
+
+    Right when every client caught up and at most half of them ``came_back`` within one ``window``;
+    otherwise the learner reads what was measured and the advice for what went wrong.
+    """
+    try:
+        result = try_out(handlers, client, workload, ready_first=ready_first, drain=drain,
+                         scenario=restart_at(*restart))
+    except TryOutFailed as failure:
+        return False, str(failure)
+    bunch, late, clients = returned_together(result, restart[0], window), not_caught_up(result), workload.clients
+    measured = f"at most {bunch} of {clients} clients {came_back} within the same {window * 1000:.0f} ms"
+    if late:
+        return False, f"{late} of {clients} clients had not caught up by the end of the run ({measured}). {late_advice}"
+    if bunch > clients / 2:
+        return False, f"The clients came back at the same moment, as one wave ({measured}). {wave_advice}"
+    return True, f"The clients came back spread out ({measured}), and every one caught up."
+
+
 def busiest(times: Iterable[float], width: float) -> int:
     """The most of ``times`` (seconds) that fall within any one window ``width`` long: how bunched they came."""
     ordered = sorted(times)

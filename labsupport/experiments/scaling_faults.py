@@ -127,11 +127,12 @@ async def _missing_from_stream(s: Stage, run: ScalingRun) -> list[int]:
 # -- 4. two of three down: no quorum -----------------------------------------------------------
 
 @on_lab_loop(expected=lambda kw: kw.get("attempts", 3) * PUBLISH_TIMEOUT + 2.0)
-async def run_quorum_loss(*, attempts: int = 3) -> dict[str, Any]:
-    """Kill both followers of the stream's leader; try to publish; bring them back; publish again."""
+async def run_quorum_loss(*, attempts: int = 3, down: int = 2) -> dict[str, Any]:
+    """Kill ``down`` followers of the stream's leader (both, by default); try to publish; bring them back;
+    publish again."""
     s = await stage.coro(1)
     leader = await s.stream_leader()
-    followers = [n.name for n in s.cluster.nodes if n.name != leader]
+    followers = [n.name for n in s.cluster.nodes if n.name != leader][:down]
     subject, run = s.subject.replace(">", "quorum"), next(run_ids)
     for name in followers:
         await s.cluster.kill(name)
