@@ -146,9 +146,9 @@ class Exercise:
         predicted = ("you have not answered yet" if self._predicted is None
                      else f"you predicted {_plain(self._predicted)}")
         line = f"{predicted}; theory says {m.theory}; measured {m.measured}."
-        _show(f"<div>&#128207; <b>{html.escape(self.name)}</b>: {html.escape(line)}"
-              f"<br><span style=\"color:#555\">{html.escape(m.how)}</span></div>",
-              f"{self.name}: {line}" + (f"\n  ({m.how})" if m.how else ""))
+        show_note(f"<div>&#128207; <b>{html.escape(self.name)}</b>: {html.escape(line)}"
+                  f"<br><span style=\"color:#555\">{html.escape(m.how)}</span></div>",
+                  f"{self.name}: {line}" + (f"\n  ({m.how})" if m.how else ""))
         claim(m.claim, m.holds, measured=m.measured)
 
 
