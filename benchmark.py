@@ -11,7 +11,8 @@ slows both, so the *ratio* course / baseline is the figure to read, and each has
 largest (or, for throughput, the smallest) ratio the course accepts.
 
 ``--repeat N`` runs every pair N times and reports medians; ``--course-times`` also runs every
-notebook headless and times it (minutes); ``--skip`` leaves sections out.
+notebook headless and times it, ``--test-time`` the README's test command (minutes each);
+``--skip`` leaves sections out.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ METER_THROUGHPUT = 0.9   # ... and keeps at least 0.9x of direct throughput
 MEMORY_TARGET = 1.5      # memory per held connection at most 1.5x plain Tornado's
 CHAPTER_SECONDS = 30.0   # every notebook headless in 30 s (chapters 8 and 9: 60 s), all of them in 150 s
 COURSE_SECONDS = 150.0
+TEST_SECONDS = 240.0     # the README's test command in 4 minutes, once the environment exists
 
 # (figure, course's call as a notebook makes it, the baseline's pattern and workload)
 LATENCY_WORKLOADS = [
@@ -61,9 +63,10 @@ LATENCY_WORKLOADS = [
      ("long polling", dict(rate=5, clients=20, duration=2))),
     ("push, 1 client, 10 events/s", lambda: run_push(rate=10, clients=1, duration=2),
      ("push", dict(rate=10, clients=1, duration=2))),
-    ("SSE fan-out, 300 clients, 5 events/s", lambda: run_sse(rate=5, clients=300, duration=2),
+    ("SSE fan-out, 300 clients, 5 events/s", lambda: run_sse(rate=5, clients=300, duration=2, backend="process"),
      ("sse", dict(rate=5, clients=300, duration=2))),
-    ("SSE fan-out, 1,000 clients, 10 events/s", lambda: run_sse(rate=10, clients=1000, duration=2),
+    ("SSE fan-out, 1,000 clients, 10 events/s",
+     lambda: run_sse(rate=10, clients=1000, duration=2, backend="process"),
      ("sse", dict(rate=10, clients=1000, duration=2, drain=1.0))),
     ("WebSocket, 20 clients, 10 events/s", lambda: run_websocket(rate=10, clients=20, duration=2),
      ("websocket", dict(rate=10, clients=20, duration=2))),
@@ -290,6 +293,17 @@ def course_times() -> list[Row]:
     return rows
 
 
+def test_time() -> list[Row]:
+    """The README's test command, timed whole (the environment exists already)."""
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, str(HERE / "course.py"), "test", "-q"], cwd=HERE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    took = time.monotonic() - started
+    print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else "(no output)", flush=True)
+    stopped = ", with failures" if run.returncode else ""
+    return [Row(f"README's test command (s{stopped})", took, TEST_SECONDS, 1.0, baseline_is="its budget (s)")]
+
+
 SECTIONS = {"meter": wire_meter, "latency": latencies, "polls": polls_per_second, "memory": memory,
             "held": ten_thousand}
 
@@ -300,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="run every pair this many times; report medians")
     parser.add_argument("--skip", nargs="*", default=[], choices=sorted(SECTIONS), help="sections to leave out")
     parser.add_argument("--course-times", action="store_true", help="also time every notebook headless (minutes)")
+    parser.add_argument("--test-time", action="store_true", help="also time the README's test command (minutes)")
     args = parser.parse_args(argv)
     rows: list[Row] = []
     failed: list[str] = []
@@ -320,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.course_times:
             print("-- course times", flush=True)
             found = course_times()
+            print_table(found)
+            rows += found
+        if args.test_time:
+            print("-- the test command", flush=True)
+            found = test_time()
             print_table(found)
             rows += found
     finally:

@@ -27,14 +27,13 @@ VALUES = ("ticker", "weather")
 class Event:
     """One update: its sequence number (from 1), creation time (monotonic seconds), value.
 
-    ``late`` is how long after its due time the running feed got to publish it: near zero on an
-    idle machine, and the lab's own delay when the machine is too busy to keep time.
+    How late the lab ran while a run lasted is measured once, by ``LoopWatch`` (``lab.py``), for
+    every backend; an event does not carry it.
     """
 
     seq: int
     created: float
     value: float
-    late: float = 0.0
 
     def to_json(self) -> dict:
         """What goes on the wire: the creation time stays on the server's side of the story."""
@@ -65,11 +64,6 @@ class Feed:
         self.started: float | None = None
 
     # -- reading --------------------------------------------------------------------------
-
-    @property
-    def behind(self) -> float:
-        """The most (s) an event came later than its schedule: the loop was too busy."""
-        return max((event.late for event in self.events), default=0.0)
 
     @property
     def latest(self) -> Event | None:
@@ -106,9 +100,9 @@ class Feed:
 
     # -- writing --------------------------------------------------------------------------
 
-    def publish(self, value: float | None = None, *, late: float = 0.0) -> Event:
+    def publish(self, value: float | None = None) -> Event:
         """Create one event now (the running feed calls this; so can a test or a cell)."""
-        event = Event(self.last_seq + 1, time.monotonic(), self._next_value() if value is None else value, late)
+        event = Event(self.last_seq + 1, time.monotonic(), self._next_value() if value is None else value)
         self.events.append(event)
         if self._news is not None and not self._news.done():
             self._news.set_result(None)
@@ -143,9 +137,8 @@ class Feed:
                 await asyncio.sleep(max(0.0, start + duration - time.monotonic()))  # run the full duration
                 return
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
-            late = max(0.0, time.monotonic() - start - offset)
             for _ in range(self.burst):
-                self.publish(late=late)
+                self.publish()
 
     @property
     def running(self) -> bool:

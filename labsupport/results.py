@@ -29,7 +29,7 @@ class Result:
 
     pattern: str
     settings: dict[str, Any]
-    events: pd.DataFrame          # seq, created, late (how long after its due time the feed published it)
+    events: pd.DataFrame          # seq, created
     deliveries: pd.DataFrame      # client, seq, created, seen, latency
     requests: pd.DataFrame        # client, sent, answered, status, new_events, empty
     connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut
@@ -40,7 +40,7 @@ class Result:
     window: WireCounts | None = None      # the meter's counts over the feed's window alone
     server_cpu_s: float | None = None     # the server's CPU time in that window (own process only)
     server_rss: int | None = None         # the server's resident memory at its end (own process only)
-    lab_late: float = 0.0                 # how late the lab loop ran then (95th percentile, s)
+    lab_late: float | None = None         # how late the lab loop ran then (95th percentile, s; measure's runs)
     lab_cpu_share: float = 0.0            # the share of one core the lab's process used then
     served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
     captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
@@ -49,7 +49,7 @@ class Result:
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
               connections: list[Connection], wire: WireCounts, started: float, duration: float) -> "Result":
         created = {e.seq: e.created - started for e in events}
-        ev = pd.DataFrame({"seq": list(created), "created": list(created.values()), "late": [e.late for e in events]})
+        ev = pd.DataFrame({"seq": list(created), "created": list(created.values())})
         rows = [(r.client, seq, seen - started) for r in recorders for seq, seen in r.seen]
         dl = pd.DataFrame(rows, columns=["client", "seq", "seen"])
         dl = dl.drop_duplicates(["client", "seq"]).reset_index(drop=True)  # first sighting counts
@@ -130,7 +130,7 @@ class Result:
             "bytes_down": self.wire.bytes_down,
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
-            "feed_late_p95_ms": pct(self.events["late"].to_numpy() * 1000, 95) if "late" in self.events else float("nan"),
+            "lab_late_p95_ms": float("nan") if self.lab_late is None else 1000 * self.lab_late,
         }
 
     def served_per_s(self) -> float:

@@ -72,3 +72,14 @@ def test_busy_core_option_runs_the_tests_beside_a_spinning_process_and_stops_it(
     spinners = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.pid not in before  # ours: started here
                 and "while True: pass" in " ".join(p.info["cmdline"] or []) and p.info["cwd"] == str(ROOT)]
     assert spinners == [], "the busy process outlived the tests"
+
+
+def test_the_test_command_runs_on_workers_unless_told_otherwise():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import course
+    finally:
+        sys.path.remove(str(ROOT))
+    assert course.parallel([]) == ["-n", "4", "--dist", "loadscope", "--no-loadscope-reorder"]
+    assert course.parallel(["tests/test_wire.py", "-x"])[:2] == ["-n", "4"]
+    assert course.parallel(["-n", "0"]) == [] and course.parallel(["-p", "no:xdist"]) == []

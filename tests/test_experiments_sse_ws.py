@@ -3,9 +3,10 @@
 import pytest
 
 from labsupport.experiments.sse import resume_with, run_sse, run_sse_cut, run_talk_back, sse_framing
-from labsupport.experiments.websocket import (frame_header, frame_overhead, handshake, misbehave, run_chat,
-                                              run_dead_peer, run_game, run_round_trips, run_slow_reader,
-                                              run_websocket, run_websocket_cut)
+from labsupport.experiments.websocket import (frame_header, frame_overhead, handshake, run_chat, run_game,
+                                              run_round_trips, run_websocket)
+from labsupport.experiments.websocket_faults import misbehave, run_dead_peer, run_slow_reader, run_websocket_cut
+from labsupport.plots import duplex_lanes, round_trip_histogram
 
 
 def test_sse_bytes_add_up_exactly():
@@ -15,10 +16,17 @@ def test_sse_bytes_add_up_exactly():
     assert framing.sse_per_event == pytest.approx(8 + 5 + 2, abs=1)  # "data: " + 2 newlines + "id: NN\n"
 
 
-def test_sse_fan_out_delivers_everything():
-    result = run_sse(rate=10, clients=40, duration=0.5)
+@pytest.mark.parametrize("backend", ["lab", "process"])
+def test_sse_fan_out_delivers_everything(backend):
+    result = run_sse(rate=10, clients=40, duration=0.5, backend=backend)
     summary = result.summary()
     assert summary["missed"] == 0 and summary["connections_opened"] == 40 and summary["requests"] == 40
+    assert (result.server_cpu_s is not None) == (backend == "process")  # its own CPU clock only in its own process
+
+
+def test_sse_backend_must_be_known():
+    with pytest.raises(ValueError, match="backend"):
+        run_sse(backend="cloud")
 
 
 def test_sse_cut_loses_nothing_and_a_short_history_announces_the_gap():
@@ -61,7 +69,7 @@ def test_game_is_full_duplex_on_one_connection():
     assert duplex.connections == 1
     assert duplex.count("up") == 12 and duplex.count("down") >= 10
     assert duplex.crossings > 0
-    assert len(duplex.plot().data) == 2
+    assert len(duplex_lanes(duplex.table(), seconds=duplex.duration, crossings=duplex.crossings).data) == 2
 
 
 def test_chat_everyone_hears_everything_in_one_order():
@@ -80,6 +88,7 @@ def test_round_trips_are_counted():
     trips = run_round_trips(count=20)
     assert len(trips.websocket) == len(trips.floor) == 20
     assert set(trips.summary()["path"]) == {"WebSocket echo", "bare TCP echo (floor)"}
+    assert [len(bars.x) for bars in round_trip_histogram(trips.table()).data] == [20, 20]
 
 
 @pytest.mark.parametrize("policy", ["drop-oldest", "close"])
@@ -101,3 +110,25 @@ def test_bad_input_close_codes():
     table = misbehave(max_message_size=1024)
     assert list(table["close code"][:2]) == [1007, 1009]
     assert table["other client still served"].all()
+
+
+def test_served_and_metered_stop_the_server_and_meter_whatever_happens():
+    import socket
+
+    from labsupport import lab
+    from labsupport.experiments.core import Routes, metered
+    from labsupport.patterns import websocket as ws
+
+    ports = []
+
+    async def fail_inside():
+        async with metered(Routes("test-served", ws.handlers(ws.Hub()))) as meter:
+            ports.extend([meter.port, lab.servers["test-served"].port])
+            raise RuntimeError("the experiment broke")
+
+    with pytest.raises(RuntimeError, match="broke"):
+        lab.run(fail_inside())
+    assert "test-served" not in lab.servers and len(ports) == 2
+    for port in ports:  # nothing listens there any more
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()

@@ -11,7 +11,7 @@ import labsupport
 from labsupport.lab import LabCall
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTER_MODULES = ["polling", "pull_push", "longpolling", "sse", "websocket", "queues", "queues_faults", "choosing",
+CHAPTER_MODULES = ["polling", "pull_push", "longpolling", "sse", "websocket", "websocket_faults", "queues", "queues_faults", "choosing",
                    "scaling", "scaling_stage", "scaling_faults"]
 
 

@@ -161,7 +161,7 @@ def test_slow_reader_is_closed_with_1013_when_its_outbox_is_full():
             while not hub.sockets:
                 await asyncio.sleep(0.005)
             slow_socket = hub.sockets[0]
-            slow_socket.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            slow_socket.set_send_buffer(8192)
             async with session.ws_connect(ws.ws_url(server.url, "/chat?name=fast")) as fast:
                 for _ in range(100):  # 100 x 64 KB: more than the (shrunk) buffers and aiohttp's 512 KiB
                     await fast.send_str("z" * 65536)
@@ -248,6 +248,32 @@ def test_tornado_frame_reader_is_the_one_we_hook():
             changed.append(qualified)
     assert not changed, (f"Tornado {tornado.version} changed {changed}, which labsupport/patterns/_rfc6455.py "
                          "overrides or relies on. Re-read them, fix StrictProtocol, then update TORNADO_METHODS_READ.")
+
+
+def test_set_send_buffer_reaches_the_socket_tornado_keeps():
+    """``OutboxSocket.set_send_buffer`` reaches through Tornado's private ``ws_connection.stream``: the method
+    that puts the stream there is pinned, and the buffer must really shrink, or this fails loudly."""
+    import hashlib
+    import inspect
+
+    import tornado.websocket
+
+    source = inspect.getsource(tornado.websocket.WebSocketProtocol13._accept_connection)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "3f09d0144297ce29", (
+        f"Tornado {tornado.version} changed WebSocketProtocol13._accept_connection, where the open WebSocket's "
+        "stream is kept. Re-read it, fix OutboxSocket.set_send_buffer in labsupport/patterns/websocket.py, "
+        "then update this digest.")
+
+    async def body(server, hub):
+        async with wsconnect(server, "/echo"):
+            while not hub.sockets:
+                await asyncio.sleep(0.005)
+            kept = hub.sockets[0].ws_connection.stream.socket
+            before = kept.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            hub.sockets[0].set_send_buffer(8192)
+            after = kept.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            assert after < before and 8192 <= after <= 2 * 8192  # Linux doubles the value it is given
+    run(body)()
 
 
 def frame(first: int, second: int) -> bytes:

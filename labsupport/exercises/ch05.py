@@ -12,7 +12,8 @@ import aiohttp
 
 from ..checks import Exercise, Measurement
 from ..experiments.core import Workload
-from ..experiments.websocket import frame_header, frame_overhead, run_dead_peer
+from ..experiments.websocket import frame_header, frame_overhead
+from ..experiments.websocket_faults import run_dead_peer
 from ..patterns import websocket as ws
 from .tryout import TryOutFailed, try_out
 

@@ -37,17 +37,21 @@ q1 = Exercise(
 
 
 def _measure_quorum() -> Measurement:
-    """The lab's cluster has three nodes: the same rule says it survives one failure, not two. Try both."""
-    runs = {down: run_quorum_loss(attempts=1, down=down) for down in (1, 2)}
+    """The lab's cluster has three nodes: the same rule says it survives one failure, not two. Try both.
+
+    Each case gets three tries of 0.5 s: on a busy machine the two nodes left may need more than
+    one to agree, while with two nodes down no number of tries can make a majority.
+    """
+    runs = {down: run_quorum_loss(attempts=3, down=down) for down in (1, 2)}
     acked = {down: run["acked_while_down"] for down, run in runs.items()}
     return Measurement(
         claim="a replicated stream acknowledges a publish only while a majority of its nodes is up: "
               "3 nodes survive 1 failure, not 2",
         theory=f"{Q1_ANSWER} of {Q1_NODES} nodes may fail (on this lab's 3 nodes: 1)",
-        measured=f"on 3 nodes, a publish with 1 follower killed was {'acknowledged' if acked[1] else 'refused'}; "
-                 f"with 2 killed, {'acknowledged' if acked[2] else 'refused'}",
-        holds=acked[1] == 1 and acked[2] == 0,
-        how="The chapter's three-node cluster: followers of the stream's leader killed, one publish tried, "
+        measured=f"on 3 nodes, with 1 follower killed {acked[1]} of 3 publishes were acknowledged; "
+                 f"with 2 killed, {acked[2]} of 3",
+        holds=acked[1] >= 1 and acked[2] == 0,
+        how="The chapter's three-node cluster: followers of the stream's leader killed, three publishes tried, "
             "the nodes brought back.",
     )
 

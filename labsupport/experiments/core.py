@@ -10,9 +10,12 @@ Every experiment has the same shape, whatever the pattern:
    everything is stopped, whatever happened.
 
 A ``scenario`` coroutine may run alongside the feed to act on the run while it happens: cut
-the link, restart the server. Each chapter's module builds its ``run_*`` functions on
-``measure``; their plain form waits for the result and ``await run_x.aio(...)`` does the
-same from a coroutine. Both run the work on the lab loop.
+the link (``measure_cut``), restart the server. Each chapter's module builds its ``run_*``
+functions on ``measure``; their plain form waits for the result and ``await run_x.aio(...)``
+does the same from a coroutine. Both run the work on the lab loop.
+
+A run that needs no feed (a handshake, a chat room, bad frames) still stops nothing by hand:
+``async with served(Routes(name, routes)) as server:``, or ``metered(...)`` for a meter in front.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
@@ -66,29 +70,47 @@ class Workload:
 ClientFactory = Callable[[str, Recorder], Awaitable[None]]
 
 
-class LabServer:
+class Routes:
+    """The plainest backend: fixed routes on the lab loop and no feed (a handshake, a chat room, an echo).
+
+    Every backend has the same small face, so ``served``, ``metered`` and ``measure`` treat them
+    alike: ``start()`` (then ``port``) and ``stop()``; a backend with a feed (``LabServer``,
+    ``ServerProcess``) adds ``start_feed(duration)`` (returns the monotonic start time),
+    ``finished()``, ``events()`` and ``usage()`` (the server's CPU time and memory, or ``None``
+    when it shares the lab's thread and cannot be told apart).
+    """
+
+    def __init__(self, name: str, handlers: list, **settings) -> None:
+        self.name, self.handlers, self.settings = name, handlers, settings
+        self.server: Server | None = None
+        self.port: int | None = None
+        self.url: str | None = None
+
+    def routes(self) -> list:
+        return self.handlers
+
+    async def start(self) -> "Routes":
+        self.server = await lab.serve(self.name, self.routes(), **self.settings)
+        self.port, self.url = self.server.port, self.server.url
+        return self
+
+    async def stop(self) -> None:
+        await lab.stop_server(self.name)
+
+
+class LabServer(Routes):
     """Where the events come from, by default: the pattern's server on the lab loop, with its own feed.
 
-    Every backend has the same small face, so ``measure`` treats them alike: ``start()`` (then
-    ``port``), ``start_feed(duration)`` (returns the monotonic start time), ``finished()``,
-    ``events()``, ``usage()`` (the server's CPU time and memory, or ``None`` when it shares the
-    lab's thread and cannot be told apart) and ``stop()``. ``ServerProcess`` is the other one:
-    the same server in a child process, so its CPU time is its own.
+    ``ServerProcess`` is the other such backend: the same server in a child process, so its CPU
+    time is its own.
     """
 
     def __init__(self, pattern: str, handlers: Callable[[Feed], list], workload: Workload) -> None:
-        self.name = f"{pattern}-run-{next(_run_ids)}"
-        self.handlers = handlers
+        super().__init__(f"{pattern}-run-{next(_run_ids)}", handlers)
         self.feed = Feed(workload.rate, arrivals=workload.arrivals, value=workload.value, seed=workload.seed)
-        self.server: Server | None = None
 
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def start(self) -> "LabServer":
-        self.server = await lab.serve(self.name, self.handlers(self.feed))
-        return self
+    def routes(self) -> list:
+        return self.handlers(self.feed)
 
     async def start_feed(self, duration: float) -> float:
         self.feed.start(duration)
@@ -106,13 +128,13 @@ class LabServer:
 
     async def restart(self, down_for: float) -> None:
         """Stop the server (dropping its connections), wait, and start a fresh one on the same feed."""
-        await lab.stop_server(self.name)
+        await super().stop()
         await asyncio.sleep(down_for)
         await self.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
-        await lab.stop_server(self.name)
+        await super().stop()
 
 
 @dataclass
@@ -139,42 +161,26 @@ class Run:
 
 
 @asynccontextmanager
-async def metered(backend, latency: float = 0.0) -> AsyncIterator[WireMeter]:
-    """Start ``backend`` and a wire meter in front of it; stop both, whatever happens."""
+async def served(backend) -> AsyncIterator:
+    """Start ``backend``; stop it, whatever happens. ``async with served(Routes(name, routes)) as server:``"""
     await backend.start()
     try:
-        link = Link(latency=latency)
-        meter = await WireMeter(backend.port, capture=CAPTURE_BYTES, up=link, down=link, log_bytes=LOG_BYTES).start()
-        try:
-            yield meter
-        finally:
-            await meter.stop()
+        yield backend
     finally:
         await backend.stop()
 
 
-@dataclass
-class Ending:
-    """What a run that wires its own relay keeps from its end: the relay's last counts."""
-
-    counts: WireCounts | None = None
-
-
 @asynccontextmanager
-async def stopping(relay, feed: Feed, tasks: list[asyncio.Task], servers: list[str]) -> AsyncIterator[Ending]:
-    """For a run that wires its own clients, relay and servers: on leaving, whatever happens, cancel
-    the clients, keep the relay's last counts (``ending.counts``), then stop the relay, the named
-    servers and the feed."""
-    ending = Ending()
-    try:
-        yield ending
-    finally:
-        await cancel_all(tasks)
-        ending.counts = relay.counts()
-        await relay.stop()
-        for name in servers:
-            await lab.stop_server(name)
-        await feed.stop()
+async def metered(backend, latency: float = 0.0, *, capture: int = CAPTURE_BYTES,
+                  log_bytes: int = LOG_BYTES) -> AsyncIterator[WireMeter]:
+    """Start ``backend`` and a wire meter in front of it; stop both, whatever happens."""
+    async with served(backend):
+        link = Link(latency=latency)
+        meter = await WireMeter(backend.port, capture=capture, up=link, down=link, log_bytes=log_bytes).start()
+        try:
+            yield meter
+        finally:
+            await meter.stop()
 
 
 async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client: ClientFactory,
@@ -229,10 +235,47 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
     return result
 
 
-def check_range(name: str, value: float, low: float, high: float, unit: str = "") -> None:
-    """Refuse a setting outside ``[low, high]`` with a message that names it and its range."""
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}{unit}, not {value!r}.")
+@dataclass
+class CutOutcome:
+    """A run with every connection cut mid-stream: what the clients saw afterwards."""
+
+    result: Result
+    cut_at: float                 # seconds after the feed started
+    connections_cut: int
+    reconnects: int               # requests beyond each client's first
+    lost: int                     # (client, event) pairs never delivered
+    duplicated: int               # deliveries of an event a client already had
+    missed_notices: list[dict] = field(default_factory=list)  # the "missed" events clients got (SSE)
+
+    @property
+    def announced(self) -> int:
+        """Lost events that a ``missed`` notice told the client about."""
+        return sum(n["last"] - n["first"] + 1 for n in self.missed_notices)
+
+    def summary(self) -> dict:
+        return {"cut_at_s": round(self.cut_at, 3), "connections_cut": self.connections_cut,
+                "reconnects": self.reconnects, "events": len(self.result.events),
+                "lost": self.lost, "announced_as_missed": self.announced, "duplicated": self.duplicated}
+
+
+async def measure_cut(pattern: str, handlers: Callable[[Feed], list], client: ClientFactory, workload: Workload,
+                      *, cut_at: float, drain: float, **settings) -> CutOutcome:
+    """``measure`` with every connection cut ``cut_at`` s into the feed, as a network blip would."""
+    if not 0 < cut_at < workload.duration:
+        raise ValueError(f"cut_at must fall inside the run (0 to {workload.duration} s), not {cut_at!r}.")
+    cut = {}
+
+    async def scenario(run: Run) -> None:
+        await asyncio.sleep(cut_at)
+        cut["at"], cut["n"] = time.monotonic() - run.feed.started, await run.meter.cut_all()
+        cut["recorders"] = run.recorders
+
+    result = await measure(pattern, handlers, client, workload, drain=drain, ready_first=True, scenario=scenario,
+                           **settings)
+    seen = Counter((r.client, seq) for r in cut["recorders"] for seq, _ in r.seen)
+    return CutOutcome(result=result, cut_at=cut["at"], connections_cut=cut["n"],
+                      reconnects=sum(len(r.requests) - 1 for r in cut["recorders"]),
+                      lost=result.summary()["missed"], duplicated=sum(n - 1 for n in seen.values()))
 
 
 def window_counts(start: WireCounts, end: WireCounts) -> WireCounts:

@@ -26,7 +26,8 @@ from ..patterns import websocket as ws
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import all_ready, raise_client_failure, stopping
+from .core import all_ready, raise_client_failure
+from .guards import stopping
 
 SERVICE_RESTART = 1012   # RFC 6455 close code registry: the server is restarting, come back later
 RETRY = 0.1              # seconds every client waits before it reconnects

@@ -21,7 +21,8 @@ from ..patterns.idle import IdleCutter
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import cancel_all, raise_client_failure, stopping
+from .core import cancel_all, raise_client_failure
+from .guards import stopping
 
 PATTERNS = ("long polling", "sse", "websocket")
 RECONNECT = 0.1   # seconds every client waits before it reconnects

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ..feed import Feed
-from ..lab import lab, on_lab_loop
+from ..lab import on_lab_loop
 from ..patterns import push
 from ..results import Result
-from .core import Workload, established, expected_seconds, measure
+from .core import Routes, Workload, established, expected_seconds, measure, served
 
 HELD_COUNTS = (0, 100, 200, 400)
 MAX_HELD = 2000
@@ -52,22 +52,21 @@ async def measure_held_connections(counts: tuple[int, ...] = HELD_COUNTS) -> pd.
     if not counts or min(counts) < 0 or max(counts) > MAX_HELD:
         raise ValueError(f"counts must be client counts between 0 and {MAX_HELD}.")
     feed = Feed(rate=1)  # never started: the streams stay idle, only holding them costs anything
-    server = await lab.serve("held-connections", push.handlers(feed))
     clients: list[socket.socket] = []
     rows = []
-    tracemalloc.start()
-    try:
-        baseline = tracemalloc.get_traced_memory()[0]
-        for target in sorted(counts):
-            clients += await asyncio.to_thread(_open_streams, server.port, target - len(clients))
-            await asyncio.sleep(0.05)  # let the server finish setting up the last streams
-            rows.append({"clients": target, "open_connections": established(server.port),
-                         "python_bytes": tracemalloc.get_traced_memory()[0] - baseline})
-    finally:
-        tracemalloc.stop()
-        for sock in clients:
-            sock.close()
-        await lab.stop_server(server.name)
+    async with served(Routes("held-connections", push.handlers(feed))) as server:
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            for target in sorted(counts):
+                clients += await asyncio.to_thread(_open_streams, server.port, target - len(clients))
+                await asyncio.sleep(0.05)  # let the server finish setting up the last streams
+                rows.append({"clients": target, "open_connections": established(server.port),
+                             "python_bytes": tracemalloc.get_traced_memory()[0] - baseline})
+        finally:
+            tracemalloc.stop()
+            for sock in clients:
+                sock.close()
     table = pd.DataFrame(rows)
     slope = np.polyfit(table["clients"], table["python_bytes"], 1)[0] if len(table) > 1 else float("nan")
     table.attrs["bytes_per_connection"] = float(slope)

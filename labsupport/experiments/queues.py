@@ -21,7 +21,8 @@ from ..lab import on_lab_loop
 from ..patterns.queue import (DEPTH_EVERY, SERVICES, EmailQueue, EmailService, Journal, open_queue, produce,
                               publish_job, sample_depth, wait_until_done)
 from ..wire import WireMeter
-from .core import LOG_BYTES, check_range
+from .core import LOG_BYTES
+from .guards import check_range
 
 MAX_RATE, MAX_WORKERS, MAX_JOBS, MAX_DURATION = 200.0, 16, 5000, 10.0
 

@@ -11,7 +11,8 @@ from ..broker import connect
 from ..lab import on_lab_loop
 from ..patterns.queue import EmailService, publish_job, wait_until_done
 from ..wire import WireMeter
-from .core import LOG_BYTES, check_range
+from .core import LOG_BYTES
+from .guards import check_range
 from .queues import DEPTH_EVERY, MAX_JOBS, QueueRun, QueueStage
 
 

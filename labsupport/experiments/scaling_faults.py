@@ -12,7 +12,7 @@ import numpy as np
 
 from ..lab import LabError, on_lab_loop
 from ..patterns.gateway import event_body
-from .core import check_range
+from .guards import check_range
 from .scaling import ScalingRun, run_fanout, run_on_gateways
 from .scaling_stage import PUBLISH_TIMEOUT, RECOVERY_TIMEOUT, PublishRefused, Stage, publish_event, run_ids, stage
 

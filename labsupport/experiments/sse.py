@@ -5,35 +5,53 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import aiohttp
 
 from ..feed import Feed
-from ..lab import lab, on_lab_loop
+from ..lab import on_lab_loop
 from ..patterns import sse
 from ..patterns.sse_codec import ServerSentEvent, encode_event, encode_retry
 from ..record import Recorder
 from ..results import Result
-from ..wire import WireMeter
-from .core import Workload, expected_seconds, measure
+from ..server_process import ServerProcess
+from .core import CutOutcome, Routes, Workload, cancel_all, expected_seconds, measure, measure_cut, metered, served
+
+
+BACKENDS = ("lab", "process")
 
 
 def _options(history: int, heartbeat: float | None, retry_ms: int) -> dict:
     return {"history": history, "heartbeat": heartbeat, "retry": retry_ms}
 
 
-@on_lab_loop(expected=expected_seconds)
+def _run_sse_seconds(kwargs: dict) -> float:
+    """``expected_seconds``, plus about a second to start a server process."""
+    return expected_seconds(kwargs) + (1.0 if kwargs.get("backend") == "process" else 0.0)
+
+
+@on_lab_loop(expected=_run_sse_seconds)
 async def run_sse(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0, latency: float = 0.0,
                   history: int = sse.HISTORY, heartbeat: float | None = sse.HEARTBEAT,
                   retry_ms: int = sse.RETRY_MS, arrivals: str = "fixed", value: str = "ticker",
-                  seed: int | None = None) -> Result:
-    """Clients follow one event stream each (see ``patterns/sse.py``)."""
+                  seed: int | None = None, backend: str = "lab") -> Result:
+    """Clients follow one event stream each (see ``patterns/sse.py``).
+
+    ``backend="process"`` runs the server in a process of its own (``ServerProcess``), so that a
+    fan-out to hundreds of clients does not share the server's thread with those clients.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}.")
+    if backend == "process" and value != "ticker":
+        raise ValueError("a server process publishes the ticker: use value='ticker' with backend='process'.")
     workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
     options = _options(history, heartbeat, retry_ms)
+    server = (ServerProcess("sse", rate=rate, arrivals=arrivals, seed=seed, options=options)
+              if backend == "process" else None)
     return await measure("sse", lambda feed: sse.handlers(feed, **options), sse.listen, workload,
-                         drain=2 * latency + 0.1 + clients / 1000, ready_first=True, **options)
+                         drain=2 * latency + 0.1 + clients / 1000, ready_first=True, backend=server,
+                         server=backend, **options)
 
 
 # -- S2: framing bytes per event --------------------------------------------------------------
@@ -108,29 +126,6 @@ async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
 
 # -- S4: cut the connection mid-stream --------------------------------------------------------
 
-@dataclass
-class CutOutcome:
-    """A stream cut mid-run: what the clients saw afterwards."""
-
-    result: Result
-    cut_at: float                 # seconds after the feed started
-    connections_cut: int
-    reconnects: int               # requests beyond each client's first
-    lost: int                     # (client, event) pairs never delivered
-    duplicated: int               # deliveries of an event a client already had
-    missed_notices: list[dict] = field(default_factory=list)  # the "missed" events clients got
-
-    @property
-    def announced(self) -> int:
-        """Lost events that a ``missed`` notice told the client about."""
-        return sum(n["last"] - n["first"] + 1 for n in self.missed_notices)
-
-    def summary(self) -> dict:
-        return {"cut_at_s": round(self.cut_at, 3), "connections_cut": self.connections_cut,
-                "reconnects": self.reconnects, "events": len(self.result.events),
-                "lost": self.lost, "announced_as_missed": self.announced, "duplicated": self.duplicated}
-
-
 @on_lab_loop(expected=lambda kw: kw.get("duration", 2.0) + kw.get("retry_ms", 200) / 1000 + 0.5)
 async def run_sse_cut(*, rate: float = 50.0, clients: int = 1, duration: float = 2.0, cut_at: float = 0.8,
                       retry_ms: int = 200, history: int = sse.HISTORY) -> CutOutcome:
@@ -139,36 +134,20 @@ async def run_sse_cut(*, rate: float = 50.0, clients: int = 1, duration: float =
     With a short ``history`` and a long ``retry_ms`` the server no longer holds every event the
     client missed, and says so with a ``missed`` event.
     """
-    if not 0 < cut_at < duration:
-        raise ValueError(f"cut_at must fall inside the run (0 to {duration} s), not {cut_at!r}.")
     notices: list[dict] = []
-    recorders: list[Recorder] = []
-    cut = {}
 
     def client(url: str, recorder: Recorder):
-        recorders.append(recorder)
-
         def on_event(event: ServerSentEvent) -> None:
             if event.event == "missed":
                 notices.append(json.loads(event.data))
         return sse.listen(url, recorder, on_event=on_event)
 
-    async def scenario(run) -> None:
-        await asyncio.sleep(cut_at)
-        cut["at"] = time.monotonic() - run.feed.started
-        cut["n"] = await run.meter.cut_all()
-
     options = _options(history, None, retry_ms)
-    result = await measure("sse", lambda feed: sse.handlers(feed, **options),
-                           client, Workload(rate, clients, duration), drain=retry_ms / 1000 + 0.3,
-                           ready_first=True, scenario=scenario, **options)
-    seen = Counter((r.client, seq) for r in recorders for seq, _ in r.seen)
-    return CutOutcome(
-        result=result, cut_at=cut["at"], connections_cut=cut["n"],
-        reconnects=sum(len(r.requests) - 1 for r in recorders),
-        lost=result.summary()["missed"], duplicated=sum(n - 1 for n in seen.values()),
-        missed_notices=notices,
-    )
+    outcome = await measure_cut("sse", lambda feed: sse.handlers(feed, **options), client,
+                                Workload(rate, clients, duration), cut_at=cut_at, drain=retry_ms / 1000 + 0.3,
+                                **options)
+    outcome.missed_notices = notices
+    return outcome
 
 
 # -- resuming by hand: what the server answers to a given Last-Event-ID ----------------------
@@ -182,14 +161,11 @@ async def resume_with(last_event_id: str, *, published: int = 20, history: int =
     feed = Feed(1.0)
     for _ in range(published):
         feed.publish()
-    server = await lab.serve("sse-resume", sse.handlers(feed, history=history))
-    try:
+    async with served(Routes("sse-resume", sse.handlers(feed, history=history))) as server:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/events", headers={"Last-Event-ID": last_event_id}) as response:
                 body = await asyncio.wait_for(response.content.readany(), timeout=5)
                 return response.status, body.decode("utf-8", "replace")
-    finally:
-        await lab.stop_server(server.name)
 
 
 # -- S5: the way back up is an ordinary request -----------------------------------------------
@@ -217,24 +193,20 @@ class TalkBack:
 async def run_talk_back(*, messages: int = 5, every: float = 0.05) -> TalkBack:
     """One client listens on the stream while another POSTs ``messages`` values to the server."""
     feed = Feed(1.0)  # never started: only the POSTs publish
-    server = await lab.serve("sse-talk-back", sse.handlers(feed))
-    meter = await WireMeter(server.port, capture=2048).start()
     recorder = Recorder(0)
-    listener = asyncio.create_task(sse.listen(meter.url, recorder))
-    try:
-        await asyncio.wait_for(recorder.ready.wait(), timeout=10)
-        posted: dict[int, float] = {}
-        async with aiohttp.ClientSession() as session:
-            for i in range(messages):
-                sent = time.monotonic()
-                posted[await sse.publish(meter.url, 100.0 + i, session)] = sent
-                await asyncio.sleep(every)
-        await asyncio.sleep(0.1)
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        await meter.stop()
-        await lab.stop_server(server.name)
+    async with metered(Routes("sse-talk-back", sse.handlers(feed)), capture=2048, log_bytes=0) as meter:
+        listener = asyncio.create_task(sse.listen(meter.url, recorder))
+        try:
+            await asyncio.wait_for(recorder.ready.wait(), timeout=10)
+            posted: dict[int, float] = {}
+            async with aiohttp.ClientSession() as session:
+                for i in range(messages):
+                    sent = time.monotonic()
+                    posted[await sse.publish(meter.url, 100.0 + i, session)] = sent
+                    await asyncio.sleep(every)
+            await asyncio.sleep(0.1)
+        finally:
+            await cancel_all([listener])
     seen = dict(recorder.seen)
     stream, *posts = meter.connections
     return TalkBack(
@@ -251,22 +223,19 @@ async def run_talk_back(*, messages: int = 5, every: float = 0.05) -> TalkBack:
 async def bad_posts() -> list[dict]:
     """POST what a careless client or a hostile page would send; what came back, and was it published?"""
     feed = Feed(1.0)  # never started: only accepted POSTs publish
-    server = await lab.serve("sse-bad-posts", sse.handlers(feed))
-    cases = [
-        ("another site's page", {"Origin": "http://evil.example", "Content-Type": "text/plain"}, b'{"value": 1}'),
-        ("a 5 MB body", {}, b'{"value": 1, "pad": "' + b"x" * 5_000_000 + b'"}'),
-        ("NaN, which is not JSON", {}, b'{"value": NaN}'),
-        ("a string for a number", {}, b'{"value": "101"}'),
-        ("a good value from this page", {"Origin": server.url}, b'{"value": 101.5}'),
-    ]
     rows = []
-    try:
+    async with served(Routes("sse-bad-posts", sse.handlers(feed))) as server:
+        cases = [
+            ("another site's page", {"Origin": "http://evil.example", "Content-Type": "text/plain"}, b'{"value": 1}'),
+            ("a 5 MB body", {}, b'{"value": 1, "pad": "' + b"x" * 5_000_000 + b'"}'),
+            ("NaN, which is not JSON", {}, b'{"value": NaN}'),
+            ("a string for a number", {}, b'{"value": "101"}'),
+            ("a good value from this page", {"Origin": server.url}, b'{"value": 101.5}'),
+        ]
         async with aiohttp.ClientSession() as session:
             for case, headers, body in cases:
                 before = feed.last_seq
                 async with session.post(f"{server.url}/events", data=body, headers=headers) as response:
                     rows.append({"sent": case, "status": response.status, "answer": (await response.text())[:90],
                                  "published": feed.last_seq > before})
-    finally:
-        await lab.stop_server(server.name)
     return rows

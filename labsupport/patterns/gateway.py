@@ -45,7 +45,6 @@ from ..server_process import ServerProcess, serve_commands
 from . import sse
 from ._input import cursor as read_cursor
 from . import websocket as ws
-from .sse_codec import EventStreamParser
 
 CATCH_UP = 2.0        # seconds a gateway waits to reach an id another gateway already sent
 RETRY_MS = 200        # reconnection delay the gateways ask for (EventSource's default is ~3 s)
@@ -227,51 +226,14 @@ class GatewayRecorder(Recorder):
 
 async def follow_stream(gateways: list[str], recorder: GatewayRecorder, *, first: int = 0,
                         retry: float = RETRY_MS / 1000) -> None:
-    """SSE through any gateway: on a break, the next gateway, with ``Last-Event-ID``. Until cancelled."""
-    last_id, at = "", first
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=2)) as session:
-        while True:
-            headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
-            sent = time.monotonic()
-            try:
-                async with session.get(f"{gateways[at]}/events", headers=headers) as response:
-                    if response.status != 200:
-                        raise sse.StreamRefused(f"{response.status} {response.reason}: {await response.text()}")
-                    recorder.request(sent, response.status, 0)
-                    recorder.visits.append((time.monotonic(), at))
-                    parser = EventStreamParser(last_id)
-                    async for chunk in response.content.iter_any():
-                        for event in parser.feed(chunk):
-                            if event.event == "message":
-                                recorder.saw(json.loads(event.data)["seq"])
-                        last_id = parser.last_event_id
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                recorder.errors.append(f"gateway {at}: stream broke ({type(error).__name__})")
-            at = (at + 1) % len(gateways)
-            await asyncio.sleep(retry)
+    """SSE through any gateway: chapter 4's client; on a break, the next gateway, with ``Last-Event-ID``."""
+    await sse.listen(gateways, recorder, retry=retry, first=first, visits=recorder.visits, connect_timeout=2)
 
 
 async def follow_socket(gateways: list[str], recorder: GatewayRecorder, *, first: int = 0,
                         retry: float = RETRY_MS / 1000) -> None:
-    """The same over WebSockets: the client keeps the cursor and sends it as ``?after=``."""
-    cursor, at = None, first
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=2)) as session:
-        while True:
-            sent = time.monotonic()
-            url = ws.ws_url(gateways[at], "/feed" + ("" if cursor is None else f"?after={cursor}"))
-            try:
-                async with session.ws_connect(url) as socket:
-                    recorder.request(sent, 101, 0)
-                    recorder.visits.append((time.monotonic(), at))
-                    async for message in socket:
-                        if message.type is aiohttp.WSMsgType.TEXT:
-                            cursor = json.loads(message.data)["seq"]
-                            recorder.saw(cursor)
-                    recorder.errors.append(f"gateway {at}: closed ({socket.close_code})")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                recorder.errors.append(f"gateway {at}: connection broke ({type(error).__name__})")
-            at = (at + 1) % len(gateways)
-            await asyncio.sleep(retry)
+    """The same over WebSockets: chapter 5's client, which keeps the cursor and sends it as ``?after=``."""
+    await ws.follow(gateways, recorder, retry=retry, first=first, visits=recorder.visits, connect_timeout=2)
 
 
 CLIENTS = {"sse": follow_stream, "websocket": follow_socket}

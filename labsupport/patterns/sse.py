@@ -181,18 +181,22 @@ class StreamRefused(RuntimeError):
     """The server answered, but not with an event stream; like EventSource, give up."""
 
 
-async def listen(base_url: str, recorder: Recorder, *,
+async def listen(servers: str | list[str], recorder: Recorder, *,
                  on_event: Callable[[ServerSentEvent], None] | None = None,
-                 retry: float = RETRY_MS / 1000, idle_timeout: float | None = None) -> None:
+                 retry: float = RETRY_MS / 1000, idle_timeout: float | None = None,
+                 first: int = 0, visits: list | None = None, connect_timeout: float | None = None) -> None:
     """Follow ``/events`` until cancelled, reconnecting after every break, as EventSource does.
 
     Each ``message`` event's sequence number goes into ``recorder``; ``on_event`` sees every
     event (``missed`` too). ``retry`` (s) is the reconnection delay until the server sets
     one; ``idle_timeout`` (s) treats a stream silent for that long (no event, no heartbeat)
-    as dead.
+    as dead. ``servers`` is one base URL, or several interchangeable ones (chapter 9's gateways,
+    starting at ``first``): after a break the client goes on to the next with ``Last-Event-ID``,
+    and notes ``(when, which)`` of each stream it opens in ``visits``.
     """
-    last_id, delay = "", retry
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=idle_timeout)
+    servers = [servers] if isinstance(servers, str) else servers
+    last_id, delay, at = "", retry, first
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=idle_timeout, sock_connect=connect_timeout)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -200,10 +204,12 @@ async def listen(base_url: str, recorder: Recorder, *,
                 headers["Last-Event-ID"] = last_id
             sent = time.monotonic()
             try:
-                async with session.get(f"{base_url}/events", headers=headers) as response:
+                async with session.get(f"{servers[at]}/events", headers=headers) as response:
                     recorder.request(sent, response.status, 0)
                     if response.status != 200 or response.content_type != "text/event-stream":
                         raise StreamRefused(f"{response.status} {response.reason}: {await response.text()}")
+                    if visits is not None:
+                        visits.append((time.monotonic(), at))
                     parser = EventStreamParser(last_id)
                     async for chunk in response.content.iter_any():
                         for event in parser.feed(chunk):
@@ -214,7 +220,8 @@ async def listen(base_url: str, recorder: Recorder, *,
                         last_id = parser.last_event_id
                         delay = delay if parser.retry is None else parser.retry / 1000
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                recorder.errors.append(f"stream broke ({type(error).__name__}), reconnecting")
+                recorder.errors.append(f"{servers[at]}: stream broke ({type(error).__name__}), reconnecting")
+            at = (at + 1) % len(servers)
             await asyncio.sleep(delay)
 
 

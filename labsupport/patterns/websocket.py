@@ -40,6 +40,7 @@ import asyncio
 import collections
 import json
 import math
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -164,6 +165,19 @@ class OutboxSocket(SizeLimits, tornado.websocket.WebSocketHandler):
         except tornado.websocket.WebSocketClosedError:
             pass
 
+    def set_send_buffer(self, size: int) -> None:
+        """Shrink the kernel's send buffer for this client (``SO_SNDBUF``), so a slow reader's backlog
+        shows in the outbox within a second instead of hiding in the kernel.
+
+        PRIVATE TORNADO API, the one reach into Tornado's internals outside ``_rfc6455.py``: Tornado
+        offers ``set_nodelay`` but no public way to an open WebSocket's socket. ``ws_connection``
+        is the protocol, whose ``stream`` is the connection's ``IOStream`` (taken from the HTTP
+        connection in ``WebSocketProtocol13._accept_connection``); ``IOStream.socket`` is public.
+        ``tests/test_patterns_websocket.py`` pins that method's source and checks the buffer shrinks,
+        so a Tornado upgrade that moves the stream fails loudly there.
+        """
+        self.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
     def on_close(self) -> None:
         self.closed = time.monotonic()
         for task in self.tasks:
@@ -267,27 +281,36 @@ def ws_url(base_url: str, path: str) -> str:
 
 # -- clients ---------------------------------------------------------------------------------
 
-async def follow(base_url: str, recorder: Recorder, *, after: int | None = None, retry: float = 0.2) -> None:
+async def follow(servers: str | list[str], recorder: Recorder, *, after: int | None = None, retry: float = 0.2,
+                 first: int = 0, visits: list | None = None, connect_timeout: float | None = None) -> None:
     """Read ``/feed`` until cancelled; after any break, reconnect and resume after the last event.
 
     ``after`` is where to start (None: from now on). Unlike EventSource, nothing in the
     protocol does this for us: the client keeps the cursor and the server honours it.
+    ``servers`` is one base URL, or several interchangeable ones (chapter 9's gateways, starting
+    at ``first``): after a break the client goes on to the next, carrying its cursor, and notes
+    ``(when, which)`` of each connection it opens in ``visits``.
     """
-    cursor = after
-    async with aiohttp.ClientSession() as session:
+    servers = [servers] if isinstance(servers, str) else servers
+    cursor, at = after, first
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             sent = time.monotonic()
-            url = ws_url(base_url, "/feed" + ("" if cursor is None else f"?after={cursor}"))
+            url = ws_url(servers[at], "/feed" + ("" if cursor is None else f"?after={cursor}"))
             try:
                 async with session.ws_connect(url) as ws:
                     recorder.request(sent, 101, 0)
+                    if visits is not None:
+                        visits.append((time.monotonic(), at))
                     async for message in ws:
                         if message.type is aiohttp.WSMsgType.TEXT:
                             cursor = json.loads(message.data)["seq"]
                             recorder.saw(cursor)
-                    recorder.errors.append(f"closed by the server ({ws.close_code}), reconnecting")
+                    recorder.errors.append(f"{servers[at]}: closed by the server ({ws.close_code}), reconnecting")
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                recorder.errors.append(f"connection broke ({type(error).__name__}), reconnecting")
+                recorder.errors.append(f"{servers[at]}: connection broke ({type(error).__name__}), reconnecting")
+            at = (at + 1) % len(servers)
             await asyncio.sleep(retry)
 
 
@@ -323,20 +346,32 @@ async def play(base_url: str, *, inputs_per_s: float, duration: float, log: list
 
 
 async def chat(base_url: str, name: str, lines: list[str], *, every: float, heard: list[dict],
-               linger: float = 0.2) -> None:
-    """Join the room as ``name``, say ``lines`` every ``every`` seconds, and keep listening."""
+               linger: float = 0.2, until: int | None = None, begin: asyncio.Event | None = None) -> None:
+    """Join the room as ``name``, say ``lines`` every ``every`` seconds, and keep listening.
+
+    With ``begin``, speak only once it is set (when everyone is in the room). After the last line,
+    listen ``linger`` seconds more, or less once ``until`` messages are heard.
+    """
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url(base_url, f"/chat?name={name}")) as ws:
+            everything = asyncio.Event()
 
             async def listen() -> None:
                 async for message in ws:
                     heard.append(json.loads(message.data))
+                    if until is not None and len(heard) >= until:
+                        everything.set()
 
             listener = asyncio.create_task(listen())
+            if begin is not None:
+                await begin.wait()
             for line in lines:
                 await asyncio.sleep(every)
                 await ws.send_str(line)
-            await asyncio.sleep(linger)
+            try:
+                await asyncio.wait_for(everything.wait(), linger)
+            except asyncio.TimeoutError:
+                pass  # what was heard by then is the answer
             listener.cancel()
 
 

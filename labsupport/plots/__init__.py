@@ -16,11 +16,12 @@ from ._pull_push import held_memory
 from ._queues import publish_latency, queue_depth
 from ._runs import latency_histogram, sweep_plot, timeline, traffic_bars
 from ._style import MARGIN, framed, mark_x, tidy_log_axes
+from ._websocket import duplex_lanes, frame_overhead_bars, outbox_over_time, round_trip_histogram
 
 __all__ = [
-    "MARGIN", "comparison", "connection_memory", "crossover", "deliveries_over_time", "events_lost", "framed",
-    "held_memory", "idle_connections", "ladder", "latency_histogram", "mark_x", "needs_at_scale", "one_poll",
-    "poll_bytes", "publish_gaps", "publish_latency", "queue_depth", "reconnect_storms", "requests_per_client",
-    "sequence_diagram", "sweep_plot", "tidy_log_axes", "timeline", "traffic_bars", "wait_for_poll",
-    "waiting_clients", "webhook_attempts",
+    "MARGIN", "comparison", "connection_memory", "crossover", "deliveries_over_time", "duplex_lanes", "events_lost",
+    "frame_overhead_bars", "framed", "held_memory", "idle_connections", "ladder", "latency_histogram", "mark_x",
+    "needs_at_scale", "one_poll", "outbox_over_time", "poll_bytes", "publish_gaps", "publish_latency", "queue_depth",
+    "reconnect_storms", "requests_per_client", "round_trip_histogram", "sequence_diagram", "sweep_plot",
+    "tidy_log_axes", "timeline", "traffic_bars", "wait_for_poll", "waiting_clients", "webhook_attempts",
 ]

@@ -303,4 +303,3 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
     fig.update_yaxes(range=[t1 + 0.02 * (t1 - t0), t0 - 0.02 * (t1 - t0)], **row)
     counts["folded"] = folded_count
     return dict(counts), notes
-
