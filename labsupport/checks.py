@@ -45,7 +45,8 @@ class Progress:
 PROGRESS = Progress()
 
 
-def _show(markdown_html: str, plain: str) -> None:
+def show_note(markdown_html: str, plain: str) -> None:
+    """Show ``markdown_html`` in a notebook, or print ``plain`` where there is none (a script, a test)."""
     try:
         from IPython import get_ipython
         from IPython.display import HTML, display
@@ -67,7 +68,7 @@ def claim(statement: str, holds: bool, *, measured: str = "") -> None:
             f"The claim '{statement}' did not hold in this run{detail}. If the machine was very "
             "busy, run the cell again; if it fails again, something in the lab has changed."
         )
-    _show(
+    show_note(
         f'<div style="color:#176f2c">&#10004; <b>{html.escape(statement)}</b>'
         f'<span style="color:#555">{html.escape(detail)}</span></div>',
         f"PASS {statement}{detail}",
@@ -117,17 +118,17 @@ class Exercise:
         PROGRESS.exercises[self] = ok
         self._predicted = None if ok is None else answer
         if ok is None:
-            _show(f"<div>&#9998; <b>{self.name}</b>: {html.escape(why)}</div>", f"{self.name}: {why}")
+            show_note(f"<div>&#9998; <b>{self.name}</b>: {html.escape(why)}</div>", f"{self.name}: {why}")
             return
         mark, colour = ("&#10004; Correct", "#176f2c") if ok else ("&#10008; Not yet", "#a11")
-        _show(f'<div style="color:{colour}"><b>{self.name}</b>: {mark}. {html.escape(why)}</div>',
-              f"{self.name}: {'correct' if ok else 'not yet'}. {why}")
+        show_note(f'<div style="color:{colour}"><b>{self.name}</b>: {mark}. {html.escape(why)}</div>',
+                  f"{self.name}: {'correct' if ok else 'not yet'}. {why}")
 
     def hint(self) -> None:
-        _show(f"<div>&#128161; <b>Hint</b>: {html.escape(self._hint)}</div>", f"Hint: {self._hint}")
+        show_note(f"<div>&#128161; <b>Hint</b>: {html.escape(self._hint)}</div>", f"Hint: {self._hint}")
 
     def solution(self) -> None:
-        _show(f"<div><b>Solution</b>: {html.escape(self._solution)}</div>", f"Solution: {self._solution}")
+        show_note(f"<div><b>Solution</b>: {html.escape(self._solution)}</div>", f"Solution: {self._solution}")
 
     @property
     def measurable(self) -> bool:
@@ -145,9 +146,9 @@ class Exercise:
         predicted = ("you have not answered yet" if self._predicted is None
                      else f"you predicted {_plain(self._predicted)}")
         line = f"{predicted}; theory says {m.theory}; measured {m.measured}."
-        _show(f"<div>&#128207; <b>{html.escape(self.name)}</b>: {html.escape(line)}"
-              f"<br><span style=\"color:#555\">{html.escape(m.how)}</span></div>",
-              f"{self.name}: {line}" + (f"\n  ({m.how})" if m.how else ""))
+        show_note(f"<div>&#128207; <b>{html.escape(self.name)}</b>: {html.escape(line)}"
+                  f"<br><span style=\"color:#555\">{html.escape(m.how)}</span></div>",
+                  f"{self.name}: {line}" + (f"\n  ({m.how})" if m.how else ""))
         claim(m.claim, m.holds, measured=m.measured)
 
 
@@ -164,15 +165,15 @@ def show_progress(*exercises: Exercise) -> None:
     """Show the claims checked and the exercises answered in this kernel; name exercises to list them all."""
     rows = PROGRESS.rows(*exercises)
     if not rows:
-        _show("<div>Nothing checked yet in this kernel: run the chapter's cells first.</div>",
-              "Nothing checked yet in this kernel: run the chapter's cells first.")
+        show_note("<div>Nothing checked yet in this kernel: run the chapter's cells first.</div>",
+                  "Nothing checked yet in this kernel: run the chapter's cells first.")
         return
     marks = {"holds": "&#10004;", "correct": "&#10004;", "failed": "&#10008;", "not yet": "&#10008;",
              "not answered": "&#9998;"}
     body = "".join(f"<tr><td>{kind}</td><td>{html.escape(name)}</td><td>{marks[state]} {state}</td></tr>"
                    for kind, name, state in rows)
     done = sum(state in ("holds", "correct") for _, _, state in rows)
-    _show(f"<div><b>Your progress in this kernel: {done} of {len(rows)} done</b>"
-          f"<table>{body}</table></div>",
-          "\n".join([f"Your progress in this kernel: {done} of {len(rows)} done",
-                     *(f"  {kind:8} {state:12} {name}" for kind, name, state in rows)]))
+    show_note(f"<div><b>Your progress in this kernel: {done} of {len(rows)} done</b>"
+              f"<table>{body}</table></div>",
+              "\n".join([f"Your progress in this kernel: {done} of {len(rows)} done",
+                         *(f"  {kind:8} {state:12} {name}" for kind, name, state in rows)]))

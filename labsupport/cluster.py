@@ -24,7 +24,6 @@ says who the meta-leader is.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import socket
 import time
@@ -33,7 +32,8 @@ from pathlib import Path
 import aiohttp
 
 from .broker import Broker, BrokerError, connect
-from .lab import LOOPBACK, lab, on_lab_loop
+from .lab import LOOPBACK, on_lab_loop
+from .named_processes import NamedProcesses
 
 CLUSTER_NAME = "course"
 LEADER_TIMEOUT = 30.0   # the first election takes well under a second; a busy machine is slower
@@ -178,47 +178,25 @@ class Cluster:
 
 # -- the lab's clusters -----------------------------------------------------------------------
 
-_clusters: dict[str, Cluster] = {}
+_clusters: NamedProcesses[Cluster] = NamedProcesses("cluster")
 
 
 @on_lab_loop
 async def start_cluster(name: str = "cluster", *, size: int = 3, fresh: bool = False,
                         binary: str | Path | None = None) -> Cluster:
     """The lab's cluster of that name, started if needed (every node up); ``fresh=True`` starts an empty one."""
-    cluster = _clusters.get(name)
+    cluster = _clusters.running.get(name)
     if cluster is not None and not fresh and binary is None and len(cluster.nodes) == size:
         await asyncio.gather(*(node.start() for node in cluster.nodes if not node.running))
         await cluster.meta_leader()
         return cluster
-    await stop_cluster.coro(name)
-    cluster = Cluster(size, binary=binary)
-    try:
-        await cluster.start()
-    except BaseException:
-        cluster.close_now()
-        raise
-    _clusters[name] = cluster
-    lab.on_shutdown(f"cluster:{name}", lambda: _forget_and_close(name))
-    return cluster
+    return await _clusters.replace(name, lambda: Cluster(size, binary=binary))
 
 
 @on_lab_loop
 async def stop_cluster(name: str = "cluster") -> None:
     """Stop the named cluster's nodes and delete their stores."""
-    lab.forget(f"cluster:{name}")
-    await _forget_and_close(name)
-
-
-async def _forget_and_close(name: str) -> None:
-    cluster = _clusters.pop(name, None)
-    if cluster is not None:
-        await cluster.close()
-
-
-@atexit.register
-def _close_all_at_exit() -> None:
-    for cluster in list(_clusters.values()):
-        cluster.close_now()
+    await _clusters.stop(name)
 
 
 async def connect_cluster(cluster: Cluster | list[str], name: str, **options):

@@ -9,13 +9,13 @@ staleness captures that, latency alone does not.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .capture import http_messages
 from .feed import Event
 from .record import Recorder
 from .wire import Connection, WireCounts
@@ -197,22 +197,3 @@ class Result:
         up, down = self.heads[0] if self.heads else (b"", b"")
         first = [(http_messages(raw) or [raw])[0] for raw in (up, down)]
         return first[0].decode("latin-1"), first[1].decode("latin-1")
-
-
-def http_messages(stream: bytes) -> list[bytes]:
-    """Split captured HTTP/1.1 bytes into whole messages: headers, then a Content-Length body if any.
-
-    A message the capture cut short, or one without a length (a chunked stream), is left out.
-    """
-    messages = []
-    while (end := stream.find(b"\r\n\r\n")) >= 0:
-        head = stream[:end]
-        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-        if length is None and re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
-            break  # a stream: it has no end to find
-        size = end + 4 + (int(length.group(1)) if length else 0)
-        if size > len(stream):
-            break  # the capture stopped inside this message
-        messages.append(stream[:size])
-        stream = stream[size:]
-    return messages

@@ -149,11 +149,12 @@ def test_connect_to_a_stopped_broker_is_a_clear_error():
 KERNEL = textwrap.dedent("""
     import sys, time
     import labsupport.broker as b
+    from labsupport.lab import lab
     if sys.argv[1] == "watchdog-only":
         b._die_with_parent = lambda: None  # as on macOS or Windows: no PR_SET_PDEATHSIG
     broker = b.start_broker()
     if sys.argv[2] == "down":  # killed while the broker is down, as between a restart's stop and start
-        b.lab.run(broker.stop())
+        lab.run(broker.stop())
         print(broker.process.pid, broker.run_dir, flush=True)
         time.sleep(120)
     if sys.argv[2] == "exit":

@@ -13,6 +13,7 @@ from labsupport.costs import (CASES, Need, cheaper_on_paper, decision_panel, gui
                               published_comparison, recommend, unit_costs)
 from labsupport.experiments.choosing import (framed_event_bytes, measure_connection_memory, run_all_patterns,
                                              run_crossover_sweep)
+from labsupport.plots import comparison
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_every_pattern_runs_on_the_same_workload(same):
         assert run.window.bytes_total > 0 and run.server_cpu_s >= 0
         assert table.loc[name, "connections opened"] == 3
     assert all(same.runs[p].server_cpu_s > 0 for p in ("polling", "long polling", "sse", "websocket"))
-    assert len(same.plot().data) >= 8
+    assert len(comparison(same).data) >= 8
 
 
 def test_unknown_patterns_are_refused():

@@ -7,6 +7,7 @@ import pytest
 from labsupport import LabError, lab
 from labsupport.experiments import connections
 from labsupport.experiments.connections import hold_idle_connections
+from labsupport.plots import idle_connections
 from labsupport.server_process import ServerProcess
 
 resource = pytest.importorskip("resource")  # the open-files limit is a POSIX idea
@@ -19,7 +20,7 @@ def test_each_push_pattern_holds_idle_connections_and_its_memory_grows_with_them
     assert holding.table["rss_bytes"].iloc[-1] > holding.table["rss_bytes"].iloc[0]
     assert 500 < holding.bytes_per_connection < 200_000  # some kB each: neither nothing nor absurd
     assert holding.summary()["connections"] == 300 and holding.open_seconds > 0
-    assert holding.plot().data[0].x[-1] == 300
+    assert idle_connections(holding).data[0].x[-1] == 300
 
 
 def test_a_websocket_opening_request_is_answered_with_101():

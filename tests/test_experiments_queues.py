@@ -15,6 +15,7 @@ from labsupport.exercises import ch06
 from labsupport.experiments.queues import (WireCapture, run_email_jobs, run_in_process, run_throughput, run_wire,
                                            run_workers)
 from labsupport.experiments.queues_faults import run_broker_restart, run_crash, run_publish_retry
+from labsupport.plots import publish_latency, queue_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06_message_queues.ipynb"
@@ -28,7 +29,7 @@ def test_a_slow_consumer_leaves_producers_on_schedule_and_loses_nothing():
     assert s["all_emailed_s"] > s["producers_s"]
     assert len(run.depth) > 5 and run.depth["depth"].iloc[-1] == 0
     assert set(run.publish_latency_by_depth().columns) >= {"depth", "latency_ms"}
-    assert run.plot_depth().data and run.plot_publish_latency().data
+    assert queue_depth(run).data and publish_latency(run.published).data
 
 
 def test_jobs_wait_while_the_consumer_is_down():
@@ -157,7 +158,7 @@ def test_nothing_of_ours_is_left_running():
     from labsupport import lab
 
     lab.shutdown()
-    assert _brokers == {}
+    assert _brokers.running == {}
     ours = [c for c in psutil.Process().children(recursive=True) if c.name() == "nats-server"
             and c.status() != psutil.STATUS_ZOMBIE]
     assert ours == []

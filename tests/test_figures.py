@@ -24,8 +24,8 @@ from labsupport.experiments.longpolling import run_long_polling
 from labsupport.experiments.polling import run_polling
 from labsupport.experiments.sse import run_sse_cut
 from labsupport.experiments.websocket import run_game
-from labsupport.plots import (duplex_lanes, ladder, latency_histogram, mark_x, sweep_plot, tidy_log_axes, timeline,
-                              traffic_bars)
+from labsupport.plots import (crossover, duplex_lanes, ladder, latency_histogram, mark_x, sweep_plot, tidy_log_axes,
+                              timeline, traffic_bars)
 from labsupport.widgets import ControlPanel, int_slider, table_widget
 
 
@@ -124,7 +124,50 @@ def test_chapter_7s_crossover_plot_fits_its_data():
             for p in ("polling", "sse") for n in (4, 16) for r in (1, 4, 16, 64)]
     cross = Crossover(table=pd.DataFrame(rows), interval=0.25, poll_bytes=800, event_bytes=60)
     for measure in ("bytes", "requests", "delivered_share"):
-        assert_axes_fit(cross.plot(measure))
+        assert_axes_fit(crossover(cross, measure))
+
+
+# -- the chapters' own figures, from small tables -----------------------------------------------------
+
+def test_the_chapters_own_figures_fit_their_data_in_the_shared_margins():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from labsupport import plots
+
+    crossing = pd.DataFrame({"pattern": ["polling"] * 3 + ["long polling"] * 3, "rate": [1, 10, 50] * 2,
+                             "requests_per_s_per_client": [5, 5, 5, 1, 10, 50]})
+    crossing.attrs["crossover_rate"] = 5.0
+    memory = pd.DataFrame({"pattern": ["sse"] * 3, "connections": [0, 50, 100], "rss_mb": [30.0, 30.5, 31.0]})
+    memory.attrs["per_connection"] = {"sse": 10_240.0}
+    needs = pd.DataFrame({"cores": [900, 10], "memory_gb": [5, 50], "bandwidth_mbit_s": [4000, 800]},
+                         index=["polling", "sse"])
+    bins = pd.DataFrame({"t": np.arange(5) * 0.01, "reconnects": [0, 40, 3, 0, 1]})
+    bins.attrs["bin"] = 0.01
+    storm = SimpleNamespace(policy="fixed delay", per_bin_table=lambda: bins,
+                            cpu=pd.DataFrame({"t": [0.0, 0.05], "cpu_share": [0.2, 0.9]}))
+    figures = {
+        "held": plots.held_memory(pd.DataFrame({"clients": [0, 100, 200], "python_bytes": [2e7, 2.2e7, 2.4e7]})),
+        "one poll": plots.one_poll({"request_headers": 120, "response_headers": 180, "payload": 40}),
+        "wait": plots.wait_for_poll([0.1, 0.5, 1.0], [50, 240, 510], [100, 490, 990]),
+        "304s": plots.poll_bytes(pd.DataFrame({"bytes_down_per_poll": [250, 120], "bytes_per_poll": [400, 300]},
+                                              index=["plain", "conditional"])),
+        "waiting": plots.waiting_clients(pd.DataFrame({"t": [0, 0.5, 1.0], "open_connections": [300] * 3,
+                                                       "held_requests": [300, 0, 300]}), [0.5], "waiting"),
+        "lost": plots.events_lost({"with a cursor": 0, "without a cursor": 12}, "lost"),
+        "requests": plots.requests_per_client(crossing),
+        "memory": plots.connection_memory(memory),
+        "needs": plots.needs_at_scale(needs, "needs"),
+        "storms": plots.reconnect_storms({"fixed": storm}),
+        "webhooks": plots.webhook_attempts(pd.DataFrame({"t": [0, 0.05, 0.1], "answered": [2, 0, 5],
+                                                          "failed": [0, 3, 0]}), (0.04, 0.09)),
+    }
+    for name, fig in figures.items():
+        assert fig.data, name
+        assert_axes_fit(fig)
+        assert fig.layout.margin.l == plots.MARGIN["l"] and fig.layout.margin.t == plots.MARGIN["t"], name
+    assert "per 10 ms" in figures["storms"].layout.title.text
 
 
 # -- the standard figures of real runs ----------------------------------------------------------------

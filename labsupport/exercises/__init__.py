@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..checks import Exercise, _show
+from ..checks import Exercise, show_note
 
 
 def exercises_of(chapter: str) -> dict[str, Exercise]:
@@ -16,6 +16,6 @@ def exercises_of(chapter: str) -> dict[str, Exercise]:
 def answer_key(chapter: str) -> None:
     """Show every exercise of a chapter with its hint and model solution (for the presenter's screen)."""
     for name, exercise in exercises_of(chapter).items():
-        _show(f"<div><b>{name} · {exercise.name}</b></div>", f"{name} · {exercise.name}")
+        show_note(f"<div><b>{name} · {exercise.name}</b></div>", f"{name} · {exercise.name}")
         exercise.hint()
         exercise.solution()

@@ -22,148 +22,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
-import random
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import aiohttp
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-import psutil
-from plotly.subplots import make_subplots
 
-from ..feed import Event, Feed
+from ..feed import Event
 from ..lab import LAB_LATE_LIMIT, LabError, on_lab_loop
-from ..patterns import longpolling, polling, sse
-from ..patterns import websocket as ws
+from ..patterns import polling, sse
 from ..patterns.sse_codec import encode_event
-from ..plots import mark_x, tidy_log_axes
 from ..record import Recorder
 from ..results import Result
-from ..server_process import ServerProcess, Usage
 from ..wire import WireCounts
+from .choosing_stage import arriving, backend_for, client_for
 from .core import READY_TIMEOUT, Workload, cancel_all, crossing, established, measure, raise_client_failure
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
-COLOURS = {"polling": "#7f7f7f", "polling, keep-alive": "#bcbd22", "long polling": "#ff7f0e", "sse": "#1f77b4", "websocket": "#2ca02c",
-           "pub/sub": "#9467bd"}
 MEMORY_COUNTS = (0, 50, 100, 150)   # held connections per step; modest, as some systems allow 256 open files
-ARRIVAL_SPREAD = 0.002               # seconds per client over which clients first connect
 BROKER_CPU_TICK = 0.01                # the broker's CPU time, read from outside, counts in clock ticks
-CLOSE_TIMEOUT = 2.0                  # seconds a NATS client may take to close
 CATCH_UP = 2.0                       # seconds a late event may take and still count as delivered, not missed
-_subjects = itertools.count(1)
-
-
-# -- the clients, one per pattern (the chapters' own clients) --------------------------------
-
-def _client(pattern: str, *, interval: float = 1.0, subject: str = "") -> Callable[[str, Recorder], Awaitable[None]]:
-    """The pattern's own client (the one its chapter shows), with this run's settings."""
-    if pattern == "polling":
-        return functools.partial(polling.poll, interval=interval)
-    if pattern == "pub/sub":
-        return functools.partial(subscribe, subject=subject)
-    return {"long polling": longpolling.long_poll, "sse": sse.listen, "websocket": ws.follow}[pattern]
-
-
-def _arriving(client, clients: int) -> Callable[[str, Recorder], Awaitable[None]]:
-    """``client``, started after a random pause: clients arrive spread out, as page loads do, so a
-    burst of connects does not overflow the server's listen backlog (see chapter 3)."""
-    async def arrive(url: str, recorder: Recorder) -> None:
-        await asyncio.sleep(random.uniform(0, ARRIVAL_SPREAD * clients))
-        await client(url, recorder)
-    return arrive
-
-
-async def subscribe(base_url: str, recorder: Recorder, subject: str) -> None:
-    """A NATS subscriber: one connection to the broker, every event on ``subject`` recorded."""
-    from ..broker import connect
-
-    sent = time.monotonic()
-    client = await connect(base_url.replace("http://", "nats://"), f"client-{recorder.client}")
-    try:
-        subscription = await client.subscribe(subject)
-        await client.flush()  # the broker has the subscription: from now on nothing passes us by
-        recorder.request(sent, 0, 0)  # not an HTTP request: status 0 marks the subscription
-        async for message in subscription.messages:
-            recorder.saw(json.loads(message.data)["seq"])
-    finally:
-        await _close_soon(client)
-
-
-async def _close_soon(client) -> None:
-    """Close a NATS client, but give up after CLOSE_TIMEOUT: one whose read loop died (nats-py's
-    does when a PONG answers a ping it had given up on, on a very busy machine) may never finish."""
-    closing = asyncio.ensure_future(client.close())
-    done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT)
-    if not done:
-        closing.cancel()
-
-
-# -- where the events come from: a server process, or the broker -------------------------------
-
-class _PubSubBackend:
-    """Core NATS publish/subscribe as a fan-out: a publisher on the lab loop sends each feed event to the broker,
-    which delivers it to every subscriber. The server measured is the broker process."""
-
-    def __init__(self, rate: float, arrivals: str, seed: int | None) -> None:
-        self.feed = Feed(rate, arrivals=arrivals, seed=seed)
-        self.subject = f"choosing.feed.{next(_subjects)}"
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> "_PubSubBackend":
-        from ..broker import connect, start_broker
-
-        self.broker = await start_broker.coro("choosing")
-        self.publisher = await connect(self.broker, "feed-publisher")
-        self.port, self.pid = self.broker.port, self.broker.pid
-        return self
-
-    async def start_feed(self, duration: float) -> float:
-        self.feed.start(duration)
-        self._task = asyncio.create_task(self._publish())
-        await asyncio.sleep(0)
-        return self.feed.started
-
-    async def _publish(self) -> None:
-        cursor = 0
-        while True:
-            for event in await self.feed.wait_after(cursor):
-                await self.publisher.publish(self.subject, json.dumps(event.to_json()).encode())
-                cursor = event.seq
-
-    async def finished(self) -> None:
-        await self.feed.finished()
-
-    async def events(self) -> list[Event]:
-        return list(self.feed.events)
-
-    async def usage(self) -> Usage:
-        """The broker's CPU time and memory, from the operating system (CPU in 10 ms ticks on Linux)."""
-        process = psutil.Process(self.pid)
-        cpu = process.cpu_times()
-        return Usage(cpu.user + cpu.system, process.memory_info().rss)
-
-    async def stop(self) -> None:
-        await self.feed.stop()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await _close_soon(self.publisher)
-
-
-def _backend(pattern: str, workload: Workload, hold: float):
-    """The pattern's server in a process of its own (pub/sub's is the broker), not started yet."""
-    if pattern == "pub/sub":
-        return _PubSubBackend(workload.rate, workload.arrivals, workload.seed)
-    options = {"hold": hold} if pattern == "long polling" else {}
-    return ServerProcess(pattern, rate=workload.rate, arrivals=workload.arrivals, seed=workload.seed,
-                         options=options)
 
 
 # -- one pattern, one run ------------------------------------------------------------------------
@@ -225,9 +106,9 @@ async def _run_in_own_process(pattern: str, workload: Workload, *, interval: flo
     Every client holds its connection before the first event, so the window measures serving,
     not arriving; a stream starts listening from "now", so its clients are in place first.
     """
-    backend = _backend(pattern, workload, hold)
-    client = _arriving(_client(pattern, interval=interval, subject=backend.subject if pattern == "pub/sub" else ""),
-                       workload.clients)
+    backend = backend_for(pattern, workload, hold)
+    subject = backend.subject if pattern == "pub/sub" else ""
+    client = arriving(client_for(pattern, interval=interval, subject=subject), workload.clients)
     result = await measure(pattern, None, client, workload, backend=backend, drain=_drain(pattern, workload, interval),
                            ready_first=pattern in PUSH_PATTERNS, connected_first=True, catch_up=CATCH_UP,
                            interval=interval if pattern == "polling" else None,
@@ -244,7 +125,7 @@ def _drain(pattern: str, workload: Workload, interval: float) -> float:
 
 @dataclass
 class Comparison:
-    """Every pattern on one workload: the runs, one tidy table, and the plots that compare them."""
+    """Every pattern on one workload: the runs and one tidy table (``plots.comparison`` draws it)."""
 
     runs: dict[str, PatternRun]
     workload: Workload
@@ -267,29 +148,6 @@ class Comparison:
                 "server CPU (ms)": 1000 * run.server_cpu_s,
             }
         return pd.DataFrame(rows).T.round(1)
-
-    def plot(self) -> go.Figure:
-        """Six panels side by side: requests, bytes, connections, latency, missed events, server CPU."""
-        t = self.table()
-        names = list(t.index)
-        colours = [COLOURS.get(n, "#333") for n in names]
-        fig = make_subplots(rows=2, cols=3, subplot_titles=(
-            "requests", "bytes on the wire (up + down)", "connections held at once",
-            "latency p50 and p99 (ms)", "events missed (client × event)", "server CPU time (ms)"))
-        bars = [("requests", 1, 1), ("connections held (peak)", 1, 3), ("events missed", 2, 2),
-                ("server CPU (ms)", 2, 3)]
-        for column, row, col in bars:
-            fig.add_bar(x=names, y=t[column], marker_color=colours, showlegend=False, row=row, col=col)
-        fig.add_bar(x=names, y=t["bytes up"], name="up", marker_color="#aec7e8", row=1, col=2)
-        fig.add_bar(x=names, y=t["bytes down"], name="down", marker_color="#1f77b4", row=1, col=2)
-        fig.add_bar(x=names, y=t["latency p50 (ms)"], name="p50", marker_color="#98df8a", row=2, col=1)
-        fig.add_bar(x=names, y=t["latency p99 (ms)"], name="p99", marker_color="#2ca02c", row=2, col=1)
-        fig.update_layout(barmode="group", height=560, margin=dict(l=10, r=10, t=70, b=40),
-                          title=f"One workload, every pattern: {self.workload.clients} clients, "
-                                f"{self.workload.rate:g} events/s for {self.workload.duration:g} s "
-                                f"(polling every {self.interval:g} s)")
-        fig.update_yaxes(type="log", row=1, col=2)
-        return tidy_log_axes(fig)
 
     def _repr_html_(self) -> str:
         return self.table().to_html()
@@ -342,8 +200,8 @@ async def _held_by(backend, target: int, tasks: list[asyncio.Task]) -> None:
 
 async def _memory_ramp(pattern: str, counts: tuple[int, ...]) -> list[dict]:
     workload = Workload(rate=1.0, clients=1, duration=1.0)
-    backend = await _backend(pattern, workload, hold=60.0).start()  # the feed never starts: connections stay idle
-    client = _idle_keep_alive if pattern == "polling" else _client(pattern, subject=getattr(backend, "subject", ""))
+    backend = await backend_for(pattern, workload, hold=60.0).start()  # the feed never starts: connections stay idle
+    client = _idle_keep_alive if pattern == "polling" else client_for(pattern, subject=getattr(backend, "subject", ""))
     url = f"http://127.0.0.1:{backend.port}"
     recorders: list[Recorder] = []
     tasks: list[asyncio.Task] = []
@@ -352,7 +210,7 @@ async def _memory_ramp(pattern: str, counts: tuple[int, ...]) -> list[dict]:
         for target in sorted(counts):
             new = [Recorder(i) for i in range(len(recorders), target)]
             recorders += new
-            tasks += [asyncio.create_task(_arriving(client, len(new))(url, r)) for r in new]
+            tasks += [asyncio.create_task(arriving(client, len(new))(url, r)) for r in new]
             await _held_by(backend, target + (pattern == "pub/sub"), tasks)  # the publisher holds one more
             await asyncio.sleep(0.2)  # let the server finish setting up the last ones
             rows.append({"pattern": pattern, "connections": target, "rss_bytes": (await backend.usage()).rss_bytes})
@@ -443,29 +301,6 @@ class Crossover:
             wide = rows.pivot(index="rate", columns="pattern", values="bytes").sort_index()
             found[int(clients)] = crossing(wide.index, np.log(wide["sse"] / wide["polling"]))
         return found
-
-    def plot(self, measure_name: str = "bytes") -> go.Figure:
-        """One measure against the event rate, a line per pattern and client count, theory dashed."""
-        labels = {"bytes": "bytes per client per second", "requests": "requests per client per second",
-                  "connections_held": "connections held per client", "delivered_share": "share of events delivered"}
-        fig = go.Figure()
-        most = self.table["clients"].max()
-        for (pattern, clients), rows in self.table.groupby(["pattern", "clients"]):
-            fig.add_scatter(x=rows["rate"], y=rows[measure_name], mode="lines+markers",
-                            name=f"{pattern}, {clients} clients",
-                            line=dict(color=COLOURS[pattern], dash="solid" if clients == most else "dot"))
-        rates = np.array(sorted(self.table["rate"].unique()), dtype=float)
-        if measure_name == "bytes":
-            fig.add_scatter(x=rates, y=[self.poll_bytes / self.interval] * len(rates), mode="lines",
-                            name="theory: poll bytes / interval", line=dict(color="#333", dash="dash", width=1))
-            fig.add_scatter(x=rates, y=rates * self.event_bytes, mode="lines", name="theory: rate × event bytes",
-                            line=dict(color="#1f77b4", dash="dash", width=1))
-            mark_x(fig, self.theory_rate, f"theory: cross at {self.theory_rate:.1f} events/s", log_x=True, dash="dot")
-        fig.update_layout(title=f"{labels[measure_name]} (polling every {self.interval:g} s)",
-                          xaxis_title="events per second", yaxis_title=labels[measure_name], xaxis_type="log",
-                          yaxis_type="log" if measure_name in ("bytes", "requests") else "linear", height=380,
-                          margin=dict(l=10, r=10, t=50, b=40))
-        return tidy_log_axes(fig)
 
     def who_is_cheaper(self, measure_name: str = "bytes") -> pd.DataFrame:
         """A grid of event rate × clients: which pattern costs less of ``measure_name``."""

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
 from ..lab import LabError, on_lab_loop
 from ..server_process import ServerProcess
@@ -150,16 +149,6 @@ class Holding:
                 "kb_per_connection": round(self.bytes_per_connection / 1000, 2),
                 "seconds_to_open": round(self.open_seconds, 2),
                 "opened_per_s": round(self.count / self.open_seconds) if self.open_seconds else None}
-
-    def plot(self) -> go.Figure:
-        t = self.table
-        fig = go.Figure(go.Scatter(x=t["connections"], y=t["rss_bytes"] / 2 ** 20, mode="lines+markers",
-                                   name=self.pattern))
-        fig.update_layout(title=f"{self.pattern}: {self.count:,} idle connections, "
-                                f"{self.bytes_per_connection / 1000:.1f} kB each, opened in {self.open_seconds:.1f} s",
-                          xaxis_title="idle connections held", yaxis_title="server memory (RSS, MB)",
-                          height=360, margin=dict(l=10, r=10, t=50, b=40))
-        return fig
 
     def _repr_html_(self) -> str:
         return pd.DataFrame([self.summary()]).to_html(index=False)

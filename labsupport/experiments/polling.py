@@ -6,11 +6,12 @@ import time
 
 import pandas as pd
 
+from ..capture import http_messages
 from ..feed import Feed
 from ..lab import on_lab_loop
 from ..patterns import polling
 from ..record import Recorder
-from ..results import Result, http_messages
+from ..results import Result
 from .core import Workload, expected_seconds, measure, variants_of
 
 
@@ -33,12 +34,12 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
         return polling.poll(url, recorder, interval=interval, keep_alive=keep_alive,
                             conditional=conditional, idle_timeout=idle_timeout)
 
-    arrived: list[tuple[int, float]] = []
+    arrived = _Arrivals()
     feeds: list[Feed] = []
 
     def handlers(feed: Feed) -> list:
         feeds.append(feed)
-        return [(path, _CountedLatest, {**options, "arrived": arrived}) for path, _, options in polling.handlers(feed)]
+        return polling.handlers(feed, answers=arrived)
 
     result = await measure("polling", handlers, client, workload, drain=interval + 2 * latency + 0.05,
                            ready_first=False, interval=interval, keep_alive=keep_alive,
@@ -48,16 +49,16 @@ async def run_polling(interval: float = 0.5, *, rate: float = 5.0, clients: int 
     return result
 
 
-class _CountedLatest(polling.LatestHandler):
-    """The poll handler, noting when each request reached the server: a count the clients do not keep."""
+class _Arrivals(list):
+    """The poll handler's ``answers``, kept as (connection, when): a count the clients do not keep.
 
-    def initialize(self, feed: Feed, arrived: list[tuple[int, float]], **options) -> None:
-        super().initialize(feed, **options)
-        self.arrived = arrived
+    The connection is its port on the meter's side. The handler answers in the same pass of the
+    loop as the request arrives, so when an answer is noted is when its request reached the server.
+    """
 
-    def prepare(self) -> None:
-        peer = self.request.connection.context.address[1]  # the port of one TCP connection from the meter
-        self.arrived.append((peer, time.monotonic()))
+    def append(self, answer: tuple) -> None:
+        _, request = answer
+        super().append((request.connection.context.address[1], time.monotonic()))
 
 
 run_polling_variants = variants_of(run_polling)

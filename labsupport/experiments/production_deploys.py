@@ -26,7 +26,8 @@ from ..patterns import websocket as ws
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import all_ready, cancel_all, raise_client_failure
+from .core import all_ready, raise_client_failure
+from .guards import stopping
 
 SERVICE_RESTART = 1012   # RFC 6455 close code registry: the server is restarting, come back later
 RETRY = 0.1              # seconds every client waits before it reconnects
@@ -172,7 +173,8 @@ async def run_deploy(*, kind: str = "rolling", clients: int = 5, rate: float = 2
     recorders = [Recorder(i) for i in range(len(patterns))]
     tasks = [asyncio.create_task(_clients(p)(balancer.url, r)) for p, r in zip(patterns, recorders)]
     restarts, maintenance = [], None
-    try:
+    servers = [f"deploy-{i}" for i in range(count)] + ["deploy-maintenance"]
+    async with stopping(balancer, feed, tasks, servers) as ending:
         streams = [r for p, r in zip(patterns, recorders) if p != "long polling"]
         await all_ready(streams, tasks)   # a long poll is only answered once there is news: it cannot be 'ready' earlier
         await asyncio.sleep(0.1)          # by now the long polls are held
@@ -199,14 +201,6 @@ async def run_deploy(*, kind: str = "rolling", clients: int = 5, rate: float = 2
         await feed.finished()
         await asyncio.sleep(0.3)
         raise_client_failure(tasks)
-    finally:
-        await cancel_all(tasks)
-        counts = balancer.counts()
-        await balancer.stop()
-        for inst in instances:
-            await lab.stop_server(inst.server.name)
-        await lab.stop_server("deploy-maintenance")
-        await feed.stop()
     result = Result.build(f"{kind} deploy", {"clients": len(recorders), "errors": [r.errors for r in recorders]},
-                          feed.events, recorders, balancer.connections, counts, feed.started, duration)
+                          feed.events, recorders, balancer.connections, ending.counts, feed.started, duration)
     return Deploy(kind, result, patterns, restarts)

@@ -22,6 +22,7 @@ from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
 from .core import cancel_all, raise_client_failure
+from .guards import stopping
 
 PATTERNS = ("long polling", "sse", "websocket")
 RECONNECT = 0.1   # seconds every client waits before it reconnects
@@ -138,7 +139,7 @@ async def run_half_open(*, heartbeat: float = 0.2, read_timeout: float = 0.6, ra
     recorders = [Recorder(0), Recorder(1)]
     tasks = [asyncio.create_task(sse.listen(meter.url, recorders[0], retry=RECONNECT)),
              asyncio.create_task(sse.listen(meter.url, recorders[1], retry=RECONNECT, idle_timeout=read_timeout))]
-    try:
+    async with stopping(meter, feed, tasks, [server.name]) as ending:
         await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in recorders)), 10)
         feed.start(duration)
         await asyncio.sleep(forget_at)
@@ -148,14 +149,8 @@ async def run_half_open(*, heartbeat: float = 0.2, read_timeout: float = 0.6, ra
         await feed.finished()
         await asyncio.sleep(0.2)
         raise_client_failure(tasks)
-    finally:
-        await cancel_all(tasks)
-        counts = meter.counts()
-        await meter.stop()
-        await lab.stop_server(server.name)
-        await feed.stop()
     result = Result.build("SSE, half-open", {"clients": 2, "heartbeat": heartbeat, "read_timeout": read_timeout},
-                          feed.events, recorders, meter.connections, counts, feed.started, duration)
+                          feed.events, recorders, meter.connections, ending.counts, feed.started, duration)
     noticed, after = [], []
     for r in recorders:
         again = [q.sent for q in r.requests if q.sent > forgotten]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import psutil
 
 from ..lab import on_lab_loop
@@ -50,6 +49,14 @@ class Storm:
     def per_bin(self) -> np.ndarray:
         bins = np.arange(0, max(self.window, self.arrivals.max(initial=0)) + BIN, BIN)
         return np.histogram(self.arrivals, bins)[0]
+
+    def per_bin_table(self) -> pd.DataFrame:
+        """Reconnects per ``BIN`` s: ``t`` (s after the cut, where the bin starts) and ``reconnects``;
+        ``attrs["bin"]`` is the bin's width (s)."""
+        counts = self.per_bin()
+        table = pd.DataFrame({"t": np.arange(len(counts)) * BIN, "reconnects": counts})
+        table.attrs["bin"] = BIN
+        return table
 
     def half_span(self) -> float:
         """The shortest time in which half of the clients came back (s): how tightly they bunch."""
@@ -156,20 +163,3 @@ async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.
     upto = max(e.seq for e in events if e.created < back)
     storms["jitter"].lost = _lost(recorders, upto)   # across both storms: every event until all were back
     return storms
-
-
-def plot_storms(storms: dict[str, Storm]) -> go.Figure:
-    """Reconnects per 10 ms after the cut, one bar series per policy, server CPU on a second axis."""
-    fig = go.Figure()
-    colours = {"fixed": "#d62728", "jitter": "#2ca02c"}
-    for key, storm in storms.items():
-        counts = storm.per_bin()
-        fig.add_bar(x=np.arange(len(counts)) * BIN * 1000, y=counts, name=f"reconnects, {storm.policy}",
-                    marker_color=colours.get(key), opacity=0.7)
-        fig.add_scatter(x=storm.cpu["t"] * 1000, y=storm.cpu["cpu_share"] * 100, yaxis="y2", mode="lines",
-                        name=f"server CPU %, {storm.policy}", line=dict(color=colours.get(key), dash="dot"))
-    fig.update_layout(barmode="overlay", title="Reconnect storm: new connections per 10 ms after every client was cut",
-                      xaxis_title="ms after the cut", yaxis_title="reconnects per 10 ms",
-                      yaxis2=dict(title="server CPU (% of one core)", overlaying="y", side="right", range=[0, 110]),
-                      height=420, margin=dict(l=10, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
-    return fig

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 
 from ..broker import Broker, connect, start_broker
 from ..lab import on_lab_loop
@@ -23,6 +22,7 @@ from ..patterns.queue import (DEPTH_EVERY, SERVICES, EmailQueue, EmailService, J
                               publish_job, sample_depth, wait_until_done)
 from ..wire import WireMeter
 from .core import LOG_BYTES
+from .guards import check_range
 
 MAX_RATE, MAX_WORKERS, MAX_JOBS, MAX_DURATION = 200.0, 16, 5000, 10.0
 
@@ -31,7 +31,7 @@ MAX_RATE, MAX_WORKERS, MAX_JOBS, MAX_DURATION = 200.0, 16, 5000, 10.0
 
 @dataclass
 class QueueRun:
-    """One queue experiment: its journal as tables, the facts it measured, and its plots."""
+    """One queue experiment: its journal as tables and the facts it measured (``plots.queue_depth`` draws it)."""
 
     experiment: str
     settings: dict[str, Any]
@@ -98,7 +98,7 @@ class QueueRun:
     def _repr_html_(self) -> str:
         return f"<b>{self.experiment}</b> {self.settings}<br>" + self.table().to_html(index=False)
 
-    # -- plots ----------------------------------------------------------------------------
+    # -- derived tables ---------------------------------------------------------------------
 
     def publish_latency_by_depth(self) -> pd.DataFrame:
         """Each publish's latency beside the queue depth the broker reported just before it was sent."""
@@ -107,48 +107,11 @@ class QueueRun:
         joined = pd.merge_asof(pubs, depth, left_on="sent", right_on="t", direction="backward")
         return joined[["job", "service", "sent", "depth", "latency_ms"]].fillna({"depth": 0})
 
-    def plot_depth(self, title: str | None = None) -> go.Figure:
-        """Jobs on the broker over time (waiting + in flight), with published and emailed so far."""
-        fig = go.Figure()
-        d = self.depth
-        fig.add_trace(go.Scatter(x=d["t"], y=d["waiting"], name="waiting in the queue", stackgroup="q",
-                                 mode="lines", line=dict(color="#ff7f0e")))
-        fig.add_trace(go.Scatter(x=d["t"], y=d["in_flight"], name="in flight (delivered, not acked)",
-                                 stackgroup="q", mode="lines", line=dict(color="#d62728")))
-        for column, frame, label, colour in (("acked", self.published, "published so far", "#1f77b4"),
-                                             ("at", self.emails, "emails sent so far", "#2ca02c")):
-            times = frame[column].sort_values().to_numpy()
-            fig.add_trace(go.Scatter(x=times, y=list(range(1, len(times) + 1)), name=label, mode="lines",
-                                     line=dict(color=colour, dash="dot", shape="hv")))
-        for at, label in self.marks:
-            fig.add_vline(x=at, line_dash="dash", line_color="#555", annotation_text=label,
-                          annotation_textangle=-90, annotation_position="top left")
-        fig.update_layout(title=title or f"{self.experiment}: jobs on the broker over time",
-                          xaxis_title="seconds since the run began", yaxis_title="jobs", height=380,
-                          margin=dict(l=10, r=10, t=50, b=40))
-        return fig
-
-    def plot_publish_latency(self) -> go.Figure:
-        """How long each publish waited for the broker's acknowledgement, against when it was sent."""
-        fig = go.Figure()
-        for service, rows in self.published.groupby("service", sort=False):
-            fig.add_trace(go.Scatter(x=rows["sent"], y=rows["latency_ms"], mode="markers", name=service,
-                                     marker=dict(size=6)))
-        fig.update_layout(title="Publish latency: time until the broker has the job",
-                          xaxis_title="seconds since the run began", yaxis_title="ms", height=340,
-                          margin=dict(l=10, r=10, t=50, b=40))
-        return fig
-
 
 # -- the experiments ------------------------------------------------------------------------
 
-def _check(name: str, value: float, low: float, high: float, unit: str = "") -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}{unit}, not {value!r}.")
-
-
 @dataclass
-class _Stage:
+class QueueStage:
     """What every broker experiment sets up: the broker, an admin client, the queue, a journal."""
 
     broker: Broker
@@ -159,7 +122,7 @@ class _Stage:
     sampler: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, *, ack_wait: float = 1.0, sample: bool = True) -> "_Stage":
+    async def open(cls, *, ack_wait: float = 1.0, sample: bool = True) -> "QueueStage":
         broker = await start_broker.coro()
         admin = await connect(broker, "lab-admin")
         js = admin.jetstream()
@@ -211,14 +174,14 @@ async def run_email_jobs(*, password: float = 10.0, marketing: float = 30.0, reg
     """
     rates = dict(zip(SERVICES, (password, marketing, registration)))
     for service, rate in rates.items():
-        _check(f"The {service} rate", rate, 0, MAX_RATE, " jobs per second")
-    _check("service_time", service_time, 0.0, 1.0, " s")
-    _check("workers", workers, 1, MAX_WORKERS)
-    _check("duration", duration, 0.1, MAX_DURATION, " s")
+        check_range(f"The {service} rate", rate, 0, MAX_RATE, " jobs per second")
+    check_range("service_time", service_time, 0.0, 1.0, " s")
+    check_range("workers", workers, 1, MAX_WORKERS)
+    check_range("duration", duration, 0.1, MAX_DURATION, " s")
     counts = {s: round(r * duration) for s, r in rates.items() if round(r * duration) > 0}
     if not counts:
         raise ValueError("At least one service must publish: raise one of the rates.")
-    stage = await _Stage.open(ack_wait=ack_wait)
+    stage = await QueueStage.open(ack_wait=ack_wait)
     service = EmailService(stage.broker, stage.queue, stage.journal, workers=int(workers), service_time=service_time)
     service.start()
     producers = asyncio.ensure_future(asyncio.gather(
@@ -252,10 +215,10 @@ async def run_email_jobs(*, password: float = 10.0, marketing: float = 30.0, reg
 @on_lab_loop(expected=_expected_drain)
 async def run_workers(*, workers: int = 1, jobs: int = 40, service_time: float = 0.02) -> QueueRun:
     """Competing consumers: ``jobs`` wait in the queue, then ``workers`` email workers drain it."""
-    _check("workers", workers, 1, MAX_WORKERS)
-    _check("jobs", jobs, 1, MAX_JOBS)
-    _check("service_time", service_time, 0.0, 1.0, " s")
-    stage = await _Stage.open()
+    check_range("workers", workers, 1, MAX_WORKERS)
+    check_range("jobs", jobs, 1, MAX_JOBS)
+    check_range("service_time", service_time, 0.0, 1.0, " s")
+    stage = await QueueStage.open()
     service = EmailService(stage.broker, stage.queue, stage.journal, workers=int(workers), service_time=service_time)
     try:
         await stage.publish("marketing", [f"marketing-{i}" for i in range(1, jobs + 1)])
@@ -279,8 +242,8 @@ async def run_workers(*, workers: int = 1, jobs: int = 40, service_time: float =
 @on_lab_loop(expected=lambda kw: 0.002 * kw.get("messages", 1000) + 0.3)
 async def run_throughput(*, messages: int = 1000, batch: int = 100) -> dict[str, float]:
     """How fast one client publishes with acks (one at a time), and one worker pulls and acks."""
-    _check("messages", messages, 1, 100_000)
-    stage = await _Stage.open(sample=False)
+    check_range("messages", messages, 1, 100_000)
+    stage = await QueueStage.open(sample=False)
     try:
         client = await connect(stage.broker, "bench")
         try:
@@ -329,7 +292,7 @@ class WireCapture:
 @on_lab_loop
 async def run_wire() -> WireCapture:
     """One job published and one job pulled and acknowledged, through a wire meter."""
-    stage = await _Stage.open(sample=False)
+    stage = await QueueStage.open(sample=False)
     meter = await WireMeter(stage.broker.port, capture=4096, log_bytes=LOG_BYTES).start()
     try:
         via_meter = f"nats://127.0.0.1:{meter.port}"
@@ -361,7 +324,7 @@ async def run_in_process(*, jobs_per_service: int = 5, service_time: float = 0.0
     ``queued=True``: each producer puts the job on an ``asyncio.Queue`` and carries on.
     Returns one row per producer: how long it was busy handing over its jobs.
     """
-    _check("jobs_per_service", jobs_per_service, 1, 100)
+    check_range("jobs_per_service", jobs_per_service, 1, 100)
     sender = asyncio.Lock()  # the email service sends one email at a time
     queue: asyncio.Queue = asyncio.Queue()
 

@@ -12,7 +12,8 @@ from ..lab import on_lab_loop
 from ..patterns.queue import EmailService, publish_job, wait_until_done
 from ..wire import WireMeter
 from .core import LOG_BYTES
-from .queues import DEPTH_EVERY, MAX_JOBS, QueueRun, _check, _Stage
+from .guards import check_range
+from .queues import DEPTH_EVERY, MAX_JOBS, QueueRun, QueueStage
 
 
 @on_lab_loop(expected=lambda kw: kw.get("ack_wait", 1.0) + kw.get("jobs", 6) * kw.get("service_time", 0.05) + 0.4)
@@ -27,10 +28,10 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     ``crash_before_record`` the worker dies before writing that record, so even an idempotent
     service sends twice, unless the mail server honours the job id (``idempotency_key``).
     """
-    _check("jobs", jobs, 1, 100)
-    _check("crash_on", crash_on, 1, jobs)
-    _check("ack_wait", ack_wait, 0.2, 10.0, " s")
-    stage = await _Stage.open(ack_wait=ack_wait)
+    check_range("jobs", jobs, 1, 100)
+    check_range("crash_on", crash_on, 1, jobs)
+    check_range("ack_wait", ack_wait, 0.2, 10.0, " s")
+    stage = await QueueStage.open(ack_wait=ack_wait)
     victim = f"registration-{crash_on}"
     meter = await WireMeter(stage.broker.port, log_bytes=LOG_BYTES).start()  # the workers' side, for a ladder
     via_meter = f"nats://127.0.0.1:{meter.port}"
@@ -65,9 +66,9 @@ async def run_publish_retry(*, jobs: int = 5, retried: int = 2) -> QueueRun:
     """A producer publishes ``jobs`` jobs, then publishes ``retried`` of them again, as a retry after
     a lost acknowledgement would. The broker recognises the ``Nats-Msg-Id`` and stores each job once.
     """
-    _check("jobs", jobs, 1, 1000)
-    _check("retried", retried, 0, jobs)
-    stage = await _Stage.open(sample=False)
+    check_range("jobs", jobs, 1, 1000)
+    check_range("retried", retried, 0, jobs)
+    stage = await QueueStage.open(sample=False)
     try:
         ids = [f"password-recovery-{i}" for i in range(1, jobs + 1)]
         await stage.publish("password-recovery", ids + ids[:retried])
@@ -91,10 +92,10 @@ async def run_broker_restart(*, jobs: int = 20, after: int = 5, down_for: float 
     and publishes ``after`` more jobs; then the email service sends everything. ``hard`` kills
     the broker (SIGKILL) instead of stopping it cleanly.
     """
-    _check("jobs", jobs, 1, MAX_JOBS)
-    _check("after", after, 0, MAX_JOBS)
-    _check("down_for", down_for, 0.0, 10.0, " s")
-    stage = await _Stage.open()
+    check_range("jobs", jobs, 1, MAX_JOBS)
+    check_range("after", after, 0, MAX_JOBS)
+    check_range("down_for", down_for, 0.0, 10.0, " s")
+    stage = await QueueStage.open()
     producer = await connect(stage.broker, "registration")
     service = EmailService(stage.broker, stage.queue, stage.journal, service_time=0.0)
     try:

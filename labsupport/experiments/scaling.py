@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import plots
 from ..cluster import node_arguments
 from ..lab import on_lab_loop
 from ..patterns.gateway import CLIENTS, GatewayProcess, GatewayRecorder
 from .choosing import framed_event_bytes
 from .core import all_ready, cancel_all, raise_client_failure
+from .guards import check_range
 from .scaling_stage import DRAIN_TIMEOUT, MAX_CLIENTS, MAX_DURATION, MAX_GATEWAYS, MAX_RATE, Publish, produce, stage
 
 
@@ -86,14 +86,6 @@ class ScalingRun:
     def _repr_html_(self) -> str:
         return self.table().round(2).to_html(index=False)
 
-    def plot_deliveries(self, title: str = "") -> "plots.go.Figure":
-        """Each client's events over time, coloured by client; marks show the faults."""
-        return plots.deliveries_over_time(self.deliveries(), self._marks(), title=title)
-
-    def plot_publish_gaps(self, title: str = "") -> "plots.go.Figure":
-        """Time between consecutive acknowledgements: flat at 1 / rate, a spike while the cluster cannot ack."""
-        return plots.publish_gaps(self.publish_gaps(), self._marks(), title=title)
-
     def ladder(self, seq: int | None = None, clients: tuple[int, ...] | None = None) -> pd.DataFrame:
         """The messages of one event's trip, with when each left and arrived (s since the run began).
 
@@ -151,11 +143,7 @@ class ScalingRun:
         table[["sent", "arrived"]] = table[["sent", "arrived"]] - self.t0
         return table
 
-    def plot_ladder(self, table: pd.DataFrame | None = None, title: str = "One event's trip") -> "plots.go.Figure":
-        """A sequence diagram of a ladder table: one lane per party, time running down, one arrow per message."""
-        return plots.sequence_diagram(self.ladder() if table is None else table, title=title)
-
-    def _marks(self) -> list[tuple[float, str]]:
+    def fault_marks(self) -> list[tuple[float, str]]:
         """The faults' marks, in seconds since the run began."""
         return [(t - self.t0, label) for t, label in self.marks]
 
@@ -173,22 +161,17 @@ async def _drain(recorders: list[GatewayRecorder], last_seq: int | None, timeout
         await asyncio.sleep(0.05)
 
 
-def _check(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, not {value!r}.")
-
-
-async def _run(*, gateways: int, clients: int, rate: float, duration: float | None, kind: str,
-               scenario=None) -> ScalingRun:
+async def run_on_gateways(*, gateways: int, clients: int, rate: float, duration: float | None, kind: str,
+                          scenario=None) -> ScalingRun:
     """The shape every run shares: stage up, clients in place, publish, (scenario), drain, measure.
 
     With ``duration=None`` the producer publishes until the scenario has finished, plus 0.5 s.
     """
-    _check("gateways", gateways, 1, MAX_GATEWAYS)
-    _check("clients", clients, 1, MAX_CLIENTS)
-    _check("rate", rate, 0.5, MAX_RATE)
+    check_range("gateways", gateways, 1, MAX_GATEWAYS)
+    check_range("clients", clients, 1, MAX_CLIENTS)
+    check_range("rate", rate, 0.5, MAX_RATE)
     if duration is not None:
-        _check("duration", duration, 0.2, MAX_DURATION)
+        check_range("duration", duration, 0.2, MAX_DURATION)
     if kind not in ("sse", "websocket", "mixed"):
         raise ValueError(f"kind must be 'sse', 'websocket' or 'mixed', not {kind!r}.")
     s = await stage.coro(gateways)
@@ -249,7 +232,7 @@ def _expected(kwargs: dict) -> float:
 async def run_fanout(*, gateways: int = 1, clients: int = 30, rate: float = 20.0, duration: float = 2.0,
                      kind: str = "sse") -> ScalingRun:
     """``clients`` clients spread round robin over ``gateways`` gateways; every event to every client."""
-    run = await _run(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind)
+    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind)
     usage, deliveries = run.usage, len(run.deliveries())
     busiest = usage.loc[usage["cpu_s"].idxmax()]
     run.facts.update({

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..lab import LabError, on_lab_loop
 from ..patterns.gateway import event_body
-from .scaling import ScalingRun, _check, _run, run_fanout
-from .scaling_stage import PUBLISH_TIMEOUT, RECOVERY_TIMEOUT, PublishRefused, Stage, _run_ids, publish_event, stage
+from .guards import check_range
+from .scaling import ScalingRun, run_fanout, run_on_gateways
+from .scaling_stage import PUBLISH_TIMEOUT, RECOVERY_TIMEOUT, PublishRefused, Stage, publish_event, run_ids, stage
 
 # -- 2. a gateway dies -----------------------------------------------------------------------
 
@@ -23,14 +24,15 @@ async def run_gateway_failover(*, gateways: int = 3, clients: int = 12, rate: fl
     """Kill gateway ``kill`` (SIGKILL) ``kill_at`` s into the run; its clients move on and resume."""
     if gateways < 2:
         raise ValueError("Failover needs at least 2 gateways: with one, its clients have nowhere to go.")
-    _check("kill", kill, 0, gateways - 1)
-    _check("kill_at", kill_at, 0.0, duration)
+    check_range("kill", kill, 0, gateways - 1)
+    check_range("kill_at", kill_at, 0.0, duration)
 
     async def scenario(s: Stage, run: ScalingRun) -> None:
         await asyncio.sleep(max(0.0, run.t0 + kill_at - time.monotonic()))
         run.marks.append((s.gateways[kill].kill(), f"gateway {kill} killed"))
 
-    run = await _run(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind, scenario=scenario)
+    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=duration, kind=kind,
+                                scenario=scenario)
     killed_at = run.marks[0][0]
     recovery = []
     for r in run.recorders:
@@ -90,7 +92,8 @@ async def run_broker_faults(*, clients: int = 6, gateways: int = 3, rate: float 
         run.marks.append((await s.cluster.restart(leader), f"{leader} back"))
         facts["leader_catch_up_s"] = await caught_up(s, leader)
 
-    run = await _run(gateways=gateways, clients=clients, rate=rate, duration=None, kind="mixed", scenario=scenario)
+    run = await run_on_gateways(gateways=gateways, clients=clients, rate=rate, duration=None, kind="mixed",
+                                scenario=scenario)
     run.facts.update(facts)
     run.facts["follower_pause_s"] = run.pause_after(f"{facts['follower']} killed", within=follower_down + 1.0)
     run.facts["leader_pause_s"] = run.pause_after(f"leader {facts['killed_leader']} killed")
@@ -130,7 +133,7 @@ async def run_quorum_loss(*, attempts: int = 3, down: int = 2) -> dict[str, Any]
     s = await stage.coro(1)
     leader = await s.stream_leader()
     followers = [n.name for n in s.cluster.nodes if n.name != leader][:down]
-    subject, run = s.subject.replace(">", "quorum"), next(_run_ids)
+    subject, run = s.subject.replace(">", "quorum"), next(run_ids)
     for name in followers:
         await s.cluster.kill(name)
     refused: list[str] = []

@@ -37,7 +37,7 @@ MAX_GATEWAYS, MAX_CLIENTS, MAX_RATE, MAX_DURATION = 6, 300, 200.0, 20.0
 DRAIN_TIMEOUT = 5.0     # after the last ack, how long clients may take to see it
 RECOVERY_TIMEOUT = 20.0 # an election (4-9 s) twice over, on a busy machine
 _stream_ids = itertools.count(1)
-_run_ids = itertools.count(1)
+run_ids = itertools.count(1)
 
 
 class PublishRefused(BrokerError):
@@ -194,7 +194,7 @@ async def produce(stage: Stage, rate: float, log: list[Publish], *, duration: fl
     Publishing is in order: while one event waits for its ack, the next waits too, which is
     what makes a pause of the cluster visible as a gap between acks.
     """
-    run = next(_run_ids)
+    run = next(run_ids)
     began = time.monotonic()
     for n in itertools.count(1):
         due = began + (n - 1) / rate

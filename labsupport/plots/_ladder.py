@@ -1,132 +1,17 @@
-"""Plotly figures for experiment results: what happened when, how late, how much traffic.
-
-Each builder returns a ``go.Figure``; a notebook shows it by leaving it as the cell's value.
-"""
+"""Ladder (sequence) diagrams of a run, drawn from the wire meter's captures: time runs down."""
 
 from __future__ import annotations
 
-import math
+import html
+import re
+from collections import Counter, defaultdict
 from typing import Mapping
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from .results import Result
-
-NEW, EMPTY, EVENT = "#1f77b4", "#bbbbbb", "#d62728"
-STREAMS = ("push", "sse", "websocket")  # patterns whose one request opens a stream that stays open
-
-
-def timeline(result: Result, *, clients: int = 3, seconds: float | None = None) -> go.Figure:
-    """Events created on the server (top lane) and, per client, its requests and what it saw.
-
-    A grey line joins each event to the moment a client first saw it: its length is the latency.
-    """
-    end = seconds if seconds is not None else result.duration
-    fig = go.Figure()
-    ev = result.events[result.events["created"] <= end]
-    lanes = ["server: events"] + [f"client {c}" for c in range(min(clients, result.clients))]
-    fig.add_trace(go.Scatter(x=ev["created"], y=[lanes[0]] * len(ev), mode="markers", name="event created",
-                             marker=dict(color=EVENT, symbol="diamond", size=8),
-                             hovertext=[f"event {s}" for s in ev["seq"]]))
-    for c, lane in enumerate(lanes[1:]):
-        rq = result.requests[(result.requests["client"] == c) & (result.requests["sent"] <= end)]
-        closes = rq["answered"]
-        if result.pattern in STREAMS:  # the answer starts a stream: open until a connection drops or it asks again
-            closed = result.connections["closed"].dropna().sort_values().to_numpy()
-            dropped = [closed[i] if (i := closed.searchsorted(t)) < len(closed) else end for t in rq["sent"]]
-            closes = rq["sent"].shift(-1).fillna(end).combine(pd.Series(dropped, index=rq.index), min)
-        xs, ys = [], []
-        for sent, answered in zip(rq["sent"], closes.clip(upper=end)):
-            xs += [sent, answered, None]
-            ys += [lane, lane, None]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=EMPTY, width=6),
-                                 name="request open", showlegend=c == 0, legendgroup="req"))
-        fig.add_trace(go.Scatter(x=rq["sent"], y=[lane] * len(rq), mode="markers", name="request sent",
-                                 marker=dict(symbol="line-ns-open", size=16, color="#555"),
-                                 showlegend=c == 0, legendgroup="sent"))
-        dl = result.deliveries[(result.deliveries["client"] == c) & (result.deliveries["seen"] <= end)]
-        lx, ly = [], []
-        for created, seen in zip(dl["created"], dl["seen"]):
-            lx += [created, seen, None]
-            ly += [lanes[0], lane, None]
-        fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", line=dict(color="#999", width=0.7),
-                                 name="created → seen", showlegend=c == 0, legendgroup="lat", hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=dl["seen"], y=[lane] * len(dl), mode="markers", name="event seen",
-                                 marker=dict(color=NEW, size=7), showlegend=c == 0, legendgroup="seen",
-                                 hovertext=[f"event {s}, {l * 1000:.1f} ms late" for s, l in
-                                            zip(dl["seq"], dl["latency"])]))
-    fig.update_layout(title=f"{result.pattern}: what happened when", xaxis_title="seconds since the feed started",
-                      yaxis=dict(categoryorder="array", categoryarray=lanes[::-1]), height=220 + 45 * len(lanes),
-                      margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
-def latency_histogram(results: Mapping[str, Result], *, marks: Mapping[str, float] | None = None) -> go.Figure:
-    """Distribution of delivery latency (ms) per result; ``marks`` draws labelled vertical lines (ms).
-
-    Several results get one panel each, with its own latency scale: on a shared axis the fast
-    patterns (a few ms) would be slivers beside polling (hundreds). Counts are whole numbers.
-    """
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=max(len(results), 1), cols=1, subplot_titles=[
-        f"{name}: median {r.deliveries['latency'].median() * 1000:.1f} ms" for name, r in results.items()]
-        if len(results) > 1 else None, vertical_spacing=0.12 if len(results) > 1 else 0.0)
-    for row, (name, result) in enumerate(results.items(), start=1):
-        ms = result.deliveries["latency"].to_numpy() * 1000
-        fig.add_trace(go.Histogram(x=ms, name=name, nbinsx=40, showlegend=len(results) == 1), row=row, col=1)
-        tallest = int(np.histogram(ms, bins=40)[0].max()) if len(ms) else 1
-        fig.update_yaxes(title_text="updates", tick0=0, dtick=_whole_step(tallest), rangemode="tozero", row=row, col=1)
-        for label, x in (marks or {}).items():
-            fig.add_vline(x=x, line_dash="dash", annotation_text=label, row=row, col=1)
-    fig.update_xaxes(title_text="latency (ms)", row=len(results), col=1)
-    fig.update_layout(title="How late did updates arrive?", height=max(350, 220 * len(results)),
-                      margin=dict(l=10, r=10, t=60, b=40))
-    return fig
-
-
-def _whole_step(tallest: int) -> int:
-    """A tick step for counts: a whole number (1, 2, 5, 10 ...) giving about five ticks."""
-    raw = max(tallest / 5, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    return int(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
-
-
-def traffic_bars(results: Mapping[str, Result]) -> go.Figure:
-    """Requests, connections and kilobytes each way, side by side for several results."""
-    rows = pd.DataFrame({name: {
-        "requests": r.summary()["requests"],
-        "connections opened": r.wire.connections_opened,
-        "KB up": r.wire.bytes_up / 1000,
-        "KB down": r.wire.bytes_down / 1000,
-    } for name, r in results.items()})
-    fig = go.Figure([go.Bar(name=name, x=rows.index, y=rows[name]) for name in rows.columns])
-    fig.update_layout(barmode="group", title="What went over the wire", height=350,
-                      margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
-def sweep_plot(table: pd.DataFrame, x: str, ys: Mapping[str, str], *, theory: Mapping[str, list] | None = None,
-               title: str = "", x_title: str | None = None, y_title: str = "", log_x: bool = False) -> go.Figure:
-    """Measured columns of a sweep table against one setting, with optional theory curves.
-
-    ``ys`` maps column name to a legend label; ``theory`` maps a label to y values, one per row.
-    """
-    fig = go.Figure()
-    for column, label in ys.items():
-        fig.add_trace(go.Scatter(x=table[x], y=table[column], mode="lines+markers", name=label))
-    for label, values in (theory or {}).items():
-        fig.add_trace(go.Scatter(x=table[x], y=values, mode="lines", name=label, line=dict(dash="dash")))
-    fig.update_layout(title=title, xaxis_title=x_title or x, yaxis_title=y_title, height=380,
-                      margin=dict(l=10, r=10, t=50, b=40))
-    if log_x:
-        fig.update_xaxes(type="log")
-    return tidy_log_axes(fig)
-
-
-# -- ladder (sequence) diagrams from the wire meter's captures ------------------------------------
+from ..capture import messages as parse
 
 LADDER_COLOURS = {"request": "#1f77b4", "response": "#2ca02c", "response head": "#2ca02c", "304 Not Modified": "#8fd18f", "event": "#d62728",
                   "chunk": "#d62728", "comment": "#999999", "retry": "#999999", "end of body": "#555555", "frame up": "#9467bd",
@@ -154,8 +39,6 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
     ``max_arrows`` arrows are folded to their first two and last one, and the figure says so.
     ``fig.layout.meta`` counts what was drawn.
     """
-    from plotly.subplots import make_subplots
-
     panels = source if isinstance(source, Mapping) else {"": source}
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[str(n) for n in panels] if len(panels) > 1 else None)
@@ -188,7 +71,7 @@ def ladder(source, *, connections=None, start: float | None = None, end: float |
 
 def _ladder_lanes(item, names: list[str] | None) -> list[dict]:
     """Connections as lanes: id, name, opened, closed, cut, latency, the logged chunks, bytes seen."""
-    if isinstance(item, Result):
+    if hasattr(item, "captures"):  # a Result; otherwise the meter's connections
         one_client = item.clients == 1
         table = item.connections
         lanes = [dict(id=int(row.id), opened=row.opened, closed=None if pd.isna(row.closed) else row.closed,
@@ -225,7 +108,6 @@ def _ladder_key(m) -> str:
 
 def _fold_key(messages) -> tuple:
     """What makes two exchanges 'the same' for folding: who sent what, with ids and sizes left out."""
-    import re
     return tuple((m.direction, m.kind, re.sub(r"\d+", "#", m.label)) for m in messages)
 
 
@@ -242,11 +124,6 @@ def _exchanges(messages) -> list[list]:
 
 def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, holds, plot_px,
                  legend: set) -> tuple[dict, list[str]]:
-    import html
-    from collections import Counter, defaultdict
-
-    from .capture import messages as parse
-
     def first(name: str) -> bool:
         """Whether ``name`` is new to the legend (each entry once, whichever panel has it first)."""
         new = name not in legend
@@ -426,139 +303,3 @@ def _draw_ladder(fig, col, lanes, server, start, end, fold, max_arrows, labels, 
     fig.update_yaxes(range=[t1 + 0.02 * (t1 - t0), t0 - 0.02 * (t1 - t0)], **row)
     counts["folded"] = folded_count
     return dict(counts), notes
-
-
-# -- marks and axes that read well on log scales ----------------------------------------------------
-
-def mark_x(fig: go.Figure, x: float, text: str, *, log_x: bool, dash: str = "dash") -> go.Figure:
-    """A dashed vertical line at ``x`` with its label beside it.
-
-    Plotly places a line's shape in data units but an annotation on a log axis in log10 units, so
-    ``add_vline(annotation_text=...)`` puts the label at 10**x, stretching the axis far past the
-    data; this places the label where the line is.
-    """
-    fig.add_vline(x=x, line_dash=dash, line_color="#555")
-    fig.add_annotation(x=math.log10(x) if log_x else x, y=1, yref="paper", text=text, showarrow=False,
-                       xanchor="left", yanchor="top", xshift=4, font=dict(size=11), bgcolor="rgba(255,255,255,0.7)")
-    return fig
-
-
-def tidy_log_axes(fig: go.Figure) -> go.Figure:
-    """Label log axes at powers of ten only, with unlabelled minor grid lines between.
-
-    Plotly's default labels every 2 and 5 too on a short log axis, a crowd of small digits.
-    """
-    for update in (fig.update_xaxes, fig.update_yaxes):
-        update(selector=dict(type="log"), dtick=1, minor=dict(ticks="outside", dtick="D1", showgrid=True))
-    return fig
-
-
-# -- chapter 9: events through the gateways, over time ---------------------------------------------
-
-def _fault_marks(fig: go.Figure, marks: list[tuple[float, str]]) -> None:
-    for t, label in marks:
-        fig.add_vline(x=t, line_dash="dot", line_color="#a11", annotation_text=label,
-                      annotation_textangle=-90, annotation_font_size=10)
-
-
-def deliveries_over_time(deliveries: pd.DataFrame, marks: list[tuple[float, str]], *, title: str = "") -> go.Figure:
-    """Each client's events over time (``client, kind, seq, t`` rows), coloured by client; marks show the faults."""
-    fig = go.Figure()
-    for client, rows in deliveries.groupby("client"):
-        fig.add_scatter(x=rows["t"], y=rows["seq"], mode="markers", marker={"size": 3},
-                        name=f"client {client} ({rows['kind'].iloc[0]})", showlegend=client < 6)
-    _fault_marks(fig, marks)
-    fig.update_layout(title=title, xaxis_title="seconds since the run began", yaxis_title="event (stream sequence)",
-                      height=380)
-    return fig
-
-
-def publish_gaps(gaps: pd.DataFrame, marks: list[tuple[float, str]], *, title: str = "") -> go.Figure:
-    """Time between consecutive acknowledgements (``t, gap_s`` rows): flat at 1 / rate, a spike while the
-    cluster cannot ack."""
-    fig = go.Figure(go.Scatter(x=gaps["t"], y=gaps["gap_s"], mode="lines+markers", marker={"size": 3},
-                               name="gap between acks"))
-    _fault_marks(fig, marks)
-    fig.update_layout(title=title, xaxis_title="seconds since the run began", yaxis_title="seconds",
-                      height=360, yaxis_type="log")
-    return fig
-
-
-def sequence_diagram(table: pd.DataFrame, *, title: str = "One event's trip") -> go.Figure:
-    """A sequence diagram of a ladder table (``from, to, sent, arrived, label`` rows, seconds): one lane
-    per party, time running down, one arrow per message."""
-    lanes = list(dict.fromkeys([lane for pair in zip(table["from"], table["to"]) for lane in pair]))
-    x = {lane: i for i, lane in enumerate(lanes)}
-    fig = go.Figure()
-    top, bottom = 1000 * table["sent"].min(), 1000 * table["arrived"].max()
-    for lane in lanes:
-        fig.add_scatter(x=[x[lane]] * 2, y=[top, bottom], mode="lines", line={"color": "#bbb"},
-                        showlegend=False, hoverinfo="skip")
-    for _, m in table.iterrows():
-        if m["from"] == m["to"]:   # something that happened at one party
-            fig.add_scatter(x=[x[m["to"]]], y=[1000 * m["sent"]], mode="markers+text", text=[m["label"]],
-                            marker={"symbol": "x", "size": 12, "color": "#a11"}, textposition="middle right",
-                            showlegend=False)
-            continue
-        fig.add_annotation(x=x[m["to"]], y=1000 * m["arrived"], ax=x[m["from"]], ay=1000 * m["sent"],
-                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, text="")
-        fig.add_scatter(x=[(x[m["to"]] + x[m["from"]]) / 2], y=[500 * (m["arrived"] + m["sent"])], mode="text",
-                        text=[m["label"]], textposition="top center", textfont={"size": 10}, showlegend=False,
-                        hovertext=f"{m['from']} → {m['to']}: {1000 * (m['arrived'] - m['sent']):.2f} ms")
-    fig.update_xaxes(tickvals=list(x.values()), ticktext=lanes, range=[-0.5, len(lanes) - 0.5])
-    fig.update_yaxes(autorange="reversed", title_text="ms since the run began")
-    fig.update_layout(title=title, height=420)
-    return fig
-
-
-# -- chapter 5: WebSockets ----------------------------------------------------------------------
-
-def duplex_lanes(messages: pd.DataFrame, *, seconds: float, crossings: int | None = None) -> go.Figure:
-    """Two lanes, client and server; each message (``direction, n, sent, received`` rows, seconds)
-    is a line from its sender to its receiver, for the first ``seconds`` of the run."""
-    start = messages["sent"].min()
-    shown = messages[messages["sent"] <= start + seconds]
-    fig = go.Figure()
-    for direction, colour, name in (("down", "#1f77b4", "server → client (game state)"),
-                                    ("up", "#d62728", "client → server (player input)")):
-        lanes = ("server", "client") if direction == "down" else ("client", "server")
-        xs, ys = [], []
-        for sent, received in shown.loc[shown["direction"] == direction, ["sent", "received"]].itertuples(index=False):
-            xs += [sent - start, received - start, None]
-            ys += [*lanes, None]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name,
-                                 line=dict(color=colour, width=1.5), marker=dict(size=4)))
-    crossed = "" if crossings is None else f" ({crossings} crossings in flight)"
-    fig.update_layout(title=f"One connection, both directions at once{crossed}",
-                      xaxis_title="seconds", yaxis=dict(categoryorder="array", categoryarray=["client", "server"]),
-                      height=300, margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
-def round_trip_histogram(times: pd.DataFrame) -> go.Figure:
-    """Round-trip times (``path, ms`` rows), one overlaid histogram per path."""
-    fig = go.Figure([go.Histogram(x=group["ms"], name=path, opacity=0.6, nbinsx=40)
-                     for path, group in times.groupby("path", sort=False)])
-    fig.update_layout(barmode="overlay", title="Round-trip time", xaxis_title="ms", yaxis_title="messages",
-                      height=320, margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
-def frame_overhead_bars(frames: pd.DataFrame) -> go.Figure:
-    """Bytes per message beyond the payload (``experiments.websocket.frame_overhead``'s table), per size:
-    WebSocket frames each way beside an HTTP request and response."""
-    columns = [("WebSocket frame, up", "WebSocket up (client→server)"), ("WebSocket frame, down", "WebSocket down"),
-               ("HTTP request", "HTTP request (up)"), ("HTTP response", "HTTP response (down)")]
-    fig = go.Figure([go.Bar(name=name, x=[f"{s} B" for s in frames["payload bytes"]], y=frames[column])
-                     for name, column in columns])
-    fig.update_layout(barmode="group", title="Bytes per message beyond the payload", yaxis_title="bytes",
-                      xaxis_title="message size", height=350, margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
-def outbox_over_time(samples: Mapping[str, pd.DataFrame], *, title: str) -> go.Figure:
-    """Messages waiting in a slow reader's outbox (``t, outbox`` rows), one line per named run."""
-    fig = go.Figure([go.Scatter(x=s["t"], y=s["outbox"], mode="lines", name=name) for name, s in samples.items()])
-    fig.update_layout(title=title, xaxis_title="seconds", yaxis_title="messages in its outbox", height=350,
-                      margin=dict(l=10, r=10, t=50, b=40))
-    return fig
