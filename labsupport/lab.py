@@ -297,6 +297,9 @@ lab = Lab()
 atexit.register(lab.shutdown)
 
 
+STUCK_AFTER = 120.0  # seconds after which a lab call that should take a few is stopped as stuck
+
+
 class LabCall:
     """A coroutine function made callable from a cell: ``f(...)`` waits for it, ``await f.aio(...)``
     awaits it; either way the work runs on the lab loop.
@@ -325,7 +328,9 @@ class LabCall:
 
     def __call__(self, *args, **kwargs):
         seconds = self.seconds(*args, **kwargs)
-        return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__)
+        # Every experiment bounds its own waits; this is the last guard, so that no cell ever hangs.
+        stuck = max(STUCK_AFTER, 10 * (seconds or 0.0))
+        return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__, timeout=stuck)
 
     async def aio(self, *args, **kwargs):
         return await lab.arun(self.coro(*args, **kwargs))
