@@ -247,7 +247,9 @@ class LoopWatch:
     than its share of the machine's CPU allows, callbacks run late and a client's clock slips;
     what an experiment then counts is the machine, not the pattern. The watch wakes every
     ``tick`` seconds and records how late it woke; ``late_p95`` is the 95th percentile of that
-    lateness, and ``cpu_share`` the share of one core the lab's process used meanwhile.
+    lateness (how late any moment is, typically), ``late_max`` the longest single stall (what the
+    unluckiest moment of the run could suffer: bound a worst case by it), and ``cpu_share`` the
+    share of one core the lab's process used meanwhile.
     """
 
     def __init__(self, tick: float = 0.005) -> None:
@@ -279,6 +281,10 @@ class LoopWatch:
     def late_p95(self) -> float:
         ordered = sorted(self.lateness)
         return ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0.0
+
+    @property
+    def late_max(self) -> float:
+        return max(self.lateness, default=0.0)
 
     @property
     def cpu_share(self) -> float:

@@ -199,8 +199,9 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
     ``scenario(run)`` runs alongside the feed. ``settings`` are recorded in the result.
 
     The result also tells the feed's window apart: the wire counts in it, the server's CPU time
-    in it (own process only), and how late the lab loop ran meanwhile (``lab_late``): when the
-    lab cannot keep up, its numbers describe the machine more than the pattern.
+    in it (own process only), and how late the lab loop ran until the drain ended (``lab_late``,
+    ``lab_late_max``): when the lab cannot keep up, its numbers describe the machine more than
+    the pattern.
     """
     backend = backend or LabServer(pattern, handlers, workload)
     recorders = [Recorder(i) for i in range(workload.clients)]
@@ -218,8 +219,8 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
                 await asyncio.gather(backend.finished(), scenario(Run(pattern, backend, meter, recorders)))
             await backend.finished()
             last, after = meter.counts(), await backend.usage()
-            await watch.stop()
             await asyncio.sleep(drain)
+            await watch.stop()  # after the drain: the last events' waits end there
             events = await backend.events()
             if catch_up:
                 await all_caught_up(recorders, max((e.seq for e in events), default=0), catch_up)
@@ -229,7 +230,8 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
         counts = meter.counts()
     result = Result.build(pattern, {**asdict(workload), **settings}, events, recorders,
                           meter.connections, counts, started, workload.duration)
-    result.window, result.lab_late, result.lab_cpu_share = window_counts(first, last), watch.late_p95, watch.cpu_share
+    result.window, result.lab_cpu_share = window_counts(first, last), watch.cpu_share
+    result.lab_late, result.lab_late_max = watch.late_p95, watch.late_max
     if after is not None:
         result.server_cpu_s, result.server_rss = after.cpu_seconds - before.cpu_seconds, after.rss_bytes
     return result
