@@ -24,6 +24,7 @@ import asyncio
 import functools
 import json
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import aiohttp
@@ -38,7 +39,7 @@ from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for
-from .core import READY_TIMEOUT, Workload, cancel_all, crossing, established, measure, raise_client_failure
+from .core import READY_TIMEOUT, Workload, cancel_all, crossing, established, measure, raise_client_failure, served
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -198,9 +199,7 @@ async def _held_by(backend, target: int, tasks: list[asyncio.Task]) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _memory_ramp(pattern: str, counts: tuple[int, ...]) -> list[dict]:
-    workload = Workload(rate=1.0, clients=1, duration=1.0)
-    backend = await backend_for(pattern, workload, hold=60.0).start()  # the feed never starts: connections stay idle
+async def _memory_ramp(pattern: str, backend, counts: tuple[int, ...]) -> list[dict]:
     client = _idle_keep_alive if pattern == "polling" else client_for(pattern, subject=getattr(backend, "subject", ""))
     url = f"http://127.0.0.1:{backend.port}"
     recorders: list[Recorder] = []
@@ -212,11 +211,11 @@ async def _memory_ramp(pattern: str, counts: tuple[int, ...]) -> list[dict]:
             recorders += new
             tasks += [asyncio.create_task(arriving(client, len(new))(url, r)) for r in new]
             await _held_by(backend, target + (pattern == "pub/sub"), tasks)  # the publisher holds one more
-            await asyncio.sleep(0.2)  # let the server finish setting up the last ones
+            if new:
+                await asyncio.sleep(0.2)  # let the server finish setting up the last ones
             rows.append({"pattern": pattern, "connections": target, "rss_bytes": (await backend.usage()).rss_bytes})
     finally:
         await cancel_all(tasks)
-        await backend.stop()
     return rows
 
 
@@ -233,9 +232,18 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
     """
     if not counts or min(counts) < 0 or max(counts) > 1000 or len(set(counts)) < 2:
         raise ValueError("counts must be at least two different connection counts between 0 and 1000.")
+    workload = Workload(rate=1.0, clients=1, duration=1.0)
+    backends = [backend_for(p, workload, hold=60.0) for p in patterns]  # the feed never starts: connections stay idle
     rows = []
-    for pattern in patterns:  # one at a time: hundreds of clients connecting at once would swamp the lab
-        rows += await _memory_ramp(pattern, tuple(counts))
+    async with AsyncExitStack() as stack:
+        # Started together (each server process takes about half a second to start), ramped one at a
+        # time: hundreds of clients connecting at once would swamp the lab.
+        starts = [stack.enter_async_context(served(backend)) for backend in backends]
+        failed = [out for out in await asyncio.gather(*starts, return_exceptions=True) if isinstance(out, BaseException)]
+        if failed:
+            raise failed[0]
+        for pattern, backend in zip(patterns, backends):
+            rows += await _memory_ramp(pattern, backend, tuple(counts))
     table = pd.DataFrame(rows)
     table["rss_mb"] = table["rss_bytes"] / 2 ** 20
     table.attrs["per_connection"] = {
