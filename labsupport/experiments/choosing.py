@@ -39,7 +39,8 @@ from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for
-from .core import READY_TIMEOUT, Workload, cancel_all, crossing, established, measure, raise_client_failure, served
+from .core import (READY_TIMEOUT, Workload, again_if_late, cancel_all, crossing, established, measure,
+                   raise_client_failure, served)
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -328,12 +329,12 @@ async def _sweep_rate(rate: float, clients: tuple[int, ...], interval: float, du
                       limit: float) -> tuple[list[tuple[str, int]], list[PatternRun], bool]:
     """The runs of one event rate, at the same time; once more if the lab could not keep up."""
     grid = [(p, n) for p in ("polling", "sse") for n in clients] + [("polling, keep-alive", min(clients))]
-    runs = await asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid))
-    if max(run.result.lab_late for run in runs) <= limit:
-        return grid, list(runs), False
-    again = await asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid))
-    better = min((runs, again), key=lambda rs: max(run.result.lab_late for run in rs))
-    return grid, list(better), True
+
+    def run_grid():
+        return asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid))
+
+    runs, again = await again_if_late(list(await run_grid()), run_grid, limit, late=lambda run: run.result.lab_late)
+    return grid, runs, again
 
 
 @on_lab_loop(expected=_expected_sweep)
