@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from ..lab import on_lab_loop
+from ..lab import LoopWatch, on_lab_loop
 from ..patterns import reconnect
 from ..record import Recorder
 from ..server_process import ServerProcess
@@ -45,6 +45,7 @@ class Storm:
     cpu: pd.DataFrame          # t (s after the cut), cpu_share (of one core) over the last reading
     lost: int                  # events a client never got (counted over both storms, on the last)
     window: float
+    lab_late_max: float = 0.0  # the lab loop's longest pause meanwhile (s): arrivals in it bunch at its end
 
     def per_bin(self) -> np.ndarray:
         bins = np.arange(0, max(self.window, self.arrivals.max(initial=0)) + BIN, BIN)
@@ -71,7 +72,8 @@ class Storm:
                 "back_within_s": round(float(self.arrivals.max()), 3) if len(self.arrivals) else None,
                 "wait_p50_ms": round(float(np.median(self.wait)) * 1000, 1),
                 "wait_max_ms": round(float(self.wait.max(initial=0)) * 1000, 1),
-                "cpu_peak_share": round(float(self.cpu["cpu_share"].max()), 2), "lost": self.lost}
+                "cpu_peak_share": round(float(self.cpu["cpu_share"].max()), 2), "lost": self.lost,
+                "lab_late_max_ms": round(self.lab_late_max * 1000, 1)}
 
 
 async def _sample_cpu(pid: int, since: float, samples: list) -> None:
@@ -95,10 +97,15 @@ async def _sample_cpu(pid: int, since: float, samples: list) -> None:
 
 
 async def _storm(meter: WireMeter, server: ServerProcess, recorders: list[Recorder], window: float) -> tuple:
-    """Cut every connection through ``meter``; watch ``window`` s (plus a drain) as the clients come back."""
+    """Cut every connection through ``meter``; watch ``window`` s (plus a drain) as the clients come back.
+
+    The meter notes each arrival on the lab loop, so a pause of the loop holds back every arrival
+    that falls in it until the pause ends; a ``LoopWatch`` measures the longest such pause.
+    """
     samples: list = []
     opened_before = len(meter.connections)
     cut = time.monotonic()
+    watch = LoopWatch().start()
     sampler = asyncio.create_task(_sample_cpu(server.pid, cut, samples))
     await meter.cut_all()
     await asyncio.sleep(window)
@@ -107,9 +114,10 @@ async def _storm(meter: WireMeter, server: ServerProcess, recorders: list[Record
         await asyncio.sleep(0.05)
     await asyncio.sleep(DRAIN)
     await cancel_all([sampler])
+    await watch.stop()
     arrivals = np.array([c.opened - cut for c in meter.connections[opened_before:]])
     wait = np.array([q.answered - q.sent for r in recorders for q in r.requests if q.sent > cut])
-    return cut, arrivals, wait, pd.DataFrame(samples)
+    return cut, arrivals, wait, pd.DataFrame(samples), watch.late_max
 
 
 def _lost(recorders: list[Recorder], upto: int) -> int:
@@ -151,8 +159,8 @@ async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.
         for key, (name, policy, window) in policies.items():
             current[0] = policy
             await asyncio.sleep(0.5)   # every client sees an event (and so has an id to resume from) before the cut
-            cut, arrivals, wait, cpu = await _storm(meter, server, recorders, window)
-            storms[key] = Storm(name, clients, arrivals, wait, cpu, 0, window)
+            cut, arrivals, wait, cpu, late_max = await _storm(meter, server, recorders, window)
+            storms[key] = Storm(name, clients, arrivals, wait, cpu, 0, window, late_max)
         back = time.monotonic() - DRAIN
         raise_client_failure(tasks)
         events = await server.events()
