@@ -314,18 +314,29 @@ def established(port: int, pid: int | None = None) -> int:
                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
 
-async def again_if_late(runs: list, rerun: Callable[[], Awaitable[list]], limit: float,
-                        late: Callable = lambda run: run.lab_late) -> tuple[list, bool]:
-    """``runs`` that went together, and once more if the lab loop fell more than ``limit`` seconds
-    behind in them (95th percentile): of the two tries, the better-timed one is kept.
+def lab_behind(results: list[Result], limit: float, pause_limit: float) -> float:
+    """How far behind the lab loop fell in these runs, as a share of what their counts allow (above
+    1: too far): typically (95th percentile lateness against ``limit``) or once (its longest pause
+    against ``pause_limit``; a pause of S takes S out of every client's clock at once)."""
+    return max(max(r.lab_late / limit, r.lab_late_max / pause_limit) for r in results)
+
+
+async def again_if_late(runs: list, rerun: Callable[[], Awaitable[list]], limit: float, pause_limit: float,
+                        result: Callable = lambda run: run) -> tuple[list, bool]:
+    """``runs`` that went together, and once more if the lab loop fell behind in them (``lab_behind``
+    above 1): of the two tries, the better-timed one is kept.
 
     For counts that depend on the lab keeping a client's pace: a busy machine can hold the one
-    thread long enough that what is counted is the machine. Returns (runs, whether they ran again).
+    thread long enough that what is counted is the machine. ``result(run)`` is a run's ``Result``.
+    Returns (runs, whether they ran again).
     """
-    if max(late(run) for run in runs) <= limit:
+    def behind(tried: list) -> float:
+        return lab_behind([result(run) for run in tried], limit, pause_limit)
+
+    if behind(runs) <= 1:
         return runs, False
     again = list(await rerun())
-    return min((runs, again), key=lambda tried: max(late(run) for run in tried)), True
+    return min((runs, again), key=behind), True
 
 
 def crossing(xs, gap) -> float:
