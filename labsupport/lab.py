@@ -17,6 +17,7 @@ import atexit
 import concurrent.futures
 import functools
 import inspect
+import sys
 import threading
 import time
 from collections import deque
@@ -135,6 +136,7 @@ class Lab:
                 # TimeoutError raised by the work itself is the same class as "not finished yet".
                 while not concurrent.futures.wait([future], timeout=0.1).done:
                     if timeout is not None and time.monotonic() - started > timeout:
+                        self._tell_where_stuck(label)
                         future.cancel()
                         raise LabError(
                             f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
@@ -148,6 +150,18 @@ class Lab:
                 raise
         progress.close(done=True)
         return result
+
+    def _tell_where_stuck(self, label: str) -> None:
+        """For whoever maintains the lab: where each task on the lab loop waits, on stderr."""
+        lines = [f"{label!r} was stuck; the lab loop's tasks were waiting here:"]
+        try:  # read from this thread while the loop runs: best effort, never in the way of the error
+            for task in asyncio.all_tasks(self._loop):
+                where = " <- ".join(f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})"
+                                    for f in reversed(task.get_stack()))
+                lines.append(f"  {task.get_name()}: {where or 'not started'}")
+        except RuntimeError as error:
+            lines.append(f"  (could not read them: {error})")
+        print("\n".join(lines), file=sys.stderr)
 
     async def arun(self, coro: Awaitable) -> Any:
         """Await a coroutine that runs on the lab loop, from any other running loop."""

@@ -206,3 +206,12 @@ def test_overlapping_lab_work_keeps_the_older_objects_frozen_until_the_last_ends
             pass
         assert gc.get_freeze_count() == frozen > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_a_stuck_lab_call_says_where_the_lab_loop_waited(capsys):
+    async def waits_for_ever() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(LabError, match="did not finish"):
+        lab.run(waits_for_ever(), timeout=0.3, label="stuck call")
+    assert "waits_for_ever (test_lab.py:" in capsys.readouterr().err
