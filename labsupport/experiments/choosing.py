@@ -39,8 +39,8 @@ from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for
-from .core import (READY_TIMEOUT, Workload, again_if_late, cancel_all, crossing, established, measure,
-                   raise_client_failure, served)
+from .core import (PAUSE_SHARE, READY_TIMEOUT, Workload, again_if_late, cancel_all, crossing, established,
+                   measure, raise_client_failure, served)
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -331,14 +331,13 @@ def _expected_sweep(kwargs: dict) -> float:
 
 async def _sweep_rate(rate: float, clients: tuple[int, ...], interval: float, duration: float,
                       limit: float) -> tuple[list[tuple[str, int]], list[PatternRun], bool]:
-    """The runs of one event rate, at the same time; once more if the lab fell behind: typically
-    more than ``limit``, or once for a tenth of the run."""
+    """The runs of one event rate, at the same time; once more if the lab fell behind (``again_if_late``)."""
     grid = [(p, n) for p in ("polling", "sse") for n in clients] + [("polling, keep-alive", min(clients))]
 
     def run_grid():
         return asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid))
 
-    runs, again = await again_if_late(list(await run_grid()), run_grid, limit, duration / 10,
+    runs, again = await again_if_late(list(await run_grid()), run_grid, limit, duration,
                                       result=lambda run: run.result)
     return grid, runs, again
 
@@ -385,7 +384,7 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
             events = max(events, len(run.result.events))
     return Crossover(pd.DataFrame(rows), interval, poll_bytes=float(np.median(exchanges)),
                      event_bytes=float(np.mean([framed_event_bytes(seq) for seq in range(1, events + 1)])),
-                     lab_limit_ms=1000 * limit, pause_limit_ms=100 * duration, retried_rates=tuple(retried))
+                     lab_limit_ms=1000 * limit, pause_limit_ms=1000 * PAUSE_SHARE * duration, retried_rates=tuple(retried))
 
 
 def framed_event_bytes(seq: int, value: float = 100.01) -> int:

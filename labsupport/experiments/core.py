@@ -314,6 +314,9 @@ def established(port: int, pid: int | None = None) -> int:
                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
 
+PAUSE_SHARE = 0.1  # a single pause of the lab this share of a run takes as much out of every client's count
+
+
 def lab_behind(results: list[Result], limit: float, pause_limit: float) -> float:
     """How far behind the lab loop fell in these runs, as a share of what their counts allow (above
     1: too far): typically (95th percentile lateness against ``limit``) or once (its longest pause
@@ -321,17 +324,18 @@ def lab_behind(results: list[Result], limit: float, pause_limit: float) -> float
     return max(max(r.lab_late / limit, r.lab_late_max / pause_limit) for r in results)
 
 
-async def again_if_late(runs: list, rerun: Callable[[], Awaitable[list]], limit: float, pause_limit: float,
+async def again_if_late(runs: list, rerun: Callable[[], Awaitable[list]], limit: float, duration: float,
                         result: Callable = lambda run: run) -> tuple[list, bool]:
-    """``runs`` that went together, and once more if the lab loop fell behind in them (``lab_behind``
-    above 1): of the two tries, the better-timed one is kept.
+    """``runs`` of ``duration`` s that went together, and once more if the lab loop fell behind in
+    them (``lab_behind`` above 1 against ``limit`` and a pause of ``PAUSE_SHARE`` of the run): of
+    the two tries, the better-timed one is kept.
 
     For counts that depend on the lab keeping a client's pace: a busy machine can hold the one
     thread long enough that what is counted is the machine. ``result(run)`` is a run's ``Result``.
     Returns (runs, whether they ran again).
     """
     def behind(tried: list) -> float:
-        return lab_behind([result(run) for run in tried], limit, pause_limit)
+        return lab_behind([result(run) for run in tried], limit, PAUSE_SHARE * duration)
 
     if behind(runs) <= 1:
         return runs, False

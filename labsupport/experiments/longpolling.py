@@ -190,7 +190,7 @@ async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, int
     rows, retried = [], []
     for rate, runs in zip(rates, await asyncio.gather(*(group(rate) for rate in rates))):
         limit = min(LAB_LATE_LIMIT, 0.2 / rate, 0.2 * interval)
-        runs, again = await again_if_late(list(runs), functools.partial(group, rate), limit, duration / 10)
+        runs, again = await again_if_late(list(runs), functools.partial(group, rate), limit, duration)
         retried += [rate] * again
         for pattern, run in zip(CROSSOVER_PATTERNS, runs):
             s = run.summary()

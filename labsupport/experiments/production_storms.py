@@ -117,7 +117,7 @@ async def _storm(meter: WireMeter, server: ServerProcess, recorders: list[Record
     await watch.stop()
     arrivals = np.array([c.opened - cut for c in meter.connections[opened_before:]])
     wait = np.array([q.answered - q.sent for r in recorders for q in r.requests if q.sent > cut])
-    return cut, arrivals, wait, pd.DataFrame(samples), watch.late_max
+    return arrivals, wait, pd.DataFrame(samples), watch.late_max
 
 
 def _lost(recorders: list[Recorder], upto: int) -> int:
@@ -159,7 +159,7 @@ async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.
         for key, (name, policy, window) in policies.items():
             current[0] = policy
             await asyncio.sleep(0.5)   # every client sees an event (and so has an id to resume from) before the cut
-            cut, arrivals, wait, cpu, late_max = await _storm(meter, server, recorders, window)
+            arrivals, wait, cpu, late_max = await _storm(meter, server, recorders, window)
             storms[key] = Storm(name, clients, arrivals, wait, cpu, 0, window, late_max)
         back = time.monotonic() - DRAIN
         raise_client_failure(tasks)
