@@ -88,18 +88,23 @@ class PatternRun:
     def deliveries_in_window(self) -> int:
         return int(self.result.deliveries["seen"].between(0, self.result.duration).sum())
 
-    def mean_open_connections(self) -> float:
-        """Connections open on average while the feed ran (the time they were held, summed)."""
+    def held_in_window(self) -> pd.Series:
+        """How long each connection was open while the feed ran, in seconds."""
         c, end = self.result.connections, self.result.duration
         opened = c["opened"].clip(0, end)
         closed = c["closed"].fillna(end).clip(0, end)
-        return float((closed - opened).clip(lower=0).sum() / end)
+        return (closed - opened).clip(lower=0)
+
+    def mean_open_connections(self) -> float:
+        """Connections open on average while the feed ran (the time they were held, summed)."""
+        return float(self.held_in_window().sum() / self.result.duration)
 
     def per_client_second(self) -> dict:
         """Requests, bytes and connections held, per client and per second of the feed."""
         scale = self.result.clients * self.result.duration
         return {"requests": self.requests_in_window() / scale, "bytes": self.window.bytes_total / scale,
-                "connections_held": self.mean_open_connections() / self.result.clients}
+                "connections_held": self.mean_open_connections() / self.result.clients,
+                "longest_held_s": float(self.held_in_window().max()) if len(self.result.connections) else 0.0}
 
 
 async def _run_in_own_process(pattern: str, workload: Workload, *, interval: float, hold: float) -> PatternRun:
@@ -274,7 +279,8 @@ async def _sweep_run(pattern: str, rate: float, clients: int, interval: float, d
 class Crossover:
     """Polling against push (SSE) over event rates and client counts, per client and per second."""
 
-    table: pd.DataFrame       # one row per run: rate, clients, pattern, requests, bytes, connections_held, ...
+    table: pd.DataFrame       # one row per run: rate, clients, pattern, requests, bytes, connections_held,
+                              # longest_held_s (the longest one connection stayed open), ...
     interval: float
     poll_bytes: float         # one poll, request and answer, as the wire meter captured it
     event_bytes: float        # one event on the stream, by the SSE and chunked-encoding framing rules
