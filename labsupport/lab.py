@@ -17,7 +17,6 @@ import atexit
 import concurrent.futures
 import functools
 import inspect
-import sys
 import threading
 import time
 from collections import deque
@@ -134,12 +133,11 @@ class Lab:
             # TimeoutError raised by the work itself is the same class as "not finished yet".
             while not concurrent.futures.wait([future], timeout=0.1).done:
                 if timeout is not None and time.monotonic() - started > timeout:
-                    self._tell_where_stuck(label)
+                    stuck = LabError(f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
+                                     "Try a shorter duration or fewer clients.")
+                    stuck.__notes__ = [self._where_stuck(label)]  # IPython and Python 3.11+ print notes
                     future.cancel()
-                    raise LabError(
-                        f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
-                        "Try a shorter duration or fewer clients."
-                    ) from None
+                    raise stuck from None
                 progress.update(time.monotonic() - started)
             result = future.result()
         except BaseException:
@@ -149,9 +147,10 @@ class Lab:
         progress.close(done=True)
         return result
 
-    def _tell_where_stuck(self, label: str) -> None:
-        """For whoever maintains the lab: where each task on the lab loop waits, on stderr."""
-        lines = [f"{label!r} was stuck; the lab loop's tasks were waiting here:"]
+    def _where_stuck(self, label: str) -> str:
+        """For whoever maintains the lab: where each task on the lab loop waits (a note on the error,
+        so that a test's report, which shows the traceback and not stderr, names the place)."""
+        lines = [f"For the lab's maintainers: {label!r} was stuck; the lab loop's tasks were waiting here:"]
         try:  # read from this thread while the loop runs: best effort, never in the way of the error
             for task in asyncio.all_tasks(self._loop):
                 where = " <- ".join(f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})"
@@ -159,7 +158,7 @@ class Lab:
                 lines.append(f"  {task.get_name()}: {where or 'not started'}")
         except RuntimeError as error:
             lines.append(f"  (could not read them: {error})")
-        print("\n".join(lines), file=sys.stderr)
+        return "\n".join(lines)
 
     async def arun(self, coro: Awaitable) -> Any:
         """Await a coroutine that runs on the lab loop, from any other running loop."""

@@ -177,10 +177,10 @@ def test_the_loop_watch_keeps_one_long_pause_that_the_95th_percentile_hides():
     assert paused.late_p95 < paused.late_max / 2  # one tick in about 200: below the 95th percentile
 
 
-def test_a_stuck_lab_call_says_where_the_lab_loop_waited(capsys):
+def test_a_stuck_lab_call_says_where_the_lab_loop_waited():
     async def waits_for_ever() -> None:
         await asyncio.Event().wait()
 
-    with pytest.raises(LabError, match="did not finish"):
+    with pytest.raises(LabError, match="did not finish") as stopped:
         lab.run(waits_for_ever(), timeout=0.3, label="stuck call")
-    assert "waits_for_ever (test_lab.py:" in capsys.readouterr().err
+    assert "waits_for_ever (test_lab.py:" in "".join(stopped.value.__notes__)
