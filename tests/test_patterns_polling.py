@@ -96,5 +96,8 @@ def test_without_keep_alive_every_poll_opens_a_connection():
 
 
 def test_polling_slower_than_the_idle_timeout_opens_a_connection_per_poll():
-    polls, connections, errors = run(polls_through_meter(0.15, 6, idle_timeout=0.05))
-    assert polls >= 6 and connections >= polls and not errors
+    # aiohttp closes a connection idle for the timeout at its next clean-up pass. A poll whose
+    # answer came late on a busy machine polls again at once (it has fallen behind its clock)
+    # and may reuse the connection before that pass: one such poll is allowed for.
+    polls, connections, errors = run(polls_through_meter(0.3, 6, idle_timeout=0.05))
+    assert polls >= 6 and connections >= polls - 1 and not errors
