@@ -6,12 +6,15 @@
 //   2. opens the real browser API the pattern names (fetch polling, a long-poll loop, a streamed
 //      fetch body, EventSource, WebSocket) and says "ready";
 //   3. on "go", records every request, event and frame with performance.now() and sends them to
-//      the kernel in small batches; after the run it stops everything and says "done".
+//      the kernel in small batches; after the run it stops everything and says "done". For the
+//      latency claims it also times a fetch round trip on its route a few times a second.
 // The kernel turns the log into a Result and sends back a report that this view shows.
 
 const CLOCK_EXCHANGES = 8;
 const READY_TIMEOUT_MS = 10000;
 const FLUSH_MS = 200;
+const TRIP_EVERY_MS = 250;
+const TRIP_PATTERNS = ["sse", "ws", "longpoll"];  // whose latency claims are bounded by a round trip
 
 function baseUrl() {
   const config = document.getElementById("jupyter-config-data");
@@ -41,6 +44,7 @@ class RouteClient {
     this.requests = [];   // [sent, answered, status, new_events, tag]
     this.seen = [];       // [seq, time]
     this.errors = [];
+    this.trips = [];      // fetch round trips on this route during the run (s)
     this.notes = {};      // anything else the pattern wants to report
     this.stopped = false;
     this.closers = [];
@@ -61,10 +65,11 @@ class RouteClient {
 
   flush(final = false) {
     const batch = { kind: final ? "done" : "log", route: this.route, requests: this.requests,
-                    seen: this.seen, errors: this.errors, notes: this.notes };
+                    seen: this.seen, errors: this.errors, trips: this.trips, notes: this.notes };
     this.requests = [];
     this.seen = [];
     this.errors = [];
+    this.trips = [];
     this.send(batch);
   }
 
@@ -77,6 +82,22 @@ class RouteClient {
       samples.push([t0, ts, now()]);
     }
     this.send({ kind: "clock", route: this.route, samples });
+  }
+
+  // A fetch round trip on this route while the run's traffic flows, under the same load on the
+  // proxy as the events (the clock exchanges above come before the run, when it is quieter).
+  async measureTrips() {
+    await this.started;
+    while (!this.stopped) {
+      const t0 = now();
+      try {
+        await (await fetch(this.url("/clock", this.plan.server_port), { cache: "no-store" })).json();
+      } catch (e) {
+        return;  // the run is over or the route is gone: the clock exchanges stand in
+      }
+      if (!this.stopped) this.trips.push(now() - t0);
+      await new Promise((ok) => setTimeout(ok, TRIP_EVERY_MS));
+    }
   }
 
   stop() {
@@ -302,6 +323,7 @@ class RouteClient {
     const run = { chat: () => this.chat(), limit: () => this.connectionLimit(), cors: () => this.cors(), poll: () => this.poll(), longpoll: () => this.longPoll(), stream: () => this.stream(),
                   sse: () => this.eventSource(), ws: () => this.webSocket() }[this.plan.pattern];
     run();
+    if (TRIP_PATTERNS.includes(this.plan.pattern)) this.measureTrips();
     setTimeout(() => {
       if (!this.readySent) this.fail(`not connected within ${READY_TIMEOUT_MS / 1000} s`);
     }, READY_TIMEOUT_MS);
