@@ -56,7 +56,8 @@ def all_exercises():
 @pytest.mark.parametrize("exercise", list(all_exercises()))
 def test_every_exercise_passes_its_model_answer_and_waits_for_a_blank(exercise, capsys):
     assert exercise.answer is not None, "an exercise needs a model answer the tests can check"
-    assert exercise.is_correct(exercise.answer) is True
+    ok, why = exercise.verdict(exercise.answer)
+    assert ok is True, why
     assert exercise.is_correct(...) is False and exercise.is_correct(None) is False
     exercise.hint()
     exercise.solution()
