@@ -92,15 +92,15 @@ def _pattern_claims(run, result, client, log, seen, python, u, via) -> list[Verd
         # long poll may also have to send its next request first (an event between two
         # requests): one more round trip. The clock's alignment adds its ±u either way.
         trips = 2 if run.pattern == "longpoll" else 1
-        bound = trips * run.round_trip(log.route)
+        trip = run.round_trip(log.route)
+        bound = trips * trip
         extra = np.median(seen) - np.median(python)
-        timed = len(log.trips)
-        where = f"the median of {timed} timed during the run" if timed else "from the clock exchanges before the run"
+        where = f"the median of {len(log.trips)} timed during the run" if log.trips else "from the clock exchanges before the run"
         claims.append(Verdict(
             f"{via}, the browser's median latency is the Python client's plus at most {trips} round "
             f"trip(s) on its route ({_ms(bound)}), to within the clock's ±{_ms(u)}", bool(-u <= extra <= bound + u),
             f"browser {_ms(np.median(seen))}, Python {_ms(np.median(python))}; "
-            f"a round trip {_ms(run.round_trip(log.route))}, {where}"))
+            f"a round trip {_ms(trip)}, {where}"))
     if run.pattern == "sse" and log.route == "proxy":
         claims.append(Verdict("through the proxy, EventSource's events arrived as they happened, not at the end "
                               "(the proxy streams text/event-stream)", bool(np.median(seen) < gap),

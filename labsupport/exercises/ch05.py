@@ -40,7 +40,7 @@ q1 = Exercise(
 )
 
 
-# q2: how long until a dead peer is noticed; then measured on a real server, times scaled down 100-fold
+# q2: how long until a dead peer is noticed; then measured on a real server, times scaled down Q2_SCALE-fold
 Q2_INTERVAL, Q2_TIMEOUT = 20.0, 10.0
 Q2_SCALE = 25    # 0.8 s and 0.4 s: the live peer outlasts a pause of the lab shorter than the timeout
 

@@ -95,16 +95,13 @@ class PatternRun:
         closed = c["closed"].fillna(end).clip(0, end)
         return (closed - opened).clip(lower=0)
 
-    def mean_open_connections(self) -> float:
-        """Connections open on average while the feed ran (the time they were held, summed)."""
-        return float(self.held_in_window().sum() / self.result.duration)
-
     def per_client_second(self) -> dict:
-        """Requests, bytes and connections held, per client and per second of the feed."""
+        """Requests, bytes and connections held (on average while the feed ran), per client and per
+        second of the feed; and the longest one connection stayed open."""
         scale = self.result.clients * self.result.duration
+        held = self.held_in_window()
         return {"requests": self.requests_in_window() / scale, "bytes": self.window.bytes_total / scale,
-                "connections_held": self.mean_open_connections() / self.result.clients,
-                "longest_held_s": float(self.held_in_window().max()) if len(self.result.connections) else 0.0}
+                "connections_held": float(held.sum()) / scale, "longest_held_s": float(held.max()) if len(held) else 0.0}
 
 
 async def _run_in_own_process(pattern: str, workload: Workload, *, interval: float, hold: float) -> PatternRun:
@@ -312,6 +309,12 @@ class Crossover:
     def theory_rate(self) -> float:
         """Where push's bytes per second (r × event) reach polling's (poll / interval)."""
         return self.poll_bytes / (self.event_bytes * self.interval)
+
+    def connections_held(self, pattern: str) -> float:
+        """Connections held per client over every run of ``pattern``, each client weighted alike: one
+        connection that closes late counts as one of all the pattern's, not half of a two-client run."""
+        rows = self.table[self.table["pattern"] == pattern]
+        return float((rows["connections_held"] * rows["clients"]).sum() / rows["clients"].sum())
 
     def crossover_rates(self) -> dict[int, float]:
         """Measured crossover in bytes, per client count: log-interpolated where the curves meet."""
