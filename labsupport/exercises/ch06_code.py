@@ -103,8 +103,9 @@ def _mail(worker, config: ConsumerConfig, **settings) -> tuple[dict | None, str]
     try:
         return lab.run(_run_mail_service(worker, config, **settings), timeout=TRY_OUT_TIMEOUT,
                        expected_seconds=2.0, label="trying your email service"), ""
-    except LabError as error:
-        return None, f"your email service was run on the real broker and {error}"
+    except LabError as error:  # a stuck run's error notes where the lab waited: pass that on
+        return None, "\n".join([f"your email service was run on the real broker and {error}",
+                                 *getattr(error, "__notes__", [])])
     except Exception as error:
         return None, (f"your email service was run on the real broker and stopped with an error: "
                       f"{type(error).__name__}: {error}")
