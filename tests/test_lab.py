@@ -12,6 +12,7 @@ import tornado.web
 
 from conftest import scaled
 from labsupport import LabError, lab, on_lab_loop, start_server, stop_server
+from labsupport.lab import cancel_all
 
 
 class Hello(tornado.web.RequestHandler):
@@ -184,3 +185,25 @@ def test_a_stuck_lab_call_says_where_the_lab_loop_waited():
     with pytest.raises(LabError, match="did not finish") as stopped:
         lab.run(waits_for_ever(), timeout=0.3, label="stuck call")
     assert "waits_for_ever (test_lab.py:" in "".join(stopped.value.__notes__)
+
+
+def test_cancel_all_ends_a_task_that_swallowed_its_first_cancel():
+    """Python 3.11's wait_for can swallow a cancel (CPython gh-86296); one cancel and a wait would hang here."""
+    swallowed = []
+
+    async def carries_on_once() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)   # what wait_for does when its future finished in the same moment
+
+    async def stop_it() -> bool:
+        task = asyncio.create_task(carries_on_once())
+        await asyncio.sleep(0.05)
+        await cancel_all([task])
+        return task.cancelled()
+
+    assert lab.run(stop_it(), timeout=scaled(5)) and swallowed

@@ -19,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
 
 from ..broker import connect, start_broker
 from ..checks import Exercise
-from ..lab import LabError, lab
+from ..lab import LabError, cancel_all, lab
 from .tryout import TRY_OUT_TIMEOUT
 
 _run_ids = itertools.count(1)
@@ -90,9 +90,7 @@ async def _run_mail_service(worker, config: ConsumerConfig, *, jobs: int, worker
             if busy[0]:
                 raise LabError(f"a worker was still busy after {deadline:g} s: does it wait for something forever?")
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)
         await client.close()

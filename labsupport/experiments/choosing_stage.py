@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 import psutil
 
 from ..feed import Event, Feed
+from ..lab import cancel_all
 from ..patterns import longpolling, polling, sse
 from ..patterns import websocket as ws
 from ..record import Recorder
@@ -121,8 +122,7 @@ class PubSubBackend:
     async def stop(self) -> None:
         await self.feed.stop()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_all([self._task])
         await close_soon(self.publisher)
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 import psutil
 
 from ..feed import Event, Feed
-from ..lab import LabCall, LabError, LoopWatch, Server, lab
+from ..lab import LabCall, LabError, LoopWatch, Server, cancel_all, lab
 from ..record import Recorder
 from ..results import Result
 from ..wire import Link, WireCounts, WireMeter
@@ -371,13 +371,6 @@ async def all_ready(recorders: list[Recorder], tasks: list[asyncio.Task], *, cou
     finally:
         for w in waiting:
             w.cancel()
-
-
-async def cancel_all(tasks: list[asyncio.Task]) -> None:
-    """Stop every client task and wait until each has finished."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def raise_client_failure(tasks: list[asyncio.Task]) -> None:

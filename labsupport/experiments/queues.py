@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ..broker import Broker, connect, start_broker
-from ..lab import on_lab_loop
+from ..lab import cancel_all, on_lab_loop
 from ..patterns.queue import (DEPTH_EVERY, SERVICES, EmailQueue, EmailService, Journal, open_queue, produce,
                               publish_job, sample_depth, wait_until_done)
 from ..wire import WireMeter
@@ -143,8 +143,7 @@ class QueueStage:
 
     async def close(self) -> None:
         if self.sampler is not None:
-            self.sampler.cancel()
-            await asyncio.gather(self.sampler, return_exceptions=True)
+            await cancel_all([self.sampler])
         try:
             await self.js.delete_stream(self.queue.stream)
         finally:
@@ -201,8 +200,7 @@ async def run_email_jobs(*, password: float = 10.0, marketing: float = 30.0, reg
         await wait_until_done(stage.js, stage.queue, stage.journal, timeout=backlog + ack_wait + 10)
         await asyncio.sleep(2 * DEPTH_EVERY)  # one last depth sample of the empty queue
     finally:
-        producers.cancel()
-        await asyncio.gather(producers, return_exceptions=True)
+        await cancel_all([producers])
         await service.stop()
         await stage.close()
     settings = {**{f"{s}_rate": r for s, r in rates.items()}, "service_time": service_time,
@@ -353,8 +351,7 @@ async def run_in_process(*, jobs_per_service: int = 5, service_time: float = 0.0
     rows = await asyncio.gather(*(producer(s) for s in SERVICES))
     await queue.join()
     all_sent = time.monotonic() - began
-    worker.cancel()
-    await asyncio.gather(worker, return_exceptions=True)
+    await cancel_all([worker])
     table = pd.DataFrame(rows)
     table["mode"] = "asyncio.Queue" if queued else "direct call"
     table["all_emails_sent_ms"] = 1000 * all_sent

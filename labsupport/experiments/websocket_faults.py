@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import pandas as pd
 
-from ..lab import on_lab_loop
+from ..lab import cancel_all, on_lab_loop
 from ..patterns import websocket as ws
 from ..record import Recorder
 from .core import CutOutcome, Workload, measure_cut, served
@@ -109,8 +109,7 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
             pace[0] = 0.0
             await asyncio.wait([reader], timeout=2.0)
         code = slow.close_code if reader.done() else None  # None: the server kept it open
-        reader.cancel()
-        await asyncio.gather(watcher, reader, return_exceptions=True)
+        await cancel_all([watcher, reader])
     return SlowReader(limit, policy, pd.DataFrame(samples, columns=["t", "outbox", "dropped"]), talked, read[0],
                       sum(m["from"] == "fast" for m in talker_heard), code)
 
@@ -156,8 +155,7 @@ async def run_dead_peer(*, ping_interval: float = 0.2, ping_timeout: float = 0.2
                     found = time.monotonic() - frozen_socket.opened
                 await asyncio.sleep(0.005)
             healthy_open = healthy_socket.closed is None and not healthy_socket.ws_connection.is_closing()
-            listening.cancel()
-            await asyncio.gather(listening, return_exceptions=True)
+            await cancel_all([listening])
             await healthy.close()
             await frozen.close()
     return DeadPeer(ping_interval, ping_timeout, found, healthy_open)

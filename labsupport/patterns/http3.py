@@ -36,6 +36,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from ..feed import Feed
+from ..lab import cancel_all
 from .sse_codec import encode_event
 
 LOOPBACK = "127.0.0.1"
@@ -110,9 +111,7 @@ class Http3Server:
         return self
 
     async def stop(self) -> None:
-        for task in list(self._streams):
-            task.cancel()
-        await asyncio.gather(*self._streams, return_exceptions=True)
+        await cancel_all(self._streams)
         if self._server is not None:
             self._server.close()
             self._server = None
