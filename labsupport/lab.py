@@ -27,6 +27,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from .collector import older_objects_frozen
 from .progress import Progress
 from .wire import BACKLOG, LOOPBACK, Link, WireMeter
 
@@ -144,25 +145,26 @@ class Lab:
                 "This call waits for the lab loop, but it was made on the lab loop itself. "
                 "Inside a coroutine, await the async form instead (for example `await f.aio(...)`)."
             )
-        future = self.submit(coro)
         progress = Progress.maybe(label, expected_seconds, bar)
         started = time.monotonic()
-        try:
-            # Wait with concurrent.futures.wait, not result(timeout=...): since Python 3.11 a
-            # TimeoutError raised by the work itself is the same class as "not finished yet".
-            while not concurrent.futures.wait([future], timeout=0.1).done:
-                if timeout is not None and time.monotonic() - started > timeout:
-                    stuck = LabError(f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
-                                     "Try a shorter duration or fewer clients.")
-                    stuck.__notes__ = [self._where_stuck(label)]  # IPython and Python 3.11+ print notes
-                    future.cancel()
-                    raise stuck from None
-                progress.update(time.monotonic() - started)
-            result = future.result()
-        except BaseException:
-            future.cancel()
-            progress.close(done=False)
-            raise
+        with older_objects_frozen():  # no long collector pause inside what the work measures
+            future = self.submit(coro)
+            try:
+                # Wait with concurrent.futures.wait, not result(timeout=...): since Python 3.11 a
+                # TimeoutError raised by the work itself is the same class as "not finished yet".
+                while not concurrent.futures.wait([future], timeout=0.1).done:
+                    if timeout is not None and time.monotonic() - started > timeout:
+                        stuck = LabError(f"{label!r} did not finish within {timeout:.0f} s and was stopped. "
+                                         "Try a shorter duration or fewer clients.")
+                        stuck.__notes__ = [self._where_stuck(label)]  # IPython and Python 3.11+ print notes
+                        future.cancel()
+                        raise stuck from None
+                    progress.update(time.monotonic() - started)
+                result = future.result()
+            except BaseException:
+                future.cancel()
+                progress.close(done=False)
+                raise
         progress.close(done=True)
         return result
 

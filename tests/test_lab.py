@@ -178,6 +178,37 @@ def test_the_loop_watch_keeps_one_long_pause_that_the_95th_percentile_hides():
     assert paused.late_p95 < paused.late_max / 2  # one tick in about 200: below the 95th percentile
 
 
+def test_lab_work_does_not_wait_while_the_collector_walks_the_kernels_older_objects():
+    import gc
+
+    older = [[i] for i in range(500_000)]  # objects a kernel holds late in a notebook
+    began = time.perf_counter()
+    gc.collect()
+    outside = time.perf_counter() - began
+
+    async def collect() -> float:
+        began = time.perf_counter()
+        gc.collect()
+        return time.perf_counter() - began
+
+    inside = lab.run(collect())
+    assert inside < outside / 5, (inside, outside)
+    assert gc.get_freeze_count() == 0 and len(older) == 500_000  # all unfrozen again afterwards
+
+
+def test_overlapping_lab_work_keeps_the_older_objects_frozen_until_the_last_ends():
+    import gc
+
+    from labsupport.collector import older_objects_frozen
+
+    with older_objects_frozen():
+        frozen = gc.get_freeze_count()
+        with older_objects_frozen():
+            pass
+        assert gc.get_freeze_count() == frozen > 0
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_stuck_lab_call_says_where_the_lab_loop_waited():
     async def waits_for_ever() -> None:
         await asyncio.Event().wait()
