@@ -237,16 +237,18 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
         raise ValueError("counts must be at least two different connection counts between 0 and 1000.")
     workload = Workload(rate=1.0, clients=1, duration=1.0)
     backends = [backend_for(p, workload, hold=60.0) for p in patterns]  # the feed never starts: connections stay idle
-    rows = []
     async with AsyncExitStack() as stack:
-        # Started together (each server process takes about half a second to start), ramped one at a
-        # time: hundreds of clients connecting at once would swamp the lab.
+        # Started together (each server process takes about half a second to start) and ramped
+        # together: each process's memory is its own, whoever else connects meanwhile.
         starts = [stack.enter_async_context(served(backend)) for backend in backends]
         failed = [out for out in await asyncio.gather(*starts, return_exceptions=True) if isinstance(out, BaseException)]
         if failed:
             raise failed[0]
-        for pattern, backend in zip(patterns, backends):
-            rows += await _memory_ramp(pattern, backend, tuple(counts))
+        ramps = [asyncio.ensure_future(_memory_ramp(p, b, tuple(counts))) for p, b in zip(patterns, backends)]
+        try:
+            rows = [row for ramp in await asyncio.gather(*ramps) for row in ramp]
+        finally:
+            await cancel_all(ramps)
     table = pd.DataFrame(rows)
     table["rss_mb"] = table["rss_bytes"] / 2 ** 20
     table.attrs["per_connection"] = {
