@@ -236,7 +236,8 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
     if not counts or min(counts) < 0 or max(counts) > 1000 or len(set(counts)) < 2:
         raise ValueError("counts must be at least two different connection counts between 0 and 1000.")
     workload = Workload(rate=1.0, clients=1, duration=1.0)
-    backends = [backend_for(p, workload, hold=60.0) for p in patterns]  # the feed never starts: connections stay idle
+    # The feed never starts: connections stay idle. A fresh broker: one that served earlier runs reuses their memory.
+    backends = [backend_for(p, workload, hold=60.0, fresh=True) for p in patterns]
     async with AsyncExitStack() as stack:
         # Started together (each server process takes about half a second to start) and ramped
         # together: each process's memory is its own, whoever else connects meanwhile.
