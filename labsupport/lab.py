@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import threading
@@ -34,6 +35,7 @@ from .wire import BACKLOG, LOOPBACK, Link, WireMeter
 LAB_LATE_LIMIT = 0.05  # a loop 50 ms late cannot keep a client's clock or time a push in milliseconds
 REFUSED_KEPT = 100
 CANCEL_AGAIN_AFTER = 0.1  # seconds a cancelled task may take to end before it is cancelled again
+CANCEL_GIVE_UP = 10.0     # seconds of cancelling after which a task is taken to ignore cancels on purpose
 
 
 class LabError(RuntimeError):
@@ -48,10 +50,18 @@ async def cancel_all(tasks) -> None:
     a worker pulling jobs with nats-py's ``fetch``, then goes on as if never cancelled, and
     waiting for it hangs. Measured: 15 of 300 cancels of a ``fetch(1, timeout=0.1)`` loop timed
     near the broker's answer. A second cancel finds the task somewhere else.
+
+    A task that still runs after ``CANCEL_GIVE_UP`` seconds of this catches every cancel (a bare
+    ``except:`` in a loop does): a ``LabError`` says so rather than wait for ever.
     """
     tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
+    give_up = time.monotonic() + CANCEL_GIVE_UP
     while pending:
+        if time.monotonic() > give_up:
+            names = ", ".join(sorted({task.get_coro().__qualname__ for task in pending}))
+            raise LabError(f"{len(pending)} task(s) would not stop when cancelled ({names}). Code that catches "
+                           "every exception (a bare `except:`) also catches the cancel: catch `Exception` instead.")
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
@@ -268,7 +278,8 @@ class Lab:
             except Exception:  # one failing stopper must not leave the others running
                 pass
         me = asyncio.current_task()
-        await cancel_all(t for t in asyncio.all_tasks() if t is not me)
+        with contextlib.suppress(LabError):  # a task that ignores cancels dies with the loop
+            await cancel_all(t for t in asyncio.all_tasks() if t is not me)
 
 
 class LoopWatch:

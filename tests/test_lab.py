@@ -238,3 +238,29 @@ def test_cancel_all_ends_a_task_that_swallowed_its_first_cancel():
         return task.cancelled()
 
     assert lab.run(stop_it(), timeout=scaled(5)) and swallowed
+
+
+def test_cancel_all_names_a_task_that_ignores_every_cancel(monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("labsupport.lab"), "CANCEL_GIVE_UP", 0.5)  # the module, not `lab`
+    finished = []
+
+    async def swallows_everything() -> None:
+        while not finished:
+            try:
+                await asyncio.sleep(0.01)
+            except BaseException:  # what a bare except: does
+                pass
+
+    async def stop_it() -> None:
+        task = asyncio.create_task(swallows_everything())
+        await asyncio.sleep(0.05)
+        try:
+            await cancel_all([task])
+        finally:
+            finished.append(True)  # let it end, so that it does not outlive the test
+            await asyncio.wait([task], timeout=1)
+
+    with pytest.raises(LabError, match="swallows_everything.*bare `except:`"):
+        lab.run(stop_it(), timeout=scaled(5))
