@@ -59,13 +59,18 @@ async def cancel_all(tasks) -> None:
     give_up = time.monotonic() + CANCEL_GIVE_UP
     while pending:
         if time.monotonic() > give_up:
-            names = ", ".join(sorted({task.get_coro().__qualname__ for task in pending}))
+            names = ", ".join(sorted({_coroutine_name(task) for task in pending}))
             raise LabError(f"{len(pending)} task(s) would not stop when cancelled ({names}). Code that catches "
                            "every exception (a bare `except:`) also catches the cancel: catch `Exception` instead.")
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
     await asyncio.gather(*tasks, return_exceptions=True)  # collects each error: none is reported unretrieved
+
+
+def _coroutine_name(future: asyncio.Future) -> str:
+    coroutine = future.get_coro() if isinstance(future, asyncio.Task) else None
+    return getattr(coroutine, "__qualname__", repr(future))  # a gather's future has no coroutine of its own
 
 
 @dataclass
