@@ -18,9 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from ..experiments.core import cancel_all
 from ..feed import Feed
-from ..lab import Server, lab
+from ..lab import Server, cancel_all, lab
 from ..patterns import longpolling, polling, push, sse, websocket
 from ..record import Recorder
 from ..results import Result

@@ -20,8 +20,8 @@ import nats.errors
 from ..broker import connect, start_broker
 from ..checks import Exercise
 from ..experiments import scaling_stage
-from ..experiments.core import cancel_all, raise_client_failure
-from ..lab import LabError, lab
+from ..experiments.core import raise_client_failure
+from ..lab import LabError, cancel_all, lab
 from ..patterns import websocket as ws
 from ..patterns.gateway import GatewayRecorder
 from .tryout import TRY_OUT_TIMEOUT

@@ -32,15 +32,15 @@ import numpy as np
 import pandas as pd
 
 from ..feed import Event
-from ..lab import LAB_LATE_LIMIT, LabError, on_lab_loop
+from ..lab import LAB_LATE_LIMIT, LabError, cancel_all, on_lab_loop
 from ..patterns import polling, sse
 from ..patterns.sse_codec import encode_event
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for
-from .core import (PAUSE_SHARE, READY_TIMEOUT, Workload, again_if_late, cancel_all, crossing, established,
-                   measure, raise_client_failure, served)
+from .core import (PAUSE_SHARE, READY_TIMEOUT, Workload, again_if_late, crossing, established, measure,
+                   raise_client_failure, served)
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")

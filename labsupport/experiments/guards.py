@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from ..feed import Feed
-from ..lab import lab
+from ..lab import cancel_all, lab
 from ..wire import WireCounts
-from .core import cancel_all
 
 
 def check_range(name: str, value: float, low: float, high: float, unit: str = "") -> None:

@@ -15,12 +15,12 @@ import pandas as pd
 from hyperframe.frame import HeadersFrame, SettingsFrame
 
 from ..feed import Feed
-from ..lab import LabError, on_lab_loop
+from ..lab import LabError, cancel_all, on_lab_loop
 from ..patterns import http2
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import READY_TIMEOUT, all_ready, cancel_all, raise_client_failure
+from .core import READY_TIMEOUT, all_ready, raise_client_failure
 
 CAPTURE = 1 << 16
 SETTLE = 0.02   # control frames (SETTINGS ACK, WINDOW_UPDATE) may trail a response by a moment

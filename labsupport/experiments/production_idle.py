@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..feed import Feed
-from ..lab import lab, on_lab_loop
+from ..lab import cancel_all, lab, on_lab_loop
 from ..patterns import longpolling, sse
 from ..patterns import websocket as ws
 from ..patterns.idle import IdleCutter
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import cancel_all, raise_client_failure
+from .core import raise_client_failure
 from .guards import stopping
 
 PATTERNS = ("long polling", "sse", "websocket")

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from ..lab import LoopWatch, on_lab_loop
+from ..lab import LoopWatch, cancel_all, on_lab_loop
 from ..patterns import reconnect
 from ..record import Recorder
 from ..server_process import ServerProcess
 from ..wire import WireMeter
-from .core import all_ready, cancel_all, raise_client_failure
+from .core import all_ready, raise_client_failure
 
 BIN = 0.010            # seconds: reconnects are counted per 10 ms
 CPU_EVERY = 0.05       # seconds between readings of the server's CPU time

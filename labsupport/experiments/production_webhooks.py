@@ -19,10 +19,9 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from ..lab import lab, on_lab_loop
+from ..lab import cancel_all, lab, on_lab_loop
 from ..patterns import webhook
 from ..wire import WireMeter
-from .core import cancel_all
 
 
 @dataclass

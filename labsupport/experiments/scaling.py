@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ..cluster import node_arguments
-from ..lab import on_lab_loop
+from ..lab import cancel_all, on_lab_loop
 from ..patterns.gateway import CLIENTS, GatewayProcess, GatewayRecorder
 from .choosing import framed_event_bytes
-from .core import all_ready, cancel_all, raise_client_failure
+from .core import all_ready, raise_client_failure
 from .guards import check_range
 from .scaling_stage import DRAIN_TIMEOUT, MAX_CLIENTS, MAX_DURATION, MAX_GATEWAYS, MAX_RATE, Publish, produce, stage
 

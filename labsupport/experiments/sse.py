@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass
 import aiohttp
 
 from ..feed import Feed
-from ..lab import on_lab_loop
+from ..lab import cancel_all, on_lab_loop
 from ..patterns import sse
 from ..patterns.sse_codec import ServerSentEvent, encode_event, encode_retry
 from ..record import Recorder
 from ..results import Result
 from ..server_process import ServerProcess
-from .core import CutOutcome, Routes, Workload, cancel_all, expected_seconds, measure, measure_cut, metered, served
+from .core import CutOutcome, Routes, Workload, expected_seconds, measure, measure_cut, metered, served
 
 
 BACKENDS = ("lab", "process")
