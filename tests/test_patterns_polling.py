@@ -2,11 +2,14 @@
 
 import asyncio
 import json
+import statistics
+import time
 
 import aiohttp
 
 from conftest import scaled
 from labsupport import Feed, WireMeter, lab
+from labsupport.lab import cancel_all
 from labsupport.patterns import polling
 from labsupport.record import Recorder
 
@@ -97,7 +100,43 @@ def test_without_keep_alive_every_poll_opens_a_connection():
 
 def test_polling_slower_than_the_idle_timeout_opens_a_connection_per_poll():
     # aiohttp closes a connection idle for the timeout at its next clean-up pass. A poll whose
-    # answer came late on a busy machine polls again at once (it has fallen behind its clock)
+    # answer came late on a busy machine has less than an interval to wait for its next tick
     # and may reuse the connection before that pass: one such poll is allowed for.
     polls, connections, errors = run(polls_through_meter(0.3, 6, idle_timeout=0.05))
     assert polls >= 6 and connections >= polls - 1 and not errors
+
+
+def test_a_poller_that_fell_behind_skips_the_polls_it_missed_and_keeps_its_phase():
+    assert polling.next_tick(10.0, 0.1, 10.002) == 10.1                    # on time: the next tick
+    assert abs(polling.next_tick(10.0, 0.1, 10.25) - 10.3) < 1e-9         # 2.5 intervals late: skip two
+    assert abs(polling.next_tick(10.0, 0.1, 10.31) - 10.4) < 1e-9         # just past a tick: the one after
+
+
+def test_a_pause_of_the_lab_does_not_line_the_pollers_up():
+    """Ten pollers start at random phases. After the whole lab stops for 0.35 s, as a garbage
+    collection or a busy machine can make it, each must still poll at its own phase: catching up
+    "now" would make all ten poll in step, and every update would wait the same time."""
+    interval = 0.1
+
+    async def scenario():
+        feed = Feed(rate=1)
+        feed.publish()
+        server = await lab.serve("poll-phase", polling.handlers(feed))
+        recorders = [Recorder(i) for i in range(10)]
+        tasks = [asyncio.create_task(polling.poll(server.url, r, interval=interval)) for r in recorders]
+        try:
+            await asyncio.sleep(0.5)
+            time.sleep(0.35)                 # the whole lab loop stops
+            paused_until = time.monotonic()
+            await asyncio.sleep(0.5)
+        finally:
+            await cancel_all(tasks)
+            await lab.stop_server(server.name)
+        return [[q.sent for q in r.requests if q.sent > paused_until + interval] for r in recorders]
+
+    after = run(scenario())
+    phases = sorted(statistics.median(sent % interval for sent in polls) for polls in after)
+    gaps = [b - a for a, b in zip(phases, phases[1:])] + [phases[0] + interval - phases[-1]]
+    # In step, all ten phases would sit within a few ms (one gap near the whole interval); spread
+    # at random, the largest gap between ten phases on a 100 ms circle is about 30 ms.
+    assert max(gaps) < 0.75 * interval, [round(p * 1000) for p in phases]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 
@@ -66,6 +67,17 @@ def handlers(feed: Feed, *, cache_control: str | None = "no-cache", answers: lis
     return [(r"/latest", LatestHandler, {"feed": feed, "cache_control": cache_control, "answers": answers})]
 
 
+def next_tick(tick: float, interval: float, now: float) -> float:
+    """The client's next poll: the first of ``tick + k × interval`` (k ≥ 1) that is not past.
+
+    A fixed schedule, like ``setInterval``. A client that fell behind skips the polls it missed
+    and keeps its own phase. The lab runs every client in one process: were they to catch up
+    "now" after a pause of that process, they would all poll in step from then on, as separate
+    browsers never do, and their updates would all wait the same time instead of about T / 2.
+    """
+    return tick + interval * max(1, math.ceil((now - tick) / interval))
+
+
 async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive: bool = True,
                conditional: bool = False, idle_timeout: float = 15.0) -> None:
     """Poll ``/latest`` every ``interval`` seconds until cancelled, recording what comes back."""
@@ -83,7 +95,7 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
                     body = await response.read()
             except aiohttp.ClientError as error:
                 recorder.errors.append(f"{type(error).__name__}: {error}")
-                next_poll = max(next_poll + interval, time.monotonic())
+                next_poll = next_tick(next_poll, interval, time.monotonic())
                 continue
             answered, new = time.monotonic(), 0
             if response.status == 200:
@@ -93,5 +105,4 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
                     held_seq, new = event["seq"], 1
                     recorder.saw(held_seq, answered)
             recorder.request(sent, response.status, new, answered)
-            # Fixed schedule, like setInterval; a poll slower than the interval skips ahead.
-            next_poll = max(next_poll + interval, time.monotonic())
+            next_poll = next_tick(next_poll, interval, time.monotonic())
