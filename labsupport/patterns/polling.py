@@ -67,15 +67,19 @@ def handlers(feed: Feed, *, cache_control: str | None = "no-cache", answers: lis
     return [(r"/latest", LatestHandler, {"feed": feed, "cache_control": cache_control, "answers": answers})]
 
 
-def next_tick(tick: float, interval: float, now: float) -> float:
-    """The client's next poll: the first of ``tick + k × interval`` (k ≥ 1) that is not past.
+def next_poll(tick: float, interval: float, now: float) -> tuple[float, float]:
+    """When to poll next, and the tick of the client's own schedule that poll stands for.
 
-    A fixed schedule, like ``setInterval``. A client that fell behind skips the polls it missed
-    and keeps its own phase. The lab runs every client in one process: were they to catch up
-    "now" after a pause of that process, they would all poll in step from then on, as separate
-    browsers never do, and their updates would all wait the same time instead of about T / 2.
+    A fixed schedule, like ``setInterval``: on time, the next tick. A client that fell behind
+    (its answer came late, or the lab paused) asks at once, as a late timer fires at once, and
+    then goes back to its own ticks. The lab runs every client in one process: were they to
+    carry on from "now" after a pause of that process, they would all poll in step from then
+    on, as separate browsers never do, and every update would wait the same time, not about T / 2.
     """
-    return tick + interval * max(1, math.ceil((now - tick) / interval))
+    due = tick + interval
+    if due >= now:
+        return due, due
+    return now, tick + interval * math.floor((now - tick) / interval)  # the last tick it missed
 
 
 async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive: bool = True,
@@ -85,9 +89,10 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
                  else aiohttp.TCPConnector(limit=1, force_close=True))
     async with aiohttp.ClientSession(connector=connector) as session:
         held_seq, etag = 0, None
-        next_poll = time.monotonic() + random.uniform(0, interval)
+        tick = time.monotonic() + random.uniform(0, interval)  # each client at its own phase
+        wake = tick
         while True:
-            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
             headers = {"If-None-Match": etag} if conditional and etag else {}
             sent = time.monotonic()
             try:
@@ -95,7 +100,7 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
                     body = await response.read()
             except aiohttp.ClientError as error:
                 recorder.errors.append(f"{type(error).__name__}: {error}")
-                next_poll = next_tick(next_poll, interval, time.monotonic())
+                wake, tick = next_poll(tick, interval, time.monotonic())
                 continue
             answered, new = time.monotonic(), 0
             if response.status == 200:
@@ -105,4 +110,4 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
                     held_seq, new = event["seq"], 1
                     recorder.saw(held_seq, answered)
             recorder.request(sent, response.status, new, answered)
-            next_poll = next_tick(next_poll, interval, time.monotonic())
+            wake, tick = next_poll(tick, interval, time.monotonic())
