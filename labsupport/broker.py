@@ -52,6 +52,10 @@ class BrokerError(LabError):
     """The broker could not be found, started or stopped; the message says how to fix it."""
 
 
+class PortTaken(BrokerError):
+    """A port the server must listen on is used by another program."""
+
+
 def find_nats_server() -> Path:
     """The ``nats-server`` program: next to this Python (where the wheel puts it), else on PATH."""
     beside_python = Path(sys.executable).parent / EXECUTABLE
@@ -192,8 +196,10 @@ class Broker:
         began = time.monotonic()
         try:
             await self._start_on(self.port if self.port is not None else -1)
-        except _PortTaken:  # someone took our port while we were down: take a new one
-            await self._start_on(-1)
+        except PortTaken:
+            if self.port is None:
+                raise
+            await self._start_on(-1)  # someone took our port while we were down: take a new one
         self.start_seconds = time.monotonic() - began
         self.starts += 1
         return self
@@ -238,7 +244,8 @@ class Broker:
             if self.process.poll() is not None:
                 log = self.log_tail()
                 if "address already in use" in log:
-                    raise _PortTaken()
+                    raise PortTaken(f"nats-server could not listen: a port it needs is used by another program. "
+                                    f"Its last log lines:\n{log}")
                 raise BrokerError(f"nats-server stopped while starting (exit status {self.process.returncode}). "
                                   f"Its last log lines:\n{log}")
             port = _reported_port(ports_dir, self.process.pid)
@@ -312,10 +319,6 @@ class Broker:
             self.watchdog.kill()
             self.watchdog.wait()
         self.watchdog = None
-
-
-class _PortTaken(Exception):
-    """The port the broker had before is now used by something else."""
 
 
 def _reported_port(ports_dir: Path, pid: int) -> int | None:

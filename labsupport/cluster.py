@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
 
 import aiohttp
 
-from .broker import Broker, BrokerError, connect
+from .broker import Broker, BrokerError, PortTaken, connect
 from .lab import LOOPBACK, on_lab_loop
 from .named_processes import NamedProcesses
 
 CLUSTER_NAME = "course"
 LEADER_TIMEOUT = 30.0   # the first election takes well under a second; a busy machine is slower
+PORT_ATTEMPTS = 3       # sets of cluster ports tried before a start gives up
 
 
 def node_arguments(name: str, *, host: str, port: int, cluster_port: int, routes: list[str], store: str | Path,
@@ -102,15 +104,14 @@ class Cluster:
     def __init__(self, size: int = 3, *, binary: str | Path | None = None) -> None:
         if not 1 <= size <= 7:
             raise ValueError(f"A cluster here has 1 to 7 nodes (3 or 5 in practice), not {size!r}.")
-        cluster_ports = free_ports(size)
-        routes = [f"nats://{LOOPBACK}:{p}" for p in cluster_ports]
         self.nodes: list[ClusterNode] = []
         try:
-            for i, port in enumerate(cluster_ports, start=1):
-                self.nodes.append(ClusterNode(f"n{i}", cluster_port=port, routes=routes, binary=binary))
+            for i in range(1, size + 1):
+                self.nodes.append(ClusterNode(f"n{i}", cluster_port=0, routes=[], binary=binary))
         except BaseException:
             self.close_now()
             raise
+        self._route(free_ports(size))
         self.start_seconds: float | None = None   # launch to an elected meta-leader
 
     @property
@@ -131,10 +132,28 @@ class Cluster:
     def __repr__(self) -> str:
         return f"<Cluster of {len(self.nodes)}: {', '.join(repr(n) for n in self.nodes)}>"
 
+    def _route(self, cluster_ports: list[int]) -> None:
+        routes = [f"nats://{LOOPBACK}:{p}" for p in cluster_ports]
+        for node, port in zip(self.nodes, cluster_ports):
+            node.cluster_port, node.routes = port, routes
+
     async def start(self) -> "Cluster":
         """Start every node at once, then wait until they have elected a meta-leader."""
         began = time.monotonic()
-        await asyncio.gather(*(node.start() for node in self.nodes))
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            results = await asyncio.gather(*(node.start() for node in self.nodes), return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if not failures:
+                break
+            await asyncio.gather(*(node.stop() for node in self.nodes))
+            # The cluster ports were free when free_ports() asked, but another program may bind
+            # one before its node does; the routes name them all, so every node takes new ones
+            # and starts again from an empty store.
+            if attempt == PORT_ATTEMPTS or not all(isinstance(f, PortTaken) for f in failures):
+                raise failures[0]
+            for node in self.nodes:
+                shutil.rmtree(node.store, ignore_errors=True)
+            self._route(free_ports(len(self.nodes)))
         await self.meta_leader()
         self.start_seconds = time.monotonic() - began
         return self

@@ -46,3 +46,40 @@ def _rank(nodeid: str) -> int:
 def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # an xdist worker; the order is theirs to agree on
         items.sort(key=lambda item: _rank(item.nodeid))  # stable: within a file the order is kept
+
+
+# -- a Jupyter server for a test ----------------------------------------------------------------
+
+def jupyter_url(process, runtime_dir, token: str, timeout: float) -> str:
+    """The address of a Jupyter server started with ``--ServerApp.port=0`` and its own
+    ``JUPYTER_RUNTIME_DIR``, once it answers.
+
+    The server asks the OS for a free port itself and writes it to ``jpserver-<pid>.json``. A port
+    picked by the test beforehand could be taken by another test's server before JupyterLab bound
+    it (CI once met exactly that: a 404 from a stranger, then JupyterLab exiting).
+    """
+    import json
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    url = None
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Jupyter server exited with code {process.returncode} before serving")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Jupyter server did not answer within {timeout:.0f} s")
+        if url is None:
+            for info in Path(runtime_dir).glob("jpserver-*.json"):
+                try:
+                    url = json.loads(info.read_text())["url"].rstrip("/")
+                except (ValueError, KeyError):  # being written
+                    pass
+        if url is not None:
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
+                    return url
+            except OSError:
+                pass
+        time.sleep(0.3)

@@ -174,6 +174,32 @@ def test_stop_and_lab_shutdown_leave_no_node_behind():
     assert wait_gone(pids, 10) and not any(n.run_dir.exists() for n in cluster.nodes)
 
 
+def test_a_cluster_port_taken_before_its_node_binds_it_is_replaced(monkeypatch):
+    import socket
+
+    from labsupport import cluster as cluster_module
+
+    squatter = socket.socket()   # another program, listening on the port handed to n1
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    picks = []
+
+    def free_ports_first_taken(count):
+        ports = free_ports(count)
+        picks.append(ports)
+        return [taken] + ports[1:] if len(picks) == 1 else ports
+
+    monkeypatch.setattr(cluster_module, "free_ports", free_ports_first_taken)
+    try:
+        cluster = start_cluster("t-taken", fresh=True)
+        assert len(picks) == 2 and taken not in [n.cluster_port for n in cluster.nodes]
+        assert lab.run(cluster.meta_leader(), timeout=scaled(30)) in {"n1", "n2", "n3"}
+    finally:
+        stop_cluster("t-taken")
+        squatter.close()
+
+
 KERNEL = textwrap.dedent("""
     import time
     from labsupport.experiments import scaling_stage

@@ -1,24 +1,18 @@
 """The README's first command really serves JupyterLab on the course."""
 
 import json
-import socket
+import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
-from conftest import scaled
+from conftest import jupyter_url, scaled
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str):
@@ -26,23 +20,18 @@ def get(url: str):
         return response.status, response.read()
 
 
-def test_course_lab_serves_jupyterlab_with_the_chapters():
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+def test_course_lab_serves_jupyterlab_with_the_chapters(tmp_path):
     process = psutil.Popen(
-        [sys.executable, str(ROOT / "course.py"), "lab", "--no-browser", f"--port={port}", "--port-retries=0",
+        [sys.executable, str(ROOT / "course.py"), "lab", "--no-browser", "--port=0",
          "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=course-test"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=ROOT, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + scaled(90)
-        while True:
-            try:
-                status, _ = get(f"{base}/api/status?token=course-test")
-                break
-            except OSError:
-                assert process.poll() is None, "course.py lab exited before serving"
-                assert time.monotonic() < deadline, "JupyterLab did not start in time"
-                time.sleep(0.5)
+        try:
+            base = jupyter_url(process, tmp_path, "course-test", scaled(90))
+        except RuntimeError as error:
+            pytest.fail(f"course.py lab did not serve JupyterLab: {error}")
+        status, _ = get(f"{base}/api/status?token=course-test")
         assert status == 200
         status, page = get(f"{base}/lab/tree/notebooks/00_start_here.ipynb?token=course-test")
         assert status == 200 and b"JupyterLab" in page

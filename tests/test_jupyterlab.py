@@ -16,15 +16,13 @@ import os
 import pathlib
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
-from conftest import scaled
+from conftest import jupyter_url, scaled
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -40,12 +38,6 @@ CHAPTER_TIMEOUT = 240  # seconds for one chapter, every cell and every browser r
 NOTEBOOK_SETTINGS = '{"windowingMode": "none"}'
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
     """A JupyterLab on 127.0.0.1 serving a copy of the notebooks; yields (url, token)."""
@@ -55,28 +47,23 @@ def jupyterlab(tmp_path_factory):
     settings = home / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text(NOTEBOOK_SETTINGS)
-    port, token = _free_port(), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
     log = open(home / "jupyterlab.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+         "--ServerApp.port=0", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={served}", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         cwd=served, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + scaled(60)
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("JupyterLab did not start: " + (home / "jupyterlab.log").read_text()[-2000:])
-                time.sleep(0.3)
+        try:
+            url = jupyter_url(process, home / "runtime", token, scaled(60))
+        except RuntimeError as error:
+            raise RuntimeError(f"JupyterLab did not start ({error}): "
+                               + (home / "jupyterlab.log").read_text()[-2000:]) from None
         yield url, token
     finally:
         process.terminate()
