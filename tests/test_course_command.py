@@ -69,6 +69,6 @@ def test_the_test_command_runs_on_workers_unless_told_otherwise():
         import course
     finally:
         sys.path.remove(str(ROOT))
-    assert course.parallel([]) == ["-n", "2", "--dist", "loadscope", "--no-loadscope-reorder"]
-    assert course.parallel(["tests/test_wire.py", "-x"])[:2] == ["-n", "2"]
+    assert course.parallel([]) == ["-n", str(course.WORKERS), "--dist", "loadscope", "--no-loadscope-reorder"]
+    assert course.parallel(["tests/test_wire.py", "-x"])[:2] == ["-n", str(course.WORKERS)]
     assert course.parallel(["-n", "0"]) == [] and course.parallel(["-p", "no:xdist"]) == []
