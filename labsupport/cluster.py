@@ -56,7 +56,8 @@ def node_arguments(name: str, *, host: str, port: int, cluster_port: int, routes
 
 def free_ports(count: int) -> list[int]:
     """Ports the OS picked for us just now. The nodes must know each other's cluster port before
-    any of them starts, so here (unlike everywhere else in the course) we ask for them first."""
+    any of them starts, so here (unlike everywhere else in the course) we ask for them first;
+    ``Cluster.start`` asks again if another program binds one before its node does."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:

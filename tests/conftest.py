@@ -4,7 +4,11 @@ Waits in tests are generous and scaled by one environment factor, COURSE_TIME_FA
 (default 1; set it higher on a slow machine), so tests never flake on timing.
 """
 
+import json
 import os
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -58,11 +62,6 @@ def jupyter_url(process, runtime_dir, token: str, timeout: float) -> str:
     picked by the test beforehand could be taken by another test's server before JupyterLab bound
     it (CI once met exactly that: a 404 from a stranger, then JupyterLab exiting).
     """
-    import json
-    import time
-    import urllib.request
-    from pathlib import Path
-
     deadline = time.monotonic() + timeout
     url = None
     while True:
