@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import aiohttp
+import nats.errors
+import nats.js.errors
 
 from .broker import Broker, BrokerError, PortTaken, connect
 from .lab import LOOPBACK, on_lab_loop
@@ -39,6 +41,7 @@ from .named_processes import NamedProcesses
 CLUSTER_NAME = "course"
 LEADER_TIMEOUT = 30.0   # the first election takes well under a second; a busy machine is slower
 PORT_ATTEMPTS = 3       # sets of cluster ports tried before a start gives up
+STREAM_TIMEOUT = 30.0   # creating a replicated stream is a vote; a busy machine can take a while
 
 
 def node_arguments(name: str, *, host: str, port: int, cluster_port: int, routes: list[str], store: str | Path,
@@ -223,3 +226,30 @@ async def connect_cluster(cluster: Cluster | list[str], name: str, **options):
     """A nats-py client that knows every node, so it moves to another when its node goes."""
     urls = cluster.urls if isinstance(cluster, Cluster) else list(cluster)
     return await connect(urls, name, **options)
+
+
+async def add_replicated_stream(client, *, timeout: float = STREAM_TIMEOUT, **config) -> None:
+    """Create a stream with ``config`` (``num_replicas=3`` and the rest), asking again until it exists.
+
+    The meta-leader places a replicated stream by a Raft vote. Just after an election, or on a
+    busy machine, that vote can outlast the client's request, or find the peers not yet caught
+    up ("no suitable peers for placement"). Asking again with the same config is safe: a stream
+    that already exists with it is simply returned.
+    """
+    js = client.jetstream(timeout=5)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await js.add_stream(**config)
+            return
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as error:
+            problem = error
+        except nats.js.errors.APIError as error:
+            if "peers" not in (error.description or ""):
+                raise
+            problem = error
+        if time.monotonic() > deadline:
+            raise BrokerError(f"The cluster did not create the stream {config.get('name')!r} within "
+                              f"{timeout:.0f} s ({problem!r}). The machine may be very busy: run the cell "
+                              "again; if it persists, restart the kernel.")
+        await asyncio.sleep(0.2)

@@ -15,7 +15,8 @@ from nats.js.api import StorageType
 
 from labsupport import lab
 from labsupport.broker import BrokerError
-from labsupport.cluster import Cluster, connect_cluster, free_ports, node_arguments, start_cluster, stop_cluster
+from labsupport.cluster import (Cluster, add_replicated_stream, connect_cluster, free_ports, node_arguments,
+                                start_cluster, stop_cluster)
 from labsupport.experiments.scaling_stage import PublishRefused, publish_event
 
 from conftest import scaled
@@ -39,23 +40,17 @@ def cluster():
 
 
 async def _replicated_stream(cluster: Cluster, name: str):
-    """A three-replica stream, created once the cluster agrees on a meta-leader.
-
-    A node restarted by an earlier test may still be rejoining; the creation is a vote, so it is
-    asked again (same name: idempotent) until a generous deadline, as a careful client would.
-    """
+    """A three-replica stream, created once the cluster agrees on a meta-leader (a node restarted
+    by an earlier test may still be rejoining; ``add_replicated_stream`` asks again meanwhile)."""
     await cluster.meta_leader()
     client = await connect_cluster(cluster, "test")
-    js = client.jetstream(timeout=scaled(5))
-    deadline = time.monotonic() + scaled(30)
-    while True:
-        try:
-            await js.add_stream(name=name, subjects=[f"{name.lower()}.>"], num_replicas=3, storage=StorageType.FILE)
-            return client, js
-        except nats.errors.TimeoutError:
-            if time.monotonic() > deadline:
-                await client.close()
-                raise
+    try:
+        await add_replicated_stream(client, timeout=scaled(30), name=name, subjects=[f"{name.lower()}.>"],
+                                    num_replicas=3, storage=StorageType.FILE)
+    except BaseException:
+        await client.close()
+        raise
+    return client, client.jetstream(timeout=scaled(5))
 
 
 def test_three_nodes_each_its_own_process_store_and_ports_elect_one_meta_leader(cluster):
@@ -148,6 +143,27 @@ def test_without_a_majority_a_publish_is_refused_with_the_reason(cluster):
             await client.close()
 
     assert lab.run(scenario(), timeout=scaled(60)) == 1
+
+
+def test_a_stream_that_cannot_be_placed_ends_in_a_clear_error_not_a_hang():
+    cluster = start_cluster("t-vote", fresh=True)
+
+    async def scenario():
+        await cluster.kill("n2")
+        await cluster.kill("n3")   # no majority: no vote can place the stream
+        client = await connect_cluster(cluster, "test")
+        try:
+            began = time.monotonic()
+            with pytest.raises(BrokerError, match="did not create the stream 'VOTE'"):
+                await add_replicated_stream(client, timeout=1.0, name="VOTE", subjects=["vote.>"], num_replicas=3)
+            return time.monotonic() - began
+        finally:
+            await client.close()
+
+    try:
+        assert lab.run(scenario(), timeout=scaled(60)) < scaled(20)
+    finally:
+        stop_cluster("t-vote")
 
 
 def test_a_missing_binary_says_how_to_fix_the_environment(tmp_path):

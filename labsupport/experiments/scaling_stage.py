@@ -27,7 +27,7 @@ from typing import Any
 from nats.js.api import StorageType
 
 from ..broker import BrokerError
-from ..cluster import Cluster, connect_cluster, start_cluster
+from ..cluster import Cluster, add_replicated_stream, connect_cluster, start_cluster
 from ..lab import LabError, lab, on_lab_loop
 from ..patterns.gateway import GatewayProcess, event_body
 
@@ -122,8 +122,12 @@ async def stage(gateways: int = 1) -> Stage:
         client = await connect_cluster(cluster, "producer")
         n = next(_stream_ids)
         stream, subject = f"TICKS_{n}", f"ticks{n}.>"
-        await client.jetstream(timeout=5).add_stream(name=stream, subjects=[subject], num_replicas=3,
-                                                     storage=StorageType.FILE, duplicate_window=120.0)
+        try:
+            await add_replicated_stream(client, name=stream, subjects=[subject], num_replicas=3,
+                                        storage=StorageType.FILE, duplicate_window=120.0)
+        except BaseException:
+            await client.close()
+            raise
         _stage = Stage(cluster, client, stream, subject)
         lab.on_shutdown("scaling-stage", close_stage.coro)
     await _stage.ensure_gateways(gateways)
