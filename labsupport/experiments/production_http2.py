@@ -20,10 +20,11 @@ from ..patterns import http2
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireMeter
-from .core import READY_TIMEOUT, all_ready, raise_client_failure
+from .core import READY_TIMEOUT, all_caught_up, all_ready, raise_client_failure
 
 CAPTURE = 1 << 16
 SETTLE = 0.02   # control frames (SETTINGS ACK, WINDOW_UPDATE) may trail a response by a moment
+CATCH_UP = 2.0  # the longest wait (s) for every stream to see the last event once the feed ends
 
 
 @dataclass
@@ -172,6 +173,9 @@ async def run_streams(*, streams: int = 100, use_http2: bool = True, rate: float
             meter.down.latency = 0.0
         await feed.finished()
         await asyncio.sleep(0.1 + stall)
+        # The last event may still be on its way to some of the open streams (a hundred of them,
+        # parsed by httpx on a busy machine): wait for it too, up to a limit.
+        await all_caught_up([r for r in recorders if r.seen], feed.last_seq, CATCH_UP)
         raise_client_failure(tasks)
     finally:
         await cancel_all(tasks)
