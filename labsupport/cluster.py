@@ -72,11 +72,13 @@ def free_ports(count: int) -> list[int]:
 
 
 class ClusterNode(Broker):
-    """One node: a lab broker whose command line carries the cluster options."""
+    """One node: a lab broker whose command line carries the cluster options (its ``Cluster``
+    gives it its cluster port and every node's route)."""
 
-    def __init__(self, name: str, *, cluster_port: int, routes: list[str], binary: str | Path | None = None) -> None:
+    def __init__(self, name: str, *, binary: str | Path | None = None) -> None:
         super().__init__(binary, name=name)
-        self.cluster_port, self.routes = cluster_port, routes
+        self.cluster_port: int | None = None
+        self.routes: list[str] = []
         self.monitor_port: int | None = None
 
     def _command(self, port: int, ports_dir: Path) -> list[str]:
@@ -111,7 +113,7 @@ class Cluster:
         self.nodes: list[ClusterNode] = []
         try:
             for i in range(1, size + 1):
-                self.nodes.append(ClusterNode(f"n{i}", cluster_port=0, routes=[], binary=binary))
+                self.nodes.append(ClusterNode(f"n{i}", binary=binary))
         except BaseException:
             self.close_now()
             raise

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import nats.errors
 import pytest
 from nats.js.api import StorageType
 
+from labsupport import cluster as cluster_module
 from labsupport import lab
 from labsupport.broker import BrokerError
 from labsupport.cluster import (Cluster, add_replicated_stream, connect_cluster, free_ports, node_arguments,
@@ -191,10 +193,6 @@ def test_stop_and_lab_shutdown_leave_no_node_behind():
 
 
 def test_a_cluster_port_taken_before_its_node_binds_it_is_replaced(monkeypatch):
-    import socket
-
-    from labsupport import cluster as cluster_module
-
     squatter = socket.socket()   # another program, listening on the port handed to n1
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
