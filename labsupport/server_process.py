@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -205,6 +206,9 @@ async def serve_commands(routes: list, answer: Callable[[str, list[str]], Awaita
     server.add_sockets(sockets)
     commands: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_commands, args=(asyncio.get_running_loop(), commands), daemon=True).start()
+    # Everything imported so far (the whole labsupport package) stays as it is: frozen, the
+    # collector's full walks skip it and cover only what serving creates (see collector.py).
+    gc.freeze()
     _say(port=sockets[0].getsockname()[1])
     while (command := await commands.get()) is not None:
         word, *rest = command.split()
