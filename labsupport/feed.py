@@ -59,7 +59,7 @@ class Feed:
         self.value_kind = value
         self.events: list[Event] = []
         self._random = random.Random(seed)
-        self._news: asyncio.Future | None = None
+        self._readers: dict[asyncio.Future, None] = {}  # one per waiting reader, woken in the order they came
         self._task: asyncio.Task | None = None
         self.started: float | None = None
 
@@ -81,22 +81,27 @@ class Feed:
         return self.events[seq:]  # seq numbers run 1, 2, 3, ... so event n sits at index n-1
 
     async def wait_after(self, seq: int, timeout: float | None = None) -> list[Event]:
-        """Events newer than ``seq``, waiting up to ``timeout`` seconds for one to exist."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not (news := self.after(seq)):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return []
-            try:
-                await asyncio.wait_for(asyncio.shield(self._next_news()), remaining)
-            except asyncio.TimeoutError:
-                return []
-        return news
+        """Events newer than ``seq``, waiting up to ``timeout`` seconds for one to exist.
 
-    def _next_news(self) -> asyncio.Future:
-        if self._news is None or self._news.done():
-            self._news = asyncio.get_running_loop().create_future()
-        return self._news
+        Each waiting reader has a future of its own that the next event completes: a thousand
+        readers cost a thousand wake-ups per event and nothing more (no shared future to shield,
+        no ``wait_for`` wrapped around it).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not (news := self.after(seq)):
+            if deadline is not None and deadline <= loop.time():
+                return []
+            woken = loop.create_future()
+            self._readers[woken] = None
+            timer = None if deadline is None else loop.call_at(deadline, _wake, woken)
+            try:
+                await woken
+            finally:
+                self._readers.pop(woken, None)
+                if timer is not None:
+                    timer.cancel()
+        return news
 
     # -- writing --------------------------------------------------------------------------
 
@@ -104,9 +109,13 @@ class Feed:
         """Create one event now (the running feed calls this; so can a test or a cell)."""
         event = Event(self.last_seq + 1, time.monotonic(), self._next_value() if value is None else value)
         self.events.append(event)
-        if self._news is not None and not self._news.done():
-            self._news.set_result(None)
+        self._wake_readers()
         return event
+
+    def _wake_readers(self) -> None:
+        """Tell every reader waiting in ``wait_after`` that there is news."""
+        for woken in self._readers:
+            _wake(woken)
 
     def _next_value(self) -> float:
         previous = self.latest.value if self.events else None
@@ -153,3 +162,8 @@ class Feed:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _wake(woken: asyncio.Future) -> None:
+    if not woken.done():
+        woken.set_result(None)

@@ -79,6 +79,32 @@ def test_many_waiters_all_wake():
     assert all(len(news) == 1 for news in run(scenario()))
 
 
+def test_readers_that_time_out_or_leave_are_forgotten_and_the_rest_wake_in_order():
+    async def scenario():
+        feed = Feed(rate=1)
+        for _ in range(100):  # a quiet stream: every reader's wait ends in its heartbeat timeout
+            await asyncio.gather(*(feed.wait_after(0, timeout=0.001) for _ in range(10)))
+        left = asyncio.ensure_future(feed.wait_after(0))
+        woken = []
+
+        async def reader(n):
+            await feed.wait_after(0)
+            woken.append(n)
+
+        readers = [asyncio.ensure_future(reader(n)) for n in range(20)]
+        await asyncio.sleep(0.01)
+        waiting = len(feed._readers)
+        left.cancel()  # a client that went away
+        await asyncio.sleep(0.01)
+        feed.publish()
+        await asyncio.gather(*readers)
+        return waiting, len(feed._readers), woken
+
+    waiting, after, woken = run(scenario())
+    assert waiting == 21 and after == 0
+    assert woken == list(range(20))
+
+
 def test_weather_values_drift_slowly():
     feed = run(feed_for(0.5, rate=100, value="weather", seed=3))
     values = [e.value for e in feed.events]

@@ -69,8 +69,7 @@ class StreamMirror(Feed):
             return
         self.events.append(Event(seq, created, value))
         self.received.append(time.monotonic())
-        if self._news is not None and not self._news.done():
-            self._news.set_result(None)
+        self._wake_readers()
 
     async def reach(self, seq: int, timeout: float = CATCH_UP) -> bool:
         """Wait until the mirror holds ``seq`` (another gateway may already have sent it)."""
