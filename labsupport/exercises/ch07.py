@@ -193,20 +193,17 @@ async def _both_at(rate: float) -> dict[str, float]:
     return {"polling": polling.wire.bytes_total / Q5_SECONDS, "sse": stream.wire.bytes_total / Q5_SECONDS}
 
 
-def _measured_bytes_per_s(rate: float) -> dict[str, float]:
-    return lab.run(_both_at(rate), expected_seconds=Q5_SECONDS + 0.5, label="measuring both")
-
-
 def _check_rule(cheaper) -> tuple[bool, str]:
     if not callable(cheaper):
         return False, "Pass your function, cheaper(rate), which returns 'polling' or 'sse'."
-    for rate in Q5_RATES:
-        said = str(cheaper(rate)).strip().lower()
-        if said not in ("polling", "sse"):
-            return False, f"cheaper({rate:g}) returned {said!r}; return 'polling' or 'sse'."
-        cost = _measured_bytes_per_s(rate)
+    said = {rate: str(cheaper(rate)).strip().lower() for rate in Q5_RATES}
+    for rate, answer in said.items():
+        if answer not in ("polling", "sse"):
+            return False, f"cheaper({rate:g}) returned {answer!r}; return 'polling' or 'sse'."
+    costs = lab.run(_both_at_rates(Q5_RATES), expected_seconds=Q5_SECONDS + 0.5, label="measuring both")
+    for (rate, answer), cost in zip(said.items(), costs):
         measured = min(cost, key=cost.get)
-        if said != measured:
+        if answer != measured:
             return False, (f"At {rate:g} events/s, {measured} was cheaper on the wire: polling every "
                            f"{Q5_INTERVAL} s sent {cost['polling']:.0f} B/s, SSE {cost['sse']:.0f} B/s. Polling's cost "
                            "does not grow with the events; push pays for every one.")
