@@ -230,8 +230,20 @@ async def connect_cluster(cluster: Cluster | list[str], name: str, **options):
     return await connect(urls, name, **options)
 
 
-async def add_replicated_stream(client, *, timeout: float = STREAM_TIMEOUT, **config) -> None:
-    """Create a stream with ``config`` (``num_replicas=3`` and the rest), asking again until it exists.
+async def connect_with_stream(cluster: Cluster, client_name: str, *, timeout: float = STREAM_TIMEOUT, **config):
+    """A client of ``cluster`` with the stream ``config`` (``name``, ``num_replicas=3`` and the rest)
+    in place; if the stream cannot be made, the client is closed and ``BrokerError`` says why."""
+    client = await connect_cluster(cluster, client_name)
+    try:
+        await _add_replicated_stream(client, timeout, config)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+async def _add_replicated_stream(client, timeout: float, config: dict) -> None:
+    """Create the stream, asking again until it exists or ``timeout`` (s) has passed.
 
     The meta-leader places a replicated stream by a Raft vote. Just after an election, or on a
     busy machine, that vote can outlast the client's request, or find the peers not yet caught

@@ -17,8 +17,8 @@ from nats.js.api import StorageType
 from labsupport import cluster as cluster_module
 from labsupport import lab
 from labsupport.broker import BrokerError
-from labsupport.cluster import (Cluster, add_replicated_stream, connect_cluster, free_ports, node_arguments,
-                                start_cluster, stop_cluster)
+from labsupport.cluster import (Cluster, connect_with_stream, free_ports, node_arguments, start_cluster,
+                                stop_cluster)
 from labsupport.experiments.scaling_stage import PublishRefused, publish_event
 
 from conftest import scaled
@@ -43,15 +43,10 @@ def cluster():
 
 async def _replicated_stream(cluster: Cluster, name: str):
     """A three-replica stream, created once the cluster agrees on a meta-leader (a node restarted
-    by an earlier test may still be rejoining; ``add_replicated_stream`` asks again meanwhile)."""
+    by an earlier test may still be rejoining; ``connect_with_stream`` asks again meanwhile)."""
     await cluster.meta_leader()
-    client = await connect_cluster(cluster, "test")
-    try:
-        await add_replicated_stream(client, timeout=scaled(30), name=name, subjects=[f"{name.lower()}.>"],
-                                    num_replicas=3, storage=StorageType.FILE)
-    except BaseException:
-        await client.close()
-        raise
+    client = await connect_with_stream(cluster, "test", timeout=scaled(30), name=name,
+                                       subjects=[f"{name.lower()}.>"], num_replicas=3, storage=StorageType.FILE)
     return client, client.jetstream(timeout=scaled(5))
 
 
@@ -153,14 +148,10 @@ def test_a_stream_that_cannot_be_placed_ends_in_a_clear_error_not_a_hang():
     async def scenario():
         await cluster.kill("n2")
         await cluster.kill("n3")   # no majority: no vote can place the stream
-        client = await connect_cluster(cluster, "test")
-        try:
-            began = time.monotonic()
-            with pytest.raises(BrokerError, match="did not create the stream 'VOTE'"):
-                await add_replicated_stream(client, timeout=1.0, name="VOTE", subjects=["vote.>"], num_replicas=3)
-            return time.monotonic() - began
-        finally:
-            await client.close()
+        began = time.monotonic()
+        with pytest.raises(BrokerError, match="did not create the stream 'VOTE'"):
+            await connect_with_stream(cluster, "test", timeout=1.0, name="VOTE", subjects=["vote.>"], num_replicas=3)
+        return time.monotonic() - began
 
     try:
         assert lab.run(scenario(), timeout=scaled(60)) < scaled(20)

@@ -27,7 +27,7 @@ from typing import Any
 from nats.js.api import StorageType
 
 from ..broker import BrokerError
-from ..cluster import Cluster, add_replicated_stream, connect_cluster, start_cluster
+from ..cluster import Cluster, connect_with_stream, start_cluster
 from ..lab import LabError, lab, on_lab_loop
 from ..patterns.gateway import GatewayProcess, event_body
 
@@ -119,15 +119,10 @@ async def stage(gateways: int = 1) -> Stage:
     if _stage is None or _stage.cluster is not cluster:
         if _stage is not None:
             await _stage.close()
-        client = await connect_cluster(cluster, "producer")
         n = next(_stream_ids)
         stream, subject = f"TICKS_{n}", f"ticks{n}.>"
-        try:
-            await add_replicated_stream(client, name=stream, subjects=[subject], num_replicas=3,
-                                        storage=StorageType.FILE, duplicate_window=120.0)
-        except BaseException:
-            await client.close()
-            raise
+        client = await connect_with_stream(cluster, "producer", name=stream, subjects=[subject], num_replicas=3,
+                                           storage=StorageType.FILE, duplicate_window=120.0)
         _stage = Stage(cluster, client, stream, subject)
         lab.on_shutdown("scaling-stage", close_stage.coro)
     await _stage.ensure_gateways(gateways)
