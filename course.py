@@ -5,6 +5,7 @@
     python3 course.py test    # create .venv if needed, then run every test (unit, notebooks, browser)
     python3 course.py bench   # speed and memory figures, each beside a baseline from the same run
     python3 course.py test --busy-core   # the same tests while another process keeps one core busy
+    python3 course.py mutants [NOTEBOOK ...]   # the mutation suite: each claim shown to fail against a bug
 
 Extra arguments are passed on: to JupyterLab (``lab --no-browser --port 8899``) or to pytest
 (``test tests/test_wire.py -x``). ``--busy-core`` runs a spinning child process for as long as
@@ -88,7 +89,7 @@ def parallel(rest: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("lab", "test", "bench"):
+    if not argv or argv[0] not in ("lab", "test", "bench", "mutants"):
         print(__doc__)
         return 2
     python = ensure_environment()
@@ -100,6 +101,8 @@ def main(argv: list[str]) -> int:
             args.append("--allow-root")  # containers and CI machines often run as root
     elif command == "bench":
         args = [str(python), str(HERE / "benchmark.py"), *rest]
+    elif command == "mutants":
+        args = [str(python), str(HERE / "tests" / "mutants" / "run.py"), *rest]
     else:
         ensure_browser()
         busy = "--busy-core" in rest

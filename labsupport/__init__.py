@@ -11,7 +11,8 @@ One path per thing (see ``labsupport/README.md`` for the map):
 * ``from labsupport.exercises.chNN import q1, ...``: a chapter's exercises.
 """
 
-from .checks import ClaimFailed, Exercise, claim, show_progress
+from .checks import (ClaimFailed, ClaimNotJudged, Exercise, claim, claim_at_least, claim_at_most, claim_between,
+                     claim_equal, claim_near, show_progress)
 from .experiments.core import Run, Workload, measure, sweep
 from .feed import Event, Feed
 from .lab import LabCall, LabError, Server, lab, on_lab_loop, shutdown, start_meter, start_server, stop_server
@@ -22,8 +23,9 @@ from .widgets import ControlPanel, int_slider, slider
 from .wire import Link, WireCounts, WireMeter
 
 __all__ = [
-    "ClaimFailed", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
-    "Server", "WireCounts", "WireMeter", "Workload", "claim", "int_slider", "lab", "ladder", "latency_histogram",
+    "ClaimFailed", "ClaimNotJudged", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
+    "Server", "WireCounts", "WireMeter", "Workload", "claim", "claim_at_least", "claim_at_most",
+    "claim_between", "claim_equal", "claim_near", "int_slider", "lab", "ladder", "latency_histogram",
     "measure", "on_lab_loop", "show_progress", "show_source", "shutdown", "slider", "start_meter",
     "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
 ]

@@ -351,7 +351,7 @@ async def _greets_with_jetstream(port: int) -> bool:
 _brokers: NamedProcesses[Broker] = NamedProcesses("broker")
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def start_broker(name: str = "broker", *, fresh: bool = False, binary: str | Path | None = None) -> Broker:
     """The lab's broker of that name, started if needed; ``fresh=True`` replaces it with an empty one."""
     broker = _brokers.running.get(name)
@@ -360,7 +360,7 @@ async def start_broker(name: str = "broker", *, fresh: bool = False, binary: str
     return await _brokers.replace(name, lambda: Broker(binary, name=name))
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def stop_broker(name: str = "broker") -> None:
     """Stop the named broker and delete its store, if it is running."""
     await _brokers.stop(name)

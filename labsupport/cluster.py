@@ -206,7 +206,7 @@ class Cluster:
 _clusters: NamedProcesses[Cluster] = NamedProcesses("cluster")
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def start_cluster(name: str = "cluster", *, size: int = 3, fresh: bool = False,
                         binary: str | Path | None = None) -> Cluster:
     """The lab's cluster of that name, started if needed (every node up); ``fresh=True`` starts an empty one."""
@@ -218,7 +218,7 @@ async def start_cluster(name: str = "cluster", *, size: int = 3, fresh: bool = F
     return await _clusters.replace(name, lambda: Cluster(size, binary=binary))
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def stop_cluster(name: str = "cluster") -> None:
     """Stop the named cluster's nodes and delete their stores."""
     await _clusters.stop(name)

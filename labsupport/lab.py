@@ -28,7 +28,10 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from .checks import show_note
+from .claims import BUSY
 from .collector import older_objects_frozen
+from .machine import MachineWatch
 from .progress import Progress
 from .wire import BACKLOG, LOOPBACK, Link, WireMeter
 
@@ -134,6 +137,11 @@ class Lab:
 
     def in_lab_thread(self) -> bool:
         return threading.current_thread() is self._thread
+
+    def machine_watch(self) -> MachineWatch:
+        """A watch, from outside the lab loop, of what other programs do to the lab's thread."""
+        self.loop()
+        return MachineWatch(self._thread.native_id)
 
     def submit(self, coro: Awaitable) -> concurrent.futures.Future:
         """Schedule a coroutine on the lab loop and return a thread-safe future."""
@@ -361,12 +369,19 @@ class LabCall:
     bound to the function's signature with its defaults filled in, so the estimate sees
     positional arguments and defaults as the call does. ``f.expected`` is the estimator itself,
     a function of that dict of arguments.
+
+    A call that ``measures`` (every experiment; not one that only starts or stops something) is
+    watched from outside the lab loop (``machine.py``). If other programs held the lab back
+    while it measured, it runs once more, and says so; if they held it back again, the claims
+    that follow say "not judged" until the same call runs again undisturbed.
     """
 
-    def __init__(self, coro_fn: Callable[..., Awaitable], expected: Callable[[dict], float] | None = None) -> None:
+    def __init__(self, coro_fn: Callable[..., Awaitable], expected: Callable[[dict], float] | None = None,
+                 measures: bool = True) -> None:
         functools.update_wrapper(self, coro_fn)
         self.coro = coro_fn
         self.expected = expected
+        self.measures = measures
         self.signature = inspect.signature(coro_fn)
 
     def arguments(self, *args, **kwargs) -> dict:
@@ -382,33 +397,79 @@ class LabCall:
         seconds = self.seconds(*args, **kwargs)
         # Every experiment bounds its own waits; this is the last guard, so that no cell ever hangs.
         stuck = max(STUCK_AFTER, 10 * (seconds or 0.0))
-        return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__, timeout=stuck)
+
+        def once():
+            return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__, timeout=stuck)
+
+        return self._judged(once) if self.measures else once()
 
     async def aio(self, *args, **kwargs):
-        return await lab.arun(self.coro(*args, **kwargs))
+        if not self.measures or lab.in_lab_thread():
+            return await lab.arun(self.coro(*args, **kwargs))
+        tries = []
+        for _ in range(2):
+            watch = lab.machine_watch().start()
+            result = await lab.arun(self.coro(*args, **kwargs))
+            tries.append((result, watch.stop()))
+            if not self._held_back(tries):
+                break
+        return self._verdict(tries)
+
+    def _judged(self, once: Callable[[], Any]) -> Any:
+        tries = []
+        for _ in range(2):
+            watch = lab.machine_watch().start()
+            try:
+                result = once()
+            finally:
+                held = watch.stop()
+            tries.append((result, held))
+            if not self._held_back(tries):
+                break
+        return self._verdict(tries)
+
+    @staticmethod
+    def _held_back(tries: list) -> bool:
+        held = tries[-1][1]
+        return held is not None and held.held_back
+
+    def _verdict(self, tries: list) -> Any:
+        """The last try's result; notes in the cell what held the lab back, and for the claims."""
+        name = self.__name__
+        if len(tries) == 2:
+            why = tries[0][1].describe()
+            show_note(f"<div style=\"color:#8a5a00\">&#9208; While {name} measured, {why}: measured once more.</div>",
+                      f"While {name} measured, {why}: measured once more.")
+        result, held = tries[-1]
+        if held is not None and held.held_back:
+            BUSY.note(name, held.describe())
+        else:
+            BUSY.clear(name)
+        return result
 
     def __repr__(self) -> str:
         return f"<lab call {self.__name__}{self.signature}>"
 
 
 def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
-                expected: Callable[[dict], float] | None = None) -> LabCall | Callable:
+                expected: Callable[[dict], float] | None = None, measures: bool = True) -> LabCall | Callable:
     """Make a coroutine function a ``LabCall``: plain from a cell (it waits) or awaited (``.aio``).
 
-    ``expected(arguments)`` estimates the seconds a call takes, for its progress bar.
+    ``expected(arguments)`` estimates the seconds a call takes, for its progress bar;
+    ``measures=False`` for a call that only starts or stops something (never run twice).
     """
     if coro_fn is None:
-        return functools.partial(on_lab_loop, expected=expected)
-    return LabCall(coro_fn, expected)
+        return functools.partial(on_lab_loop, expected=expected, measures=measures)
+    return LabCall(coro_fn, expected, measures)
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def start_server(name: str, handlers: list, **settings: Any) -> Server:
     """Start (or restart) a named Tornado server on loopback and return it."""
     return await lab.serve(name, handlers, **settings)
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def start_meter(name: str, target: Server | int, *, capture: int = 0, latency: float = 0.0) -> WireMeter:
     """Start (or restart) a named wire meter in front of a server; clients use ``meter.url``."""
     port = target.port if isinstance(target, Server) else target
@@ -418,7 +479,7 @@ async def start_meter(name: str, target: Server | int, *, capture: int = 0, late
     return meter
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def stop_server(name: str) -> None:
     """Stop the named server, if it is running."""
     await lab.stop_server(name)

@@ -1,13 +1,16 @@
 """Claims fail loudly; exercises never do, and every model answer passes its own check."""
 
 import importlib
+import json
 import pkgutil
 
 import pytest
 
 import labsupport.exercises
 from labsupport import ClaimFailed, Exercise, claim, show_progress
-from labsupport.checks import PROGRESS
+from labsupport.checks import (PROGRESS, ClaimNotJudged, claim_at_least, claim_at_most, claim_equal,
+                               claim_near)
+from labsupport.claims import BUSY, latest, write_records
 
 
 def test_a_true_claim_passes_and_prints_its_measurement(capsys):
@@ -18,6 +21,45 @@ def test_a_true_claim_passes_and_prints_its_measurement(capsys):
 def test_a_false_claim_raises_with_the_measurement():
     with pytest.raises(ClaimFailed, match="measured: 1 < 2"):
         claim("one is more than two", False, measured="1 < 2")
+
+
+def test_a_claim_is_data_with_an_id_theory_and_bounds_on_both_sides(capsys):
+    record = claim_near("T1 rate", "the rate is about 20 a second", [19.5, 20.8], [20, 20], rel=0.1, unit="/s")
+    assert (record.id, record.outcome, record.low, record.high) == ("T1 rate", "held", [18.0, 18.0], [22.0, 22.0])
+    assert "PASS [T1 rate] the rate is about 20 a second (measured 19.5 /s (theory 20; allowed 18 to 22)" in \
+        capsys.readouterr().out
+    assert latest()["T1 rate"].to_json()["measured"] == [19.5, 20.8]
+
+
+def test_a_point_outside_its_bounds_fails_and_a_nan_is_never_inside():
+    with pytest.raises(ClaimFailed, match=r"\[T2 rate\].*allowed 18 to 22"):
+        claim_near("T2 rate", "the rate is about 20 a second", [19.5, 23.0], 20, rel=0.1)
+    with pytest.raises(ClaimFailed):
+        claim_at_most("T3 late", "it is never late", float("nan"), 10)
+    assert latest()["T2 rate"].why == "outside at point(s) 1"
+
+
+def test_a_claim_after_a_held_back_measurement_is_not_judged_until_it_runs_again(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_NOT_JUDGED", "show")
+    BUSY.note("run_demo", "other programs used 2.0 cores")
+    try:
+        record = claim_equal("T4 lost", "nothing is lost", 5, 0)  # false, but nothing may be concluded
+        assert record.outcome == "not judged" and "run_demo" in record.why
+        assert "NOT JUDGED [T4 lost]" in capsys.readouterr().out
+        monkeypatch.setenv("COURSE_NOT_JUDGED", "fail")
+        with pytest.raises(ClaimNotJudged, match="other programs used 2.0 cores"):
+            claim_equal("T4 lost", "nothing is lost", 0, 0)
+    finally:
+        BUSY.clear("run_demo")
+    assert claim_equal("T4 lost", "nothing is lost", 0, 0).held
+
+
+def test_in_record_mode_a_failed_claim_is_shown_and_the_run_goes_on(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("COURSE_CLAIMS", "record")
+    record = claim_at_least("T5 many", "most answers are empty", 0.2, 0.5)
+    assert record.outcome == "failed" and "FAIL [T5 many]" in capsys.readouterr().out
+    saved = json.loads(write_records(tmp_path / "claims.json").read_text())
+    assert {"id": "T5 many", "outcome": "failed", "low": 0.5, "high": None}.items() <= saved[-1].items()
 
 
 def make_exercise():
@@ -73,7 +115,7 @@ def test_progress_lists_claims_held_and_exercises_answered_in_this_kernel(capsys
     right.check(4)
     wrong.check(5)
     rows = PROGRESS.rows(untouched)
-    assert ("claim", "three is odd", "holds") in rows and ("claim", "four is odd", "failed") in rows
+    assert ("claim", "three is odd", "held") in rows and ("claim", "four is odd", "failed") in rows
     assert [state for kind, _, state in rows if kind == "exercise"][-3:] == ["correct", "not yet", "not answered"]
     capsys.readouterr()
     show_progress(untouched)

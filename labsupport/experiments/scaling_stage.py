@@ -111,7 +111,7 @@ class Stage:
 _stage: Stage | None = None
 
 
-@on_lab_loop(expected=lambda kw: 3.0)
+@on_lab_loop(expected=lambda kw: 3.0, measures=False)
 async def stage(gateways: int = 1) -> Stage:
     """The lab's stage, started if needed, with at least ``gateways`` gateways running."""
     global _stage
@@ -130,7 +130,7 @@ async def stage(gateways: int = 1) -> Stage:
     return _stage
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def close_stage() -> None:
     global _stage
     lab.forget("scaling-stage")
@@ -139,7 +139,7 @@ async def close_stage() -> None:
         _stage = None
 
 
-@on_lab_loop
+@on_lab_loop(measures=False)
 async def cluster_state() -> dict[str, dict]:
     """Who each node says the meta-leader is, and each node's role and lag in the stage's stream."""
     s = await stage.coro(0)

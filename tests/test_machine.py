@@ -1,0 +1,73 @@
+"""The machine watch tells other programs holding the lab back from the lab's own code being slow."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from labsupport.lab import lab
+from labsupport.machine import MachineWatch
+
+pytestmark = pytest.mark.skipif(not MachineWatch(threading.get_native_id()).supported,
+                                reason="needs Linux's per-thread schedstat")
+
+
+async def blocking_lab(seconds: float = 1.0, block: float = 0.05) -> int:
+    """A lab whose own code blocks its loop ``block`` s at a time (as a handler calling time.sleep would)."""
+    blocks = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(block)
+        blocks += 1
+        await asyncio.sleep(0)
+    return blocks
+
+
+def held(fn):
+    watch = lab.machine_watch().start()
+    fn()
+    return watch.stop()
+
+
+def test_the_labs_own_blocking_is_not_blamed_on_the_machine():
+    verdict = held(lambda: lab.run(blocking_lab(1.0, 0.05)))
+    assert verdict is not None and not verdict.held_back, verdict
+    assert verdict.longest_wait < 0.02, verdict
+
+
+def test_the_labs_own_spinning_is_not_blamed_on_the_machine():
+    async def spin():
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            pass
+    verdict = held(lambda: lab.run(spin()))
+    assert not verdict.held_back, verdict
+
+
+def orphan_spinner() -> int:
+    """A busy process outside this process tree, as another program on the machine would be."""
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+def test_other_programs_on_every_core_hold_the_lab_back():
+    async def busy_lab():
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            sum(range(20_000))
+            await asyncio.sleep(0.001)
+    spinners = [orphan_spinner() for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.2)
+        verdict = held(lambda: lab.run(busy_lab()))
+    finally:
+        for pid in spinners:
+            os.kill(pid, signal.SIGKILL)
+    assert verdict.held_back, verdict
+    assert verdict.others_cores >= 0.5 * len(spinners), verdict
