@@ -57,5 +57,6 @@ def test_the_number_typing_exercises_are_measured():
 @pytest.mark.parametrize("exercise", MEASURED)
 def test_every_measurement_runs_and_agrees_with_its_theory(exercise):
     m = exercise.measurement()
-    assert m.holds, f"{exercise.name}: {m.claim} did not hold (measured {m.measured}; theory {m.theory})"
+    record = m.judged()
+    assert record.held, f"{exercise.name}: {m.claim} was {record.outcome} (measured {m.measured}; theory {m.theory}; {record.why})"
     assert m.theory and m.measured and m.how
