@@ -25,11 +25,7 @@ VALUES = ("ticker", "weather")
 
 @dataclass(frozen=True)
 class Event:
-    """One update: its sequence number (from 1), creation time (monotonic seconds), value.
-
-    How late the lab ran while a run lasted is measured once, by ``LoopWatch`` (``lab.py``), for
-    every backend; an event does not carry it.
-    """
+    """One update: its sequence number (from 1), creation time (monotonic seconds), value."""
 
     seq: int
     created: float

@@ -35,7 +35,6 @@ from .machine import MachineWatch
 from .progress import Progress
 from .wire import BACKLOG, LOOPBACK, Link, WireMeter
 
-LAB_LATE_LIMIT = 0.05  # a loop 50 ms late cannot keep a client's clock or time a push in milliseconds
 REFUSED_KEPT = 100
 CANCEL_AGAIN_AFTER = 0.1  # seconds a cancelled task may take to end before it is cancelled again
 CANCEL_GIVE_UP = 10.0     # seconds of cancelling after which a task is taken to ignore cancels on purpose
@@ -293,64 +292,6 @@ class Lab:
         me = asyncio.current_task()
         with contextlib.suppress(LabError):  # a task that ignores cancels dies with the loop
             await cancel_all(t for t in asyncio.all_tasks() if t is not me)
-
-
-class LoopWatch:
-    """How late the lab loop runs what is due: the lab's own capacity, measured while a run lasts.
-
-    Everything in the lab (servers, meters, clients) shares one thread. When it has more work
-    than its share of the machine's CPU allows, callbacks run late and a client's clock slips;
-    what an experiment then counts is the machine, not the pattern. The watch wakes every
-    ``tick`` seconds and records how late it woke; ``late_p95`` is the 95th percentile of that
-    lateness (how late any moment is, typically), ``late_max`` the longest single stall (what the
-    unluckiest moment of the run could suffer: bound a worst case by it), and ``cpu_share`` the
-    share of one core the lab's process used meanwhile.
-    """
-
-    def __init__(self, tick: float = 0.005) -> None:
-        self.tick = tick
-        self.lateness: list[float] = []
-        self._task: asyncio.Task | None = None
-        self._cpu = self._wall = 0.0
-
-    def start(self) -> "LoopWatch":
-        self._cpu, self._wall = time.process_time(), time.monotonic()
-        self._task = asyncio.get_running_loop().create_task(self._watch())
-        return self
-
-    async def _watch(self) -> None:
-        while True:
-            due = time.monotonic() + self.tick
-            await asyncio.sleep(self.tick)
-            self.lateness.append(max(0.0, time.monotonic() - due))
-
-    async def stop(self) -> "LoopWatch":
-        if self._task is not None:
-            await cancel_all([self._task])
-            self._task = None
-            self._cpu, self._wall = time.process_time() - self._cpu, time.monotonic() - self._wall
-        return self
-
-    @property
-    def late_p95(self) -> float:
-        ordered = sorted(self.lateness)
-        return ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0.0
-
-    @property
-    def late_max(self) -> float:
-        return max(self.lateness, default=0.0)
-
-    @property
-    def cpu_share(self) -> float:
-        return self._cpu / self._wall if self._wall > 0 else 0.0
-
-    def saturated(self, allowed: float = LAB_LATE_LIMIT) -> bool:
-        """True when the loop ran late by more than ``allowed`` seconds often (5 % of the time)."""
-        return self.late_p95 > allowed
-
-    def describe(self) -> str:
-        return (f"the lab loop ran up to {1000 * self.late_p95:.0f} ms late (95th percentile) while using "
-                f"{self.cpu_share:.0%} of a core")
 
 
 lab = Lab()

@@ -40,9 +40,6 @@ class Result:
     window: WireCounts | None = None      # the meter's counts over the feed's window alone
     server_cpu_s: float | None = None     # the server's CPU time in that window (own process only)
     server_rss: int | None = None         # the server's resident memory at its end (own process only)
-    lab_late: float | None = None         # how late the lab loop ran then (95th percentile, s; measure's runs)
-    lab_late_max: float | None = None     # its longest single stall then (s): what bounds a worst case
-    lab_cpu_share: float = 0.0            # the share of one core the lab's process used then
     served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
     captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
 
@@ -131,8 +128,6 @@ class Result:
             "bytes_down": self.wire.bytes_down,
             "bytes_per_event": self.wire.bytes_total / delivered if delivered else float("nan"),
             "errors": len(self.errors),
-            "lab_late_p95_ms": float("nan") if self.lab_late is None else 1000 * self.lab_late,
-            "lab_late_max_ms": float("nan") if self.lab_late_max is None else 1000 * self.lab_late_max,
         }
 
     def served_per_s(self) -> float:

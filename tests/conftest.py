@@ -42,7 +42,7 @@ def fresh_lab():
 # made once. The longest files are handed out first, so no long one starts last and keeps the
 # whole run waiting.
 
-LONGEST_FIRST = ("tests/test_jupyterlab.py", "notebooks/0", "tests/test_exercises_code.py", "tests/test_checks.py",
+LONGEST_FIRST = ("tests/test_mutants.py", "tests/test_jupyterlab.py", "notebooks/0", "tests/test_exercises_code.py", "tests/test_checks.py",
                  "tests/test_experiments_queues.py", "tests/test_scaling.py")
 
 

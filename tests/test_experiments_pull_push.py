@@ -12,12 +12,8 @@ def test_pull_result_counts_follow_from_the_setup():
     result = run_polling(0.1, rate=10, clients=3, duration=1.0, seed=1)
     s = result.summary()
     assert s["events"] == 10
-    # a pause of the lab loop of S seconds takes about S / T polls from every client (after it each asks once,
-    # then keeps its own ticks: polling.next_poll);
-    # a pause of half the run would leave nothing to check
-    assert result.lab_late_max < 0.5, f"the lab loop paused for {result.lab_late_max:.2f} s of a 1 s run"
-    kept_pace = 3 * (1.0 - result.lab_late_max) / 0.1
-    assert 0.85 * kept_pace <= s["requests_per_s"] <= 1.15 * 30, (s["requests_per_s"], result.lab_late_max)
+    # 3 clients every 0.1 s for 1 s: 30 requests, give or take one per client at the window's edges
+    assert 27 <= s["requests_per_s"] <= 33, s["requests_per_s"]
     assert s["connections_opened"] == 3  # keep-alive: one connection per client
     assert s["errors"] == 0
     assert set(result.requests["status"]) == {200}

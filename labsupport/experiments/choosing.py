@@ -32,15 +32,14 @@ import numpy as np
 import pandas as pd
 
 from ..feed import Event
-from ..lab import LAB_LATE_LIMIT, LabError, cancel_all, on_lab_loop
+from ..lab import LabError, cancel_all, on_lab_loop
 from ..patterns import polling, sse
 from ..patterns.sse_codec import encode_event
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for
-from .core import (PAUSE_SHARE, READY_TIMEOUT, Workload, again_if_late, crossing, established, measure,
-                   raise_client_failure, served)
+from .core import READY_TIMEOUT, Workload, crossing, established, measure, raise_client_failure, served
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -284,29 +283,6 @@ class Crossover:
     interval: float
     poll_bytes: float         # one poll, request and answer, as the wire meter captured it
     event_bytes: float        # one event on the stream, by the SSE and chunked-encoding framing rules
-    lab_limit_ms: float = 50.0          # how late the lab loop may typically run before its counts are the machine's
-    pause_limit_ms: float = 150.0       # ... and how long it may pause once
-    retried_rates: tuple[float, ...] = ()  # rates run twice because the lab fell behind the first time
-
-    def lab_kept_up(self) -> bool:
-        """Whether the lab loop stayed within ``lab_limit_ms`` (95th percentile) and paused for no
-        longer than ``pause_limit_ms`` in every run."""
-        return bool((self.table["lab_late_ms"] <= self.lab_limit_ms).all()
-                    and (self.table["lab_pause_ms"] <= self.pause_limit_ms).all())
-
-    def lab_report(self) -> str:
-        """One sentence for the learner: could the lab keep up, and what was done if not."""
-        worst, pause = self.table["lab_late_ms"].max(), self.table["lab_pause_ms"].max()
-        share = self.table["lab_cpu_share"].max()
-        how = (f"its loop typically ran at most {worst:.0f} ms late (limit {self.lab_limit_ms:.0f} ms) "
-               f"and paused at most {pause:.0f} ms once (limit {self.pause_limit_ms:.0f} ms)")
-        if self.lab_kept_up():
-            told = f"The lab kept up: {how}"
-        else:
-            told = (f"The lab could NOT keep up: {how}, so some counts are this machine's limit, not the "
-                    "pattern's. Close other programs, or sweep fewer clients or rates")
-        again = f"; rates {', '.join(f'{r:g}' for r in self.retried_rates)} were run twice" if self.retried_rates else ""
-        return f"{told}, using up to {share:.0%} of one core{again}."
 
     @property
     def theory_rate(self) -> float:
@@ -341,17 +317,11 @@ def _expected_sweep(kwargs: dict) -> float:
     return len(kwargs.get("rates", (1, 4, 16, 64))) * (kwargs.get("duration", 1.5) + kwargs.get("interval", 0.25) + 0.6)
 
 
-async def _sweep_rate(rate: float, clients: tuple[int, ...], interval: float, duration: float,
-                      limit: float) -> tuple[list[tuple[str, int]], list[PatternRun], bool]:
-    """The runs of one event rate, at the same time; once more if the lab fell behind (``again_if_late``)."""
+async def _sweep_rate(rate: float, clients: tuple[int, ...], interval: float,
+                      duration: float) -> tuple[list[tuple[str, int]], list[PatternRun]]:
+    """The runs of one event rate, at the same time."""
     grid = [(p, n) for p in ("polling", "sse") for n in clients] + [("polling, keep-alive", min(clients))]
-
-    def run_grid():
-        return asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid))
-
-    runs, again = await again_if_late(list(await run_grid()), run_grid, limit, duration,
-                                      result=lambda run: run.result)
-    return grid, runs, again
+    return grid, list(await asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid)))
 
 
 @on_lab_loop(expected=_expected_sweep)
@@ -362,12 +332,7 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
     The runs of one event rate go at the same time, one rate after the other. All clients,
     meters and servers share the lab's one thread; a poll without keep-alive costs it a new
     connection at each end of the meter (about 1.5 ms of CPU), so running the whole grid at once
-    asked for most of a core, more than a shared machine gives, and the pollers fell behind
-    their clock. Each run watches how late the lab loop runs (``LoopWatch``). A poll takes a
-    handful of loop passes (connect, relay, answer, relay back), so a loop a fifth of the
-    interval late makes polls outlast the interval and the clock slip: a rate whose runs found
-    the lab that far behind is run once more, and the table keeps ``lab_late_ms`` so that what
-    remains is visible.
+    asked for most of a core, and the pollers fell behind their clock.
     """
     if not rates or min(rates) <= 0 or not clients or min(clients) < 1:
         raise ValueError("rates must be positive events per second and clients at least 1.")
@@ -375,12 +340,9 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
         raise ValueError(f"interval must be between 0.05 and 10 s, not {interval!r}.")
     if len(rates) * (2 * sum(clients) + min(clients)) > 1500:
         raise ValueError("That sweep would start more than 1500 clients in all: use fewer rates or clients.")
-    limit = min(LAB_LATE_LIMIT, interval / 5)
-    rows, exchanges, retried, events = [], [], [], 0
+    rows, exchanges, events = [], [], 0
     for rate in rates:
-        grid, runs, again = await _sweep_rate(rate, tuple(clients), interval, duration, limit)
-        if again:
-            retried.append(rate)
+        grid, runs = await _sweep_rate(rate, tuple(clients), interval, duration)
         for (pattern, n), run in zip(grid, runs):
             s = run.result.summary()
             rows.append({"rate": rate, "clients": n, "pattern": pattern, **run.per_client_second(),
@@ -388,15 +350,12 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
                          "latency_mean_ms": s["latency_mean_ms"],
                          "bytes_per_delivered_event": run.window.bytes_total / max(run.deliveries_in_window(), 1),
                          "polls": run.requests_in_window(), "deliveries": run.deliveries_in_window(),
-                         "window_bytes": run.window.bytes_total, "lab_late_ms": 1000 * run.result.lab_late,
-                         "lab_pause_ms": 1000 * run.result.lab_late_max,
-                         "lab_cpu_share": run.result.lab_cpu_share})
+                         "window_bytes": run.window.bytes_total})
             if pattern == "polling":  # without keep-alive: one poll per connection
                 exchanges += [len(up) + len(down) for up, down in run.result.heads if up and down]
             events = max(events, len(run.result.events))
     return Crossover(pd.DataFrame(rows), interval, poll_bytes=float(np.median(exchanges)),
-                     event_bytes=float(np.mean([framed_event_bytes(seq) for seq in range(1, events + 1)])),
-                     lab_limit_ms=1000 * limit, pause_limit_ms=1000 * PAUSE_SHARE * duration, retried_rates=tuple(retried))
+                     event_bytes=float(np.mean([framed_event_bytes(seq) for seq in range(1, events + 1)])))
 
 
 def framed_event_bytes(seq: int, value: float = 100.01) -> int:

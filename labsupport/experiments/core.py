@@ -33,7 +33,7 @@ import pandas as pd
 import psutil
 
 from ..feed import Event, Feed
-from ..lab import LabCall, LabError, LoopWatch, Server, cancel_all, lab
+from ..lab import LabCall, LabError, Server, cancel_all, lab
 from ..record import Recorder
 from ..results import Result
 from ..wire import Link, WireCounts, WireMeter
@@ -198,10 +198,8 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
     event (so an event that is late on a busy machine is counted late, not missed).
     ``scenario(run)`` runs alongside the feed. ``settings`` are recorded in the result.
 
-    The result also tells the feed's window apart: the wire counts in it, the server's CPU time
-    in it (own process only), and how late the lab loop ran until the drain ended (``lab_late``,
-    ``lab_late_max``): when the lab cannot keep up, its numbers describe the machine more than
-    the pattern.
+    The result also tells the feed's window apart: the wire counts in it and the server's CPU
+    time in it (own process only).
     """
     backend = backend or LabServer(pattern, handlers, workload)
     recorders = [Recorder(i) for i in range(workload.clients)]
@@ -213,14 +211,12 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
             if ready_first:
                 await all_ready(recorders, tasks)
             first, before = meter.counts(), await backend.usage()
-            watch = LoopWatch().start()
             started = await backend.start_feed(workload.duration)
             if scenario is not None:
                 await asyncio.gather(backend.finished(), scenario(Run(pattern, backend, meter, recorders)))
             await backend.finished()
             last, after = meter.counts(), await backend.usage()
             await asyncio.sleep(drain)
-            await watch.stop()  # after the drain: the last events' waits end there
             events = await backend.events()
             if catch_up:
                 await all_caught_up(recorders, max((e.seq for e in events), default=0), catch_up)
@@ -230,8 +226,7 @@ async def measure(pattern: str, handlers: Callable[[Feed], list] | None, client:
         counts = meter.counts()
     result = Result.build(pattern, {**asdict(workload), **settings}, events, recorders,
                           meter.connections, counts, started, workload.duration)
-    result.window, result.lab_cpu_share = window_counts(first, last), watch.cpu_share
-    result.lab_late, result.lab_late_max = watch.late_p95, watch.late_max
+    result.window = window_counts(first, last)
     if after is not None:
         result.server_cpu_s, result.server_rss = after.cpu_seconds - before.cpu_seconds, after.rss_bytes
     return result
@@ -312,35 +307,6 @@ def established(port: int, pid: int | None = None) -> int:
     """
     return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
-
-
-PAUSE_SHARE = 0.1  # a single pause of the lab this share of a run takes as much out of every client's count
-
-
-def lab_behind(results: list[Result], limit: float, pause_limit: float) -> float:
-    """How far behind the lab loop fell in these runs, as a share of what their counts allow (above
-    1: too far): typically (95th percentile lateness against ``limit``) or once (its longest pause
-    against ``pause_limit``; a pause of S takes S out of every client's clock at once)."""
-    return max(max(r.lab_late / limit, r.lab_late_max / pause_limit) for r in results)
-
-
-async def again_if_late(runs: list, rerun: Callable[[], Awaitable[list]], limit: float, duration: float,
-                        result: Callable = lambda run: run) -> tuple[list, bool]:
-    """``runs`` of ``duration`` s that went together, and once more if the lab loop fell behind in
-    them (``lab_behind`` above 1 against ``limit`` and a pause of ``PAUSE_SHARE`` of the run): of
-    the two tries, the better-timed one is kept.
-
-    For counts that depend on the lab keeping a client's pace: a busy machine can hold the one
-    thread long enough that what is counted is the machine. ``result(run)`` is a run's ``Result``.
-    Returns (runs, whether they ran again).
-    """
-    def behind(tried: list) -> float:
-        return lab_behind([result(run) for run in tried], limit, PAUSE_SHARE * duration)
-
-    if behind(runs) <= 1:
-        return runs, False
-    again = list(await rerun())
-    return min((runs, again), key=behind), True
 
 
 def crossing(xs, gap) -> float:

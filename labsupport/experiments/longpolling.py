@@ -11,11 +11,11 @@ from typing import Awaitable
 import numpy as np
 import pandas as pd
 
-from ..lab import LAB_LATE_LIMIT, LabError, on_lab_loop
+from ..lab import LabError, on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
-from .core import Run, Workload, again_if_late, crossing, measure, variants_of
+from .core import Run, Workload, crossing, measure, variants_of
 
 QUIET_WAIT = 10.0
 
@@ -177,30 +177,19 @@ async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, int
     """Requests per second per client as the event rate rises: periodic polling, long polling, batched.
 
     Every run happens at once on its own server, so the whole table takes about one run's time.
-    The counts hold only while the lab keeps pace: to keep one request per event, a long poll must
-    be answered and asked again within one event spacing, a few passes of the lab loop, and a poller
-    must keep its interval. A rate whose runs found the loop typically more than a fifth of either
-    behind (95th percentile), or paused once for a tenth of the run, is run once more on its own,
-    and the better-timed try is kept (``table.attrs["retried_rates"]``; ``lab_late_ms`` and
-    ``lab_pause_ms`` in the table).
     """
     if not rates or min(rates) <= 0:
         raise ValueError("rates must be positive events per second.")
     group = functools.partial(_crossover_group, interval=interval, batch=batch, clients=clients, duration=duration)
-    rows, retried = [], []
+    rows = []
     for rate, runs in zip(rates, await asyncio.gather(*(group(rate) for rate in rates))):
-        limit = min(LAB_LATE_LIMIT, 0.2 / rate, 0.2 * interval)
-        runs, again = await again_if_late(list(runs), functools.partial(group, rate), limit, duration)
-        retried += [rate] * again
         for pattern, run in zip(CROSSOVER_PATTERNS, runs):
             s = run.summary()
             rows.append({"rate": rate, "pattern": pattern, "requests_per_s_per_client": s["requests_per_s"] / clients,
                          "requests_per_event": requests_per_event(run), "latency_mean_ms": s["latency_mean_ms"],
-                         "missed_share": s["missed_share"], "lab_late_ms": s["lab_late_p95_ms"],
-                         "lab_pause_ms": s["lab_late_max_ms"]})
+                         "missed_share": s["missed_share"]})
     table = pd.DataFrame(rows)
-    table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table),
-                       retried_rates=tuple(retried))
+    table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table))
     return table
 
 

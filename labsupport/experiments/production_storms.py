@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from ..lab import LoopWatch, cancel_all, on_lab_loop
+from ..lab import cancel_all, on_lab_loop
 from ..patterns import reconnect
 from ..record import Recorder
 from ..server_process import ServerProcess
@@ -45,7 +45,6 @@ class Storm:
     cpu: pd.DataFrame          # t (s after the cut), cpu_share (of one core) over the last reading
     lost: int                  # events a client never got (counted over both storms, on the last)
     window: float
-    lab_late_max: float = 0.0  # the lab loop's longest pause meanwhile (s): arrivals in it bunch at its end
 
     def per_bin(self) -> np.ndarray:
         bins = np.arange(0, max(self.window, self.arrivals.max(initial=0)) + BIN, BIN)
@@ -61,9 +60,7 @@ class Storm:
 
     def half_span(self) -> float:
         """The shortest time in which half of the clients came back (s): how tightly they bunch."""
-        times = np.sort(self.arrivals)
-        k = len(times) // 2
-        return float((times[k:] - times[:len(times) - k]).min()) if k else 0.0
+        return _half_span(self.arrivals)
 
     def summary(self) -> dict:
         return {"policy": self.policy, "clients": self.clients, "reconnects": len(self.arrivals),
@@ -72,8 +69,22 @@ class Storm:
                 "back_within_s": round(float(self.arrivals.max()), 3) if len(self.arrivals) else None,
                 "wait_p50_ms": round(float(np.median(self.wait)) * 1000, 1),
                 "wait_max_ms": round(float(self.wait.max(initial=0)) * 1000, 1),
-                "cpu_peak_share": round(float(self.cpu["cpu_share"].max()), 2), "lost": self.lost,
-                "lab_late_max_ms": round(self.lab_late_max * 1000, 1)}
+                "cpu_peak_share": round(float(self.cpu["cpu_share"].max()), 2), "lost": self.lost}
+
+
+def _half_span(times: np.ndarray) -> float:
+    times = np.sort(times)
+    k = len(times) // 2
+    return float((times[k:] - times[:len(times) - k]).min()) if k else 0.0
+
+
+def uniform_half_span(base: float, clients: int, trials: int = 2000, seed: int = 1) -> tuple[float, float]:
+    """What full jitter predicts for ``half_span``: its mean and standard deviation over ``trials``
+    draws of ``clients`` delays uniform in [0, ``base``] s. The shortest window holding half of
+    them is a little under ``base / 2`` (the draws are never perfectly even)."""
+    rng = np.random.default_rng(seed)
+    spans = [_half_span(rng.uniform(0, base, clients)) for _ in range(trials)]
+    return float(np.mean(spans)), float(np.std(spans))
 
 
 async def _sample_cpu(pid: int, since: float, samples: list) -> None:
@@ -100,12 +111,11 @@ async def _storm(meter: WireMeter, server: ServerProcess, recorders: list[Record
     """Cut every connection through ``meter``; watch ``window`` s (plus a drain) as the clients come back.
 
     The meter notes each arrival on the lab loop, so a pause of the loop holds back every arrival
-    that falls in it until the pause ends; a ``LoopWatch`` measures the longest such pause.
+    that falls in it until the pause ends.
     """
     samples: list = []
     opened_before = len(meter.connections)
     cut = time.monotonic()
-    watch = LoopWatch().start()
     sampler = asyncio.create_task(_sample_cpu(server.pid, cut, samples))
     await meter.cut_all()
     await asyncio.sleep(window)
@@ -114,10 +124,9 @@ async def _storm(meter: WireMeter, server: ServerProcess, recorders: list[Record
         await asyncio.sleep(0.05)
     await asyncio.sleep(DRAIN)
     await cancel_all([sampler])
-    await watch.stop()
     arrivals = np.array([c.opened - cut for c in meter.connections[opened_before:]])
     wait = np.array([q.answered - q.sent for r in recorders for q in r.requests if q.sent > cut])
-    return arrivals, wait, pd.DataFrame(samples), watch.late_max
+    return arrivals, wait, pd.DataFrame(samples)
 
 
 def _lost(recorders: list[Recorder], upto: int) -> int:
@@ -159,8 +168,8 @@ async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.
         for key, (name, policy, window) in policies.items():
             current[0] = policy
             await asyncio.sleep(0.5)   # every client sees an event (and so has an id to resume from) before the cut
-            arrivals, wait, cpu, late_max = await _storm(meter, server, recorders, window)
-            storms[key] = Storm(name, clients, arrivals, wait, cpu, 0, window, late_max)
+            arrivals, wait, cpu = await _storm(meter, server, recorders, window)
+            storms[key] = Storm(name, clients, arrivals, wait, cpu, 0, window)
         back = time.monotonic() - DRAIN
         raise_client_failure(tasks)
         events = await server.events()
