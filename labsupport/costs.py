@@ -46,7 +46,7 @@ def unit_costs(comparison, memory: pd.DataFrame) -> pd.DataFrame:
             "bytes_per_unit": run.window.bytes_total / max(units, 1),
             "cpu_ms_per_unit": cpu_ms,
             "setup_bytes_per_connection": 0.0 if pulls else first / max(run.result.wire.connections_opened, 1),
-            "memory_kb_per_connection": per_connection.get(name, float("nan")) / 1024,
+            "memory_kb_per_connection": per_connection.get(name, float("nan")) / 1000,
         }
     return pd.DataFrame(rows).T
 
@@ -60,10 +60,13 @@ def project(units: pd.DataFrame, *, clients: int, rate: float, interval: float, 
     the interval is longer than ``keep_alive_timeout`` (servers drop idle connections after
     5 s (Apache) to 75 s (nginx)); a long-polling client makes one request per event and one
     per ``hold`` without news; a held stream sends a keepalive of ``KEEPALIVE_BYTES`` every
-    ``KEEPALIVE_EVERY`` s; costs grow linearly (no batching, no compression, no HTTP/2); CPU is
+    ``KEEPALIVE_EVERY`` s; costs grow linearly (no batching, no compression, no HTTP/2); bytes
+    are TCP payload, so TLS records and TCP/IP headers and acknowledgements come on top; CPU is
     this Python server's, so cores are an upper bound for a compiled server and the ratios
-    between patterns are what carry over; kernel socket memory is not counted. ``servers`` is
-    how many ``server`` machines the busiest resource needs.
+    between patterns are what carry over (a Python server uses one core per process, so a
+    machine's cores mean as many processes); kernel socket memory is not counted; kB, MB and GB
+    are 1000, 10⁶ and 10⁹ bytes. ``servers`` is how many ``server`` machines the busiest resource
+    needs, with no headroom.
     """
     rows = {}
     for name, u in units.iterrows():
@@ -79,7 +82,7 @@ def project(units: pd.DataFrame, *, clients: int, rate: float, interval: float, 
             units_per_s, held = clients * rate, clients
             standing = clients * KEEPALIVE_BYTES / KEEPALIVE_EVERY
         bandwidth = units_per_s * u["bytes_per_unit"] + standing
-        memory_gb = held * u["memory_kb_per_connection"] * 1024 / 1e9
+        memory_gb = held * u["memory_kb_per_connection"] * 1000 / 1e9
         cores = units_per_s * u["cpu_ms_per_unit"] / 1000
         mbit = bandwidth * 8 / 1e6
         servers = max(cores / server["cores"], memory_gb / server["memory_gb"], mbit / 1000 / server["network_gbit"])
@@ -95,7 +98,11 @@ def cheaper_on_paper(units: pd.DataFrame, *, rates: tuple[float, ...], clients: 
     """A grid of clients × event rate: which of ``pull`` and ``push`` needs fewer servers, and by how much.
 
     Both deliver every event within ``max_delay`` seconds: the poller asks every
-    ``min(max_delay, 1 / rate)`` seconds, so it neither waits too long nor skips events. Cells
+    ``min(max_delay, 1 / rate)`` seconds, so it neither waits too long nor skips events. That
+    holds for a poll of the latest value (``/latest``, chapters 1-2), which sees one event per
+    request. A poll with a cursor (``?after=n``, chapter 3) gets every event since its last
+    request at any interval, for about ``H / T + r × f`` bytes a second; this grid does not cost
+    that poller. Cells
     read like "push 3.2×": the winner, and the loser's cost over the winner's. Where both need
     under 1 % of one server, the choice does not matter and the cell says so.
     """
@@ -191,7 +198,9 @@ def recommend(need: Need, units: pd.DataFrame, *, keep_alive_timeout: float = 5.
 
     The rules: background work for another service goes on a queue; clients that send often
     need a two-way connection (WebSocket); polling cannot show an update sooner than its
-    interval, and skips updates when they come faster than it polls. The costs are
+    interval, and skips updates when they come faster than it polls. That last rule is for a
+    poll of the latest value (``/latest``); a poll with a cursor (``?after=n``, chapter 3) skips
+    nothing, and the guide does not cost it. The costs are
     ``project(...)`` with the measured ``units``; polling is costed at the interval the delay
     allows.
     """
@@ -210,7 +219,7 @@ def recommend(need: Need, units: pd.DataFrame, *, keep_alive_timeout: float = 5.
     elif need.every_update_matters and rate * interval > 1:
         allowed.remove("polling")
         reasons.append(f"updates come {rate * interval:.0f}× per allowed delay and every one matters: "
-                       "polling that slowly would skip them")
+                       "polling the latest value that slowly would skip them")
     candidates = costs.loc[[p for p in allowed if p in costs.index]]
     best = candidates["servers"].idxmin()
     if not need.two_way:

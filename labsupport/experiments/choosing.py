@@ -250,7 +250,7 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
         finally:
             await cancel_all(ramps)
     table = pd.DataFrame(rows)
-    table["rss_mb"] = table["rss_bytes"] / 2 ** 20
+    table["rss_mb"] = table["rss_bytes"] / 1e6
     table.attrs["per_connection"] = {
         p: float(np.polyfit(rows["connections"], rows["rss_bytes"], 1)[0]) for p, rows in table.groupby("pattern")}
     return table

@@ -145,7 +145,7 @@ class Holding:
 
     def summary(self) -> dict:
         return {"pattern": self.pattern, "connections": self.count,
-                "server_memory_mb": round(float(self.table["rss_bytes"].iloc[-1]) / 2 ** 20, 1),
+                "server_memory_mb": round(float(self.table["rss_bytes"].iloc[-1]) / 1e6, 1),
                 "kb_per_connection": round(self.bytes_per_connection / 1000, 2),
                 "seconds_to_open": round(self.open_seconds, 2),
                 "opened_per_s": round(self.count / self.open_seconds) if self.open_seconds else None}

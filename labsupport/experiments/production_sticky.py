@@ -20,7 +20,15 @@ from .production_deploys import RoundRobin
 
 
 class StickyByAddress(RoundRobin):
-    """A balancer that sends every connection from one client address to the same backend (``ip_hash``)."""
+    """A balancer that sends every connection from one client address to the same backend.
+
+    It keys on the last octet, the part that differs between the lab's clients; nginx's
+    ``hash $remote_addr consistent`` keys on the whole address. nginx's ``ip_hash`` keys on the
+    first three octets of an IPv4 address only, so 127.0.0.2 to 127.0.0.5 would all land on one
+    backend (nginx.org, ngx_http_upstream_module). In production many users behind one NAT share
+    an address, and a phone changes address as it moves between networks: a cookie set by the
+    balancer follows the user better.
+    """
 
     def backend_for(self, peer: tuple) -> int:
         return self.backends[int(peer[0].rsplit(".", 1)[1]) % len(self.backends)]

@@ -276,13 +276,15 @@ def split_cpu(sweep: pd.DataFrame) -> dict[str, float]:
 def unit_costs(sweep: pd.DataFrame, memory_kb_per_connection: float, *, name: str = "sse via gateways") -> pd.DataFrame:
     """Chapter 7's unit costs for the gateways, one row, for chapter 7's ``project``.
 
-    CPU per delivered event is the per-delivery part from ``split_cpu``: with many clients per
-    gateway, reading the stream (paid per gateway, not per client) is a rounding error. Bytes are
+    CPU per delivered event is the one-gateway run's, measured whole: all its CPU over all its
+    deliveries, reading the stream included. Spread over that run's clients, reading the stream
+    makes it a little dearer than with thousands of clients per gateway, so the projection errs
+    high. (``split_cpu``'s fit over K moves too much between runs to project from.) Bytes are
     the SSE framing of one event; memory per connection comes from ``gateway_memory``.
     """
-    cpu = split_cpu(sweep)
+    one = sweep.set_index("gateways").loc[1]
     return pd.DataFrame({name: {"unit": "delivered event", "bytes_per_unit": float(framed_event_bytes(1000)),
-                                "cpu_ms_per_unit": cpu["deliver_ms_per_delivery"], "setup_bytes_per_connection": 0.0,
+                                "cpu_ms_per_unit": float(one["cpu_ms_per_delivery"]), "setup_bytes_per_connection": 0.0,
                                 "memory_kb_per_connection": memory_kb_per_connection}}).T
 
 
@@ -311,7 +313,13 @@ async def gateway_memory(*, counts: tuple[int, ...] = (0, 100, 200)) -> pd.DataF
 
 def machine_plan(hosts: list[str], *, client_port: int = 4222, cluster_port: int = 6222,
                  store: str = "/var/lib/nats") -> pd.DataFrame:
-    """The command each machine runs for a cluster on ``hosts``: the same options the lab uses on loopback."""
+    """The command each machine runs for a cluster on ``hosts``: the same options the lab uses on loopback.
+
+    Not for copying as is: these commands carry no TLS and no credentials on the client port and
+    the routes, and ``-m 8222`` opens nats-server's monitoring page, which has no authentication
+    at all (docs.nats.io, "Monitoring"). Across machines, add TLS and credentials, and keep the
+    monitoring port on localhost or behind a firewall.
+    """
     routes = [f"nats://{h}:{cluster_port}" for h in hosts]
     rows = []
     for i, host in enumerate(hosts, start=1):

@@ -11,7 +11,8 @@ What is left:
   the check any site the user visits can open a socket *as the user*: cross-site WebSocket
   hijacking.
 * **a token in the query string**, which works everywhere, and ends up wherever URLs are
-  written down: the server's and every proxy's access log, the browser's history.
+  written down: the server's and every proxy's access log, the browser's history. The server
+  below accepts ``?token=`` only to show that leak: do not copy it.
 * **a ticket fetched first**: the page asks for a short-lived, single-use ticket with an
   ordinary ``fetch`` that *can* carry ``Authorization``, then opens the stream with
   ``?ticket=...``. If the URL leaks, the ticket is already spent.
@@ -74,7 +75,11 @@ class TicketHandler(tornado.web.RequestHandler):
 
 
 class EventsHandler(tornado.web.RequestHandler):
-    """``GET /events?ticket=...`` (or ``?token=...``): a one-event stream for the authenticated user."""
+    """``GET /events?ticket=...`` (or ``?token=...``): a one-event stream for the authenticated user.
+
+    Do not copy the ``?token=`` branch: a long-lived token in a URL is written to access logs in
+    clear. It is here to show that; the single-use ticket is the way to copy.
+    """
 
     def initialize(self, accounts: Accounts) -> None:
         self.accounts = accounts

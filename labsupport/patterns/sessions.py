@@ -9,10 +9,18 @@ later request must bring the cookie, and the server looks the session up in its 
 
 Behind a balancer that sends each new connection to the next server, the long poll's next
 request lands on a server that never saw the login: the session is unknown there. Either the
-balancer must be *sticky* (send a client back to the same server: by cookie, or by the
-client's address, nginx's ``ip_hash``), or the state must live where every server can read it
-(a shared store such as Redis, or the broker of chapter 6). A WebSocket does not care: the
-whole conversation is one connection, so it stays on the server that accepted it.
+balancer must be *sticky* (send a client back to the same server: by a cookie, or by the
+client's address, nginx's ``hash $remote_addr``), or the state must live where every server can
+read it (a shared store such as Redis, or the broker of chapter 6). A WebSocket does not care
+while it stays open: the whole conversation is one connection, on the server that accepted it.
+When it breaks, it reconnects through the balancer, maybe to another server, and must log in
+and resume again there.
+
+Do not copy the logins: they show where a session lives, not how to authenticate. ``/login``
+believes the ``user`` it is sent, with no password, and ``/ws`` believes the ``user`` in the
+first message; a real server checks a credential (a password, a token, the session cookie). And
+the ``sid`` cookie here lacks ``secure``, because the lab speaks plain HTTP on loopback; in
+production it needs ``secure`` so that it only ever travels over HTTPS (RFC 6265 §4.1.2.5).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ class LoginHandler(tornado.web.RequestHandler):
     def post(self) -> None:
         sid = secrets.token_urlsafe(16)
         self.sessions[sid] = self.get_body_argument("user", "anon")[:40]
-        self.set_cookie("sid", sid, httponly=True, samesite="Strict")
+        self.set_cookie("sid", sid, httponly=True, samesite="Strict")   # production: secure=True as well
         self.write({"server": self.name})
 
 
@@ -59,7 +67,10 @@ class UpdatesHandler(tornado.web.RequestHandler):
 
 
 class StreamSocket(tornado.websocket.WebSocketHandler):
-    """A WebSocket that logs in with its first message and keeps that session on the connection."""
+    """A WebSocket that logs in with its first message and keeps that session on the connection.
+
+    Do not copy the login: the first message names a user and is believed, with no credential.
+    """
 
     def initialize(self, sessions: Sessions, name: str, feed: Feed) -> None:
         self.sessions, self.name, self.feed = sessions, name, feed

@@ -3,8 +3,11 @@
 No connection is held: each event is one ordinary HTTP request, from the provider's server to
 the receiver's. That makes the receiver's problems the provider's: the receiver may be down,
 slow, or someone else pretending to be the provider. Three rules handle them. The header names
-and the signed string follow the Standard Webhooks specification (standardwebhooks.com); Stripe
-and GitHub sign the same way with their own header names:
+and the signed string follow the Standard Webhooks specification (standardwebhooks.com). Other
+providers sign less: Stripe signs ``timestamp.body`` (``Stripe-Signature: t=...,v1=<hex>``,
+docs.stripe.com/webhooks); GitHub signs the raw body alone (``X-Hub-Signature-256: sha256=<hex>``),
+with no timestamp, so its receiver cannot refuse an old delivery and must dedupe on the
+``X-GitHub-Delivery`` id instead (docs.github.com, "Validating webhook deliveries"):
 
 * **Signed.** The provider signs ``id.timestamp.body`` with HMAC-SHA256 (RFC 2104) under a
   secret both sides hold, and sends ``webhook-id``, ``webhook-timestamp`` and

@@ -70,7 +70,7 @@ def connection_memory(memory: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for pattern, rows in memory.groupby("pattern"):
         fig.add_scatter(x=rows["connections"], y=rows["rss_mb"] - rows["rss_mb"].iloc[0], mode="lines+markers",
-                        name=f"{pattern}: {memory.attrs['per_connection'][pattern] / 1024:.1f} KB each")
+                        name=f"{pattern}: {memory.attrs['per_connection'][pattern] / 1000:.1f} kB each")
     return framed(fig, title="Server memory (RSS) against idle connections held", height=380,
                   xaxis_title="connections held", yaxis_title="MB above the server at rest")
 
@@ -78,7 +78,7 @@ def connection_memory(memory: pd.DataFrame) -> go.Figure:
 def idle_connections(holding) -> go.Figure:
     """A ``Holding``: the server's memory at each step up to thousands of idle connections."""
     t = holding.table
-    fig = go.Figure(go.Scatter(x=t["connections"], y=t["rss_bytes"] / 2 ** 20, mode="lines+markers",
+    fig = go.Figure(go.Scatter(x=t["connections"], y=t["rss_bytes"] / 1e6, mode="lines+markers",
                                name=holding.pattern))
     each_kb = holding.bytes_per_connection / 1000
     return framed(fig, title=f"{holding.pattern}: {holding.count:,} idle connections, {each_kb:.1f} kB each, "
