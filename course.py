@@ -68,7 +68,7 @@ def ensure_test_packages() -> None:
         return
     names, tests = " and ".join(missing), " and the ".join(TEST_PACKAGES[name][1] for name in missing)
     if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
-        print(f"{names} not installed, so the {tests} will be skipped "
+        print(f"{names} {'is' if len(missing) == 1 else 'are'} not installed, so the {tests} will be skipped "
               f"(on Debian or Ubuntu: apt-get install {' '.join(missing)}).", flush=True)
         return
     print(f"Installing Debian's {names} for the {tests} ...", flush=True)

@@ -66,6 +66,7 @@ class Result:
             columns=["client", "sent", "answered", "status", "new_events"],
         )
         rq["empty"] = rq["new_events"] == 0
+
         def ended(c: Connection, direction: str) -> float | None:  # when its end of stream crossed the client's leg
             read, passed = c.ends.get(direction, (None, None))
             at = read if direction == "up" else passed
@@ -202,7 +203,7 @@ class Result:
         from .plots import latency_histogram
         return latency_histogram({self.pattern: self}, **kwargs)
 
-    def save_capture(self, path) -> "Path":
+    def save_capture(self, path: str | Path) -> Path:
         """Write the run's connections to ``path`` as a pcapng file for Wireshark (see ``pcap.py``).
 
         One TCP conversation per connection, on the client's leg of the wire meter (client <-> meter,

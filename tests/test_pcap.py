@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 
+from labsupport import tshark_view
 from labsupport.capture import messages
 from labsupport.experiments.polling import run_polling
 from labsupport.experiments.sse import run_sse
@@ -183,3 +184,21 @@ def test_tshark_counts_what_the_course_counts(runs, name, drop, tmp_path):
     else:
         assert counted == expected
         assert not re.search(r"^(Errors|Warns) \(", expert, re.M) and "Malformed" not in expert, expert
+
+
+def test_the_view_says_how_to_open_the_file_where_tshark_is_missing(runs, tmp_path, monkeypatch, capsys):
+    path = runs["websocket"].save_capture(tmp_path / "ws.pcapng")
+    port = int(runs["websocket"].connections.meter_port[0])
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    tshark_view(path, "websocket")
+    told = capsys.readouterr().out
+    assert "Open" in told and f"Decode As..., TCP port {port}, HTTP" in told and "websocket" in told
+
+
+@needs_tshark
+def test_the_view_shows_tsharks_lines(runs, tmp_path, capsys):
+    tshark_view(runs["websocket"].save_capture(tmp_path / "ws.pcapng"), "http or websocket", lines=4)
+    shown = capsys.readouterr().out.splitlines()
+    packets = shown[2:-1]  # two clients: two handshakes first
+    assert shown[0].startswith("$ tshark -r ") and len(packets) == 4 and shown[-1].startswith("... and ")
+    assert sum("GET /feed" in line for line in packets) == 2 and sum("101 Switching" in line for line in packets) == 2
