@@ -10,8 +10,9 @@
 Extra arguments are passed on: to JupyterLab (``lab --no-browser --port 8899``) or to pytest
 (``test tests/test_wire.py -x``). ``--busy-core`` runs a spinning child process for as long as
 the tests run: every claim must hold on a loaded machine, not only on a quiet one. The environment is made once and refreshed only when
-requirements.txt changes. The browser tests use Debian's Chromium: ``test`` installs it with
-apt-get when run as root on Debian, and otherwise the browser tests are skipped.
+requirements.txt changes. The browser tests use Debian's Chromium and the capture tests its
+tshark: ``test`` installs them with apt-get when run as root on Debian, and otherwise those tests
+are skipped.
 """
 
 from __future__ import annotations
@@ -53,19 +54,31 @@ def ensure_environment() -> Path:
     return python
 
 
-def ensure_browser() -> None:
-    """The browser tests drive Debian's Chromium; install it where we can (Debian, as root)."""
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
+TEST_PACKAGES = {  # Debian package: (the programs it provides, the tests that drive them)
+    "chromium": (("chromium", "chromium-browser"), "browser tests"),
+    "tshark": (("tshark",), "Wireshark tests"),
+}
+# tshark's package asks whether users who are not root may capture: the tests only read files
+TSHARK_ANSWER = b"wireshark-common wireshark-common/install-setuid boolean false\n"
+
+
+def ensure_test_packages() -> None:
+    """The browser tests drive Debian's Chromium, the capture tests its tshark: install them where we can."""
+    missing = [name for name, (programs, _) in TEST_PACKAGES.items() if not any(map(shutil.which, programs))]
+    if not missing:
         return
+    names, tests = " and ".join(missing), " and the ".join(TEST_PACKAGES[name][1] for name in missing)
     if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
-        print("Chromium is not installed, so the browser tests will be skipped "
-              "(on Debian or Ubuntu: apt-get install chromium).", flush=True)
+        print(f"{names} {'is' if len(missing) == 1 else 'are'} not installed, so the {tests} will be skipped "
+              f"(on Debian or Ubuntu: apt-get install {' '.join(missing)}).", flush=True)
         return
-    print("Installing Debian's Chromium for the browser tests ...", flush=True)
+    print(f"Installing Debian's {names} for the {tests} ...", flush=True)
     quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+    if shutil.which("debconf-set-selections"):
+        subprocess.run(["debconf-set-selections"], input=TSHARK_ANSWER, **quiet)
     if subprocess.run(["apt-get", "update", "-qq"], **quiet).returncode or \
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], **quiet).returncode:
-        print("Could not install Chromium; the browser tests will be skipped.", flush=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", *missing], **quiet).returncode:
+        print(f"Could not install {names}; the {tests} will be skipped.", flush=True)
 
 
 def start_busy_core() -> subprocess.Popen:
@@ -104,7 +117,7 @@ def main(argv: list[str]) -> int:
     elif command == "mutants":
         args = [str(python), str(HERE / "tests" / "mutants" / "run.py"), *rest]
     else:
-        ensure_browser()
+        ensure_test_packages()
         busy = "--busy-core" in rest
         rest = [arg for arg in rest if arg != "--busy-core"]
         args = [str(python), "-m", "pytest", *parallel(rest), *(rest or ["tests", "notebooks"])]

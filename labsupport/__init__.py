@@ -21,11 +21,12 @@ from .results import Result
 from .source import show_source
 from .widgets import ControlPanel, int_slider, slider
 from .wire import Link, WireCounts, WireMeter
+from .wireshark import tshark_view
 
 __all__ = [
     "ClaimFailed", "ClaimNotJudged", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
     "Server", "WireCounts", "WireMeter", "Workload", "claim", "claim_at_least", "claim_at_most",
     "claim_between", "claim_equal", "claim_near", "int_slider", "lab", "ladder", "latency_histogram",
     "measure", "on_lab_loop", "show_progress", "show_source", "shutdown", "slider", "start_meter",
-    "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars",
+    "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars", "tshark_view",
 ]

@@ -411,11 +411,16 @@ async def start_server(name: str, handlers: list, **settings: Any) -> Server:
 
 
 @on_lab_loop(measures=False)
-async def start_meter(name: str, target: Server | int, *, capture: int = 0, latency: float = 0.0) -> WireMeter:
-    """Start (or restart) a named wire meter in front of a server; clients use ``meter.url``."""
+async def start_meter(name: str, target: Server | int, *, capture: int = 0, latency: float = 0.0,
+                      log_bytes: int = 0) -> WireMeter:
+    """Start (or restart) a named wire meter in front of a server; clients use ``meter.url``.
+
+    ``log_bytes`` keeps every chunk relayed, up to that many bytes in memory over all connections,
+    for a ladder (``ladder(meter.connections)``) or a capture file (``pcap.save_capture``).
+    """
     port = target.port if isinstance(target, Server) else target
     link = Link(latency=latency)
-    meter = await WireMeter(port, capture=capture, up=link, down=link).start()
+    meter = await WireMeter(port, capture=capture, up=link, down=link, log_bytes=log_bytes).start()
     await lab.replace(f"meter:{name}", meter.stop)
     return meter
 

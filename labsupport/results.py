@@ -9,7 +9,9 @@ staleness captures that, latency alone does not.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ import pandas as pd
 
 from .capture import http_messages
 from .feed import Event
+from .pcap import save_capture
 from .record import Recorder
 from .wire import Connection, WireCounts
 
@@ -32,7 +35,7 @@ class Result:
     events: pd.DataFrame          # seq, created
     deliveries: pd.DataFrame      # client, seq, created, seen, latency
     requests: pd.DataFrame        # client, sent, answered, status, new_events, empty
-    connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut
+    connections: pd.DataFrame     # id, opened, closed, bytes_up, bytes_down, cut, client_port, meter_port, end_up, end_down
     wire: WireCounts
     duration: float
     heads: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -42,6 +45,7 @@ class Result:
     server_rss: int | None = None         # the server's resident memory at its end (own process only)
     served: pd.DataFrame | None = None  # connection, arrived: each request as the server saw it, if counted
     captures: dict[int, list] = field(default_factory=dict)  # connection id -> the meter's logged chunks
+    started_at: float = 0.0  # the wall clock (s since the epoch) at time 0, the feed's start
 
     @classmethod
     def build(cls, pattern: str, settings: dict, events: list[Event], recorders: list[Recorder],
@@ -59,16 +63,24 @@ class Result:
             columns=["client", "sent", "answered", "status", "new_events"],
         )
         rq["empty"] = rq["new_events"] == 0
+
+        def ended(c: Connection, direction: str) -> float | None:  # when its end of stream crossed the client's leg
+            read, passed = c.ends.get(direction, (None, None))
+            at = read if direction == "up" else passed
+            return None if at is None else at - started
+
         cn = pd.DataFrame(
             [(c.id, c.opened - started, None if c.closed is None else c.closed - started,
-              c.bytes_up, c.bytes_down, c.cut) for c in connections],
-            columns=["id", "opened", "closed", "bytes_up", "bytes_down", "cut"],
+              c.bytes_up, c.bytes_down, c.cut, *c.ports, ended(c, "up"), ended(c, "down")) for c in connections],
+            columns=["id", "opened", "closed", "bytes_up", "bytes_down", "cut", "client_port", "meter_port",
+                     "end_up", "end_down"],
         )
         heads = [(bytes(c.head_up), bytes(c.head_down)) for c in connections]
         errors = [e for r in recorders for e in r.errors]
         captures = {c.id: [(way, read - started, delivered - started, data) for way, read, delivered, data in c.chunks]
                     for c in connections if c.chunks}
-        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors, captures=captures)
+        return cls(pattern, settings, ev, dl, rq, cn, wire, duration, heads, errors, captures=captures,
+                   started_at=time.time() - time.monotonic() + started)
 
     # -- derived measures -----------------------------------------------------------------
 
@@ -185,6 +197,16 @@ class Result:
     def plot_latency(self, **kwargs):
         from .plots import latency_histogram
         return latency_histogram({self.pattern: self}, **kwargs)
+
+    def save_capture(self, path: str | Path) -> Path:
+        """Write the run's connections to ``path`` as a pcapng file for Wireshark (see ``pcap.py``).
+
+        One TCP conversation per connection, on the client's leg of the wire meter (client <-> meter,
+        127.0.0.1, real ports): what the client sent timed when the meter read it, what it received
+        timed when the meter passed it on. Needs the meter's byte log, which runs built on ``measure``
+        keep (up to 2 MB each).
+        """
+        return save_capture(path, self, pattern=self.pattern, run=str(self.settings))
 
     def first_exchange(self) -> tuple[str, str]:
         """The first request and its answer on the first connection, decoded for reading.

@@ -8,7 +8,9 @@ so its numbers mean the same thing for every pattern in the course:
 * bytes up (client to server) and down (server to client), exact;
 * the first bytes of each connection in each direction, to show a real request and response;
 * optionally every chunk it relayed, with the time it read it and the time it passed it on
-  (``log_bytes``), so a ladder diagram can show each message where and when it crossed;
+  (``log_bytes``), so a ladder diagram can show each message where and when it crossed, and
+  ``pcap.py`` can write the connections as a capture file;
+* each connection's ports on the client's side, and when each direction's end of stream passed;
 * link impairments: added latency each way, jitter, a bandwidth cap, and cutting every open
   connection at once (a network blip).
 
@@ -68,6 +70,8 @@ class Connection:
     last_active: float = 0.0   # when a byte last passed, either way
     blackholed: bool = False   # bytes are read and dropped, and nobody is told
     chunks: list[tuple[str, float, float, bytes]] | None = None  # (direction, read, delivered, bytes)
+    ports: tuple[int, int] = (0, 0)  # the client's port and the meter's: the client's leg of the relay
+    ends: dict[str, tuple[float, float]] = field(default_factory=dict)  # direction -> end of stream (read, passed on)
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ class _Lane:
         self.pending = 0      # bytes in flight
         self.last_due = 0.0
         self.ending = False   # the source sent its end of stream
+        self.ending_at = 0.0  # ... when the meter read it
         self.done = False     # ... and it has been passed on
 
     def carry(self, chunk: bytes) -> None:
@@ -304,7 +309,8 @@ class _Lane:
 
     def finish(self) -> None:
         """The source sent its end of stream: pass it on after the last delayed chunk."""
-        self.ending = True
+        if not self.ending:
+            self.ending, self.ending_at = True, time.monotonic()
         if not self.in_flight:
             self._pass_end()
 
@@ -312,6 +318,7 @@ class _Lane:
         if self.done:
             return
         self.done = True
+        self.relay.conn.ends[self.direction] = (self.ending_at, time.monotonic())
         transport = self.sink.transport
         if transport is not None and not transport.is_closing():
             if self.source.lost or not transport.can_write_eof():
@@ -344,6 +351,7 @@ class _Relay:
     def made(self, end: _End) -> None:
         meter = self.meter
         if end is self.client:  # a client arrived: reach the server before reading a byte
+            self.conn.ports = (end.transport.get_extra_info("peername")[1], end.transport.get_extra_info("sockname")[1])
             meter.connections.append(self.conn)
             meter._relays.add(self)
             end.hold("connecting")

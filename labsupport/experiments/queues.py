@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..broker import Broker, connect, start_broker
 from ..lab import cancel_all, on_lab_loop
+from ..pcap import save_capture
 from ..patterns.queue import (DEPTH_EVERY, SERVICES, EmailQueue, EmailService, Journal, open_queue, produce,
                               publish_job, sample_depth, wait_until_done)
 from ..wire import WireMeter
@@ -53,6 +54,10 @@ class QueueRun:
         depth = pd.DataFrame(journal.depth, columns=["t", "waiting", "in_flight"])
         depth["depth"] = depth["waiting"] + depth["in_flight"]
         return cls(experiment, settings, published, deliveries, emails, depth, list(journal.marks), facts)
+
+    def save_capture(self, path):
+        """Write the connections the wire meter logged (where the run keeps them) as pcapng (``pcap.py``)."""
+        return save_capture(path, self.wire, pattern=f"message queue ({self.experiment})", run=str(self.settings))
 
     # -- what the claims check ----------------------------------------------------------------
 
@@ -279,6 +284,10 @@ class WireCapture:
     worker_down: bytes
     job_bytes: int
     wire: list = field(default_factory=list)  # the meter's connections, producer then worker, with their logs
+
+    def save_capture(self, path):
+        """Write the producer's and the worker's connections to the broker as pcapng (``pcap.py``)."""
+        return save_capture(path, self.wire, pattern="message queue (NATS JetStream)", run="a producer and an email worker")
 
     @staticmethod
     def readable(data: bytes, width: int = 130) -> str:

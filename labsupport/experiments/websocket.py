@@ -19,6 +19,7 @@ import tornado.web
 
 from ..lab import LabError, on_lab_loop
 from ..patterns import websocket as ws
+from ..pcap import save_capture
 from ..results import Result
 from .core import Routes, Workload, expected_seconds, measure, metered, served
 
@@ -100,6 +101,11 @@ class Duplex:
         up = [m for m in self.messages if m.direction == "up"]
         down = [m for m in self.messages if m.direction == "down"]
         return sum(u.sent < d.received and d.sent < u.received for u in up for d in down)
+
+    def save_capture(self, path):
+        """Write the game's connection to ``path`` as a pcapng file for Wireshark (see ``pcap.py``)."""
+        return save_capture(path, self.wire, pattern="websocket game loop",
+                            run=f"{self.duration:g} s, {self.count('down')} ticks down, {self.count('up')} inputs up")
 
     def table(self) -> pd.DataFrame:
         """One row per message: ``direction, n, sent, received`` (seconds); ``plots.duplex_lanes`` draws it."""
