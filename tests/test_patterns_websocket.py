@@ -368,3 +368,17 @@ def test_client_frames_say_how_much_came_before_the_fault():
     with pytest.raises(FrameError) as failed:
         ClientFrames(100).receive(good + bytes([0x82, 0xFF]) + (10**6).to_bytes(8, "big"))  # 1 MB announced
     assert failed.value.code == 1009 and failed.value.sound == len(good)
+
+
+def test_frames_sent_before_the_handshakes_answer_get_1002():
+    """RFC 6455 4.1: the client waits for the 101 before it sends a frame; one that does not is failed."""
+    async def body(server, hub):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                     + masked(0x1, b"too soon"))
+        await reader.readuntil(b"\r\n\r\n")
+        after = await asyncio.wait_for(reader.read(), scaled(10))  # up to the server's end of stream
+        writer.close()
+        assert after[:1] == b"\x88" and int.from_bytes(after[2:4], "big") == 1002 and b"before" in after
+    run(body)()
