@@ -1,8 +1,8 @@
 """The lab's Tornado servers: sockets the lab binds, connections that read WebSocket frames strictly.
 
-Tornado's WebSocket server aborts the TCP connection, with no close code, on most frames RFC
+Tornado's WebSocket server (6.6) aborts the TCP connection, with no close code, on most frames RFC
 6455 says to refuse, accepts unmasked client frames, and on a message over its limit sends 1009
-and closes at once, so that the kernel resets the connection and the client rarely reads the
+and closes at once, so that the kernel resets the connection and the client often never reads the
 1009. Every connection of a lab server is therefore a ``StrictStream``: once the server has
 answered ``101 Switching Protocols``, each byte the client sends passes through
 ``patterns/rfc6455.ClientFrames`` before Tornado reads it, and a faulty frame never reaches
