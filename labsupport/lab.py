@@ -24,8 +24,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 
 from .checks import show_note
@@ -33,7 +31,8 @@ from .claims import BUSY
 from .collector import older_objects_frozen
 from .machine import MachineWatch
 from .progress import Progress
-from .wire import BACKLOG, LOOPBACK, Link, WireMeter
+from .serving import Listener, listen
+from .wire import LOOPBACK, Link, WireMeter
 
 REFUSED_KEPT = 100
 CANCEL_AGAIN_AFTER = 0.1  # seconds a cancelled task may take to end before it is cancelled again
@@ -81,7 +80,7 @@ class Server:
 
     name: str
     port: int
-    http_server: tornado.httpserver.HTTPServer
+    listener: Listener
     state: Any = None
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -90,8 +89,7 @@ class Server:
         return f"http://{LOOPBACK}:{self.port}"
 
     async def stop(self) -> None:
-        self.http_server.stop()
-        await self.http_server.close_all_connections()
+        await self.listener.stop()
         for cleanup in reversed(self.cleanups):
             await cleanup()
 
@@ -218,19 +216,18 @@ class Lab:
         *,
         state: Any = None,
         cleanups: list[Callable[[], Awaitable[None]]] | None = None,
+        send_buffer: int | None = None,
         **settings: Any,
     ) -> Server:
         """Start a Tornado app on 127.0.0.1 with an OS-chosen port, replacing any server of that name.
 
+        ``settings`` go to Tornado; ``send_buffer`` sets each connection's ``SO_SNDBUF`` (``serving.listen``).
         Must be awaited on the lab loop (experiments do that); cells use ``start_server``.
         """
         await self.stop_server(name)
         app = tornado.web.Application(handlers, **{"log_function": self._note_refused, **settings})
-        http_server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
-        sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)
-        http_server.add_sockets(sockets)
-        port = sockets[0].getsockname()[1]
-        server = Server(name, port, http_server, state, list(cleanups or []))
+        listener = listen(app, send_buffer=send_buffer, idle_connection_timeout=60)
+        server = Server(name, listener.port, listener, state, list(cleanups or []))
         self.servers[name] = server
         return server
 

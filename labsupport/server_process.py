@@ -48,8 +48,7 @@ from pathlib import Path
 import psutil
 
 from .feed import Event, Feed
-from .lab import LOOPBACK, LabError, lab
-from .wire import BACKLOG
+from .lab import LabError, lab
 
 PATTERNS = ("polling", "long polling", "push", "sse", "websocket")
 START_TIMEOUT = 30.0   # Python, Tornado and the course package load in about a second; a busy machine is slower
@@ -197,19 +196,17 @@ def _read_commands(loop: asyncio.AbstractEventLoop, commands: asyncio.Queue) -> 
 async def serve_commands(routes: list, answer: Callable[[str, list[str]], Awaitable[dict]]) -> None:
     """The child's loop: serve ``routes`` on loopback, say the port, then answer the parent line by
     line (``usage`` here, any other word through ``answer``) until stdin closes."""
-    import tornado.httpserver
-    import tornado.netutil
     import tornado.web
 
-    server = tornado.httpserver.HTTPServer(tornado.web.Application(routes))
-    sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)  # room for a reconnect storm
-    server.add_sockets(sockets)
+    from .serving import listen
+
+    listener = listen(tornado.web.Application(routes))  # the lab's servers' backlog: room for a reconnect storm
     commands: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_commands, args=(asyncio.get_running_loop(), commands), daemon=True).start()
     # Everything imported so far (the whole labsupport package) stays as it is: frozen, the
     # collector's full walks skip it and cover only what serving creates (see collector.py).
     gc.freeze()
-    _say(port=sockets[0].getsockname()[1])
+    _say(port=listener.port)
     while (command := await commands.get()) is not None:
         word, *rest = command.split()
         if word == "usage":

@@ -161,7 +161,6 @@ def test_slow_reader_is_closed_with_1013_when_its_outbox_is_full():
             while not hub.sockets:
                 await asyncio.sleep(0.005)
             slow_socket = hub.sockets[0]
-            slow_socket.set_send_buffer(8192)
             async with session.ws_connect(ws.ws_url(server.url, "/chat?name=fast")) as fast:
                 for _ in range(100):  # 100 x 64 KB: more than the (shrunk) buffers and aiohttp's 512 KiB
                     await fast.send_str("z" * 65536)
@@ -173,7 +172,7 @@ def test_slow_reader_is_closed_with_1013_when_its_outbox_is_full():
             assert slow.close_code == ws.TRY_AGAIN_LATER
             while hub.sockets:  # closed sockets leave the hub
                 await asyncio.sleep(0.01)
-    run(body, timeout=40)(ws.Hub(outbox_limit=5, policy="close"))
+    run(body, timeout=40)(ws.Hub(outbox_limit=5, policy="close"), send_buffer=8192)
 
 
 def test_ping_pong_drops_a_frozen_peer_and_keeps_a_live_one():
@@ -222,61 +221,36 @@ def test_follow_reconnects_and_resumes_after_a_cut():
     run(body)(ws.Hub(feed))
 
 
-# -- the frame checks Tornado leaves out (labsupport/patterns/_rfc6455.py) ----------------------
+def test_a_small_send_buffer_holds_writes_back_for_a_reader_that_never_reads():
+    """``send_buffer`` reaches every connection: ``write_message``'s future stays pending once the
+    kernel's buffers are full, after some tens of kB with 8 KiB, megabytes without it."""
+    def flushed_before_stalling(send_buffer):
+        taken = []
 
-# sha256 (first 16 hex digits) of each Tornado method StrictProtocol relies on, as read for Tornado 6.6.1.
-TORNADO_METHODS_READ = {
-    "WebSocketProtocol13.__init__": "dc0bff21bca1ea02",
-    "WebSocketProtocol13._receive_frame": "1f0ef857d4df556b",
-    "WebSocketProtocol13._read_bytes": "e70fe5d156b7ab8b",
-    "WebSocketProtocol13._handle_message": "61f43d09e004be77",
-    "WebSocketProtocol13.close": "fed589693237a1cf",
-    "WebSocketHandler.get_websocket_protocol": "12e467619d34a049",
-}
-
-
-def test_tornado_frame_reader_is_the_one_we_hook():
-    """StrictProtocol overrides private Tornado methods: any change to them must be re-read by a person."""
-    import hashlib
-    import inspect
-
-    import tornado.websocket
-
-    changed = []
-    for qualified, digest in TORNADO_METHODS_READ.items():
-        cls, method = qualified.split(".")
-        source = inspect.getsource(getattr(getattr(tornado.websocket, cls), method))
-        if hashlib.sha256(source.encode()).hexdigest()[:16] != digest:
-            changed.append(qualified)
-    assert not changed, (f"Tornado {tornado.version} changed {changed}, which labsupport/patterns/_rfc6455.py "
-                         "overrides or relies on. Re-read them, fix StrictProtocol, then update TORNADO_METHODS_READ.")
-
-
-def test_set_send_buffer_reaches_the_socket_tornado_keeps():
-    """``OutboxSocket.set_send_buffer`` reaches through Tornado's private ``ws_connection.stream``: the method
-    that puts the stream there is pinned, and the buffer must really shrink, or this fails loudly."""
-    import hashlib
-    import inspect
-
-    import tornado.websocket
-
-    source = inspect.getsource(tornado.websocket.WebSocketProtocol13._accept_connection)
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "3f09d0144297ce29", (
-        f"Tornado {tornado.version} changed WebSocketProtocol13._accept_connection, where the open WebSocket's "
-        "stream is kept. Re-read it, fix OutboxSocket.set_send_buffer in labsupport/patterns/websocket.py, "
-        "then update this digest.")
-
-    async def body(server, hub):
-        async with wsconnect(server, "/echo"):
+        async def body(server, hub):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # reads nothing after the 101
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")
             while not hub.sockets:
                 await asyncio.sleep(0.005)
-            kept = hub.sockets[0].ws_connection.stream.socket
-            before = kept.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-            hub.sockets[0].set_send_buffer(8192)
-            after = kept.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-            assert after < before and 8192 <= after <= 2 * 8192  # Linux doubles the value it is given
-    run(body)()
+            message = "w" * 4096
+            try:
+                while sum(taken) < 64 * 2**20:
+                    await asyncio.wait_for(hub.sockets[0].write_message(message), 0.5)
+                    taken.append(len(message))
+            except asyncio.TimeoutError:
+                pass  # the kernel stopped taking frames
+            writer.close()
+        run(body)(**({} if send_buffer is None else {"send_buffer": send_buffer}))
+        return sum(taken)
 
+    small, default = flushed_before_stalling(8192), flushed_before_stalling(None)
+    assert small < 200_000 < default, (small, default)
+
+
+# -- the frame checks Tornado leaves out (labsupport/patterns/rfc6455.py, labsupport/serving.py) --------
 
 def frame(first: int, second: int) -> bytes:
     return bytes([first, second])
@@ -291,7 +265,7 @@ def frame(first: int, second: int) -> bytes:
     (frame(0x80, 0x85), 1002, "continuation"),      # continuing nothing
 ])
 def test_frame_checker_fails_broken_headers(header, code, words):
-    from labsupport.patterns._rfc6455 import FrameChecker, FrameError
+    from labsupport.patterns.rfc6455 import FrameChecker, FrameError
 
     with pytest.raises(FrameError) as failed:
         FrameChecker(1000).header(header)
@@ -299,7 +273,7 @@ def test_frame_checker_fails_broken_headers(header, code, words):
 
 
 def test_frame_checker_counts_a_fragmented_message_against_the_limit():
-    from labsupport.patterns._rfc6455 import FrameChecker, FrameError
+    from labsupport.patterns.rfc6455 import FrameChecker, FrameError
 
     checker = FrameChecker(100)
     assert checker.header(frame(0x01, 0x80 | 60)) == 60  # first fragment, 60 bytes
@@ -319,7 +293,7 @@ def test_frame_checker_counts_a_fragmented_message_against_the_limit():
 
 
 def test_close_reasons_fit_a_control_frame():
-    from labsupport.patterns._rfc6455 import close_reason
+    from labsupport.patterns.rfc6455 import close_reason
 
     assert close_reason("short") == "short"
     long = close_reason("é" * 100)
@@ -353,3 +327,58 @@ def test_compressed_client_messages_pass_once_permessage_deflate_is_agreed():
             await lab.stop_server(server.name)
 
     lab.run(go(), timeout=scaled(20))
+
+
+def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A client frame, masked as RFC 6455 5.3 asks (short payloads only)."""
+    key = b"\x01\x02\x03\x04"
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + key + bytes(
+        b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def test_client_frames_are_walked_across_any_split():
+    from labsupport.patterns.rfc6455 import ClientFrames
+
+    stream = masked(0x1, "héllo".encode(), fin=False) + masked(0x9, b"") + masked(0x0, " wörld".encode())
+    stream += masked(0x2, b"\xff\xfe") + masked(0x8, b"\x03\xe8")
+    for size in (1, 3, 7, len(stream)):  # one byte at a time, odd chunks, all at once
+        frames = ClientFrames(100)
+        assert all(frames.receive(stream[at:at + size]) == len(stream[at:at + size])
+                   for at in range(0, len(stream), size))
+
+
+def test_client_frames_say_how_much_came_before_the_fault():
+    from labsupport.patterns.rfc6455 import ClientFrames, FrameError
+
+    good = masked(0x1, b"fine")
+    with pytest.raises(FrameError) as failed:
+        ClientFrames(100).receive(good + bytes([0x81, 0x05]) + b"hello")  # then an unmasked frame
+    assert failed.value.code == 1002 and failed.value.sound == len(good)
+    text = "ünïcode".encode()
+    bad = masked(0x1, text[:-1] + b"\xff")  # a text frame that is not UTF-8 to the end
+    for split in (len(good) + 8, len(good) + 6 + len(text) - 1):  # the fault shows in a later chunk
+        frames = ClientFrames(100)
+        assert frames.receive((good + bad)[:split]) == split
+        with pytest.raises(FrameError) as failed:
+            frames.receive((good + bad)[split:])
+        assert failed.value.code == 1007 and failed.value.sound == 0  # the faulty frame never completes
+    with pytest.raises(FrameError) as failed:
+        ClientFrames(100).receive(masked(0x1, "é".encode()[:1]))  # a character cut at the message's end
+    assert failed.value.code == 1007
+    with pytest.raises(FrameError) as failed:
+        ClientFrames(100).receive(good + bytes([0x82, 0xFF]) + (10**6).to_bytes(8, "big"))  # 1 MB announced
+    assert failed.value.code == 1009 and failed.value.sound == len(good)
+
+
+def test_frames_sent_before_the_handshakes_answer_get_1002():
+    """RFC 6455 4.1: the client waits for the 101 before it sends a frame; one that does not is failed."""
+    async def body(server, hub):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                     + masked(0x1, b"too soon"))
+        await reader.readuntil(b"\r\n\r\n")
+        after = await asyncio.wait_for(reader.read(), scaled(10))  # up to the server's end of stream
+        writer.close()
+        assert after[:1] == b"\x88" and int.from_bytes(after[2:4], "big") == 1002 and b"before" in after
+    run(body)()

@@ -28,7 +28,7 @@ ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # fixed by RFC 6455
 
 def websocket_server(name: str, hub: ws.Hub | None = None, **settings) -> Routes:
     """A WebSocket server with its four rooms (``/feed``, ``/echo``, ``/chat``, ``/game``), not started yet;
-    ``settings`` go to Tornado (pings, size limit)."""
+    ``settings`` go to ``lab.serve``: Tornado's (pings, size limit) and ``send_buffer``."""
     return Routes(name, ws.handlers(hub or ws.Hub()), **settings)
 
 

@@ -38,7 +38,7 @@ async def run_websocket_cut(*, rate: float = 50.0, clients: int = 1, duration: f
 
 # -- W5: a slow reader, and the bound on its outbox --------------------------------------------
 
-SMALL_BUFFER = 8192  # bytes: the kernel's socket buffers shrunk, so the backlog shows in a second
+SMALL_BUFFER = 8192  # bytes: the kernel's socket buffers shrunk (SO_SNDBUF, SO_RCVBUF), so the backlog shows in a second
 # (aiohttp itself still holds up to 512 KiB of unread messages before it stops reading the socket)
 
 
@@ -79,14 +79,14 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
         raise ValueError("the reader must be slower than the talker: read_rate < talk_rate")
     hub = ws.Hub(outbox_limit=limit, policy=policy, outbox_bytes=None if limit is None else ws.OUTBOX_BYTES)
     samples, talker_heard, read, pace = [], [], [0], [1.0 / read_rate]
-    async with served(websocket_server("ws-slow", hub)) as server, aiohttp.ClientSession() as session:
+    async with (served(websocket_server("ws-slow", hub, send_buffer=SMALL_BUFFER)) as server,
+                aiohttp.ClientSession() as session):
         slow = await session.ws_connect(ws.ws_url(server.url, "/chat?name=slow"))
         slow.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
         while not hub.sockets:
             await asyncio.sleep(0.002)
         slow_socket = hub.sockets[0]  # closed sockets leave the hub: keep our own reference
         outbox = slow_socket.outbox
-        slow_socket.set_send_buffer(SMALL_BUFFER)
 
         async def read_slowly() -> None:
             async for _ in slow:

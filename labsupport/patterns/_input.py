@@ -9,6 +9,7 @@ raises ``RecursionError`` on deeply nested brackets. Both functions here answer 
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 
@@ -53,3 +54,11 @@ def strict_json(data: str | bytes):
 
 def _not_json(constant: str):
     raise ValueError(f"{constant} is not a JSON value")
+
+
+def error_reason(status_code: int, **error) -> str:
+    """The reason phrase of an error answer, from what ``write_error`` is given: an ``HTTPError``'s
+    reason, a ``reason`` passed to ``send_error``, else the standard phrase (as Tornado's status line)."""
+    raised = error.get("exc_info", (None, None, None))[1]
+    reason = getattr(raised, "reason", None) or error.get("reason")
+    return reason or http.client.responses.get(status_code, "Unknown")

@@ -30,7 +30,7 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import SizeLimits, cursor
+from ._input import SizeLimits, cursor, error_reason
 
 
 @dataclass
@@ -82,7 +82,7 @@ class EventsHandler(SizeLimits, tornado.web.RequestHandler):
             self.waiting.cancel()  # stop holding a request nobody will read
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        self.finish({"error": self._reason})  # a JSON error, like every other answer
+        self.finish({"error": error_reason(status_code, **kwargs)})  # a JSON error, like every other answer
 
 
 def handlers(feed: Feed, *, hold: float = 20.0, batch: float = 0.0, held: Held | None = None) -> list:

@@ -41,6 +41,7 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
+from ._input import error_reason
 
 
 class LatestHandler(tornado.web.RequestHandler):
@@ -60,7 +61,7 @@ class LatestHandler(tornado.web.RequestHandler):
             self.answers.append((self.get_status(), self.request))
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        self.finish({"error": self._reason})
+        self.finish({"error": error_reason(status_code, **kwargs)})
 
 
 def handlers(feed: Feed, *, cache_control: str | None = "no-cache", answers: list | None = None) -> list:

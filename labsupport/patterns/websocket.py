@@ -14,7 +14,7 @@ Server side (Tornado), four rooms on one server:
   client sends its inputs whenever it likes. Neither waits for the other (full duplex).
 
 Every message to a client passes through that client's ``Outbox``, drained by one writer
-task that waits until the kernel has taken each frame. A slow reader therefore makes its
+task that awaits each ``write_message``: its future resolves once the kernel has taken the frame. A slow reader therefore makes its
 outbox grow, never the server's memory without limit: past ``limit`` messages or
 ``max_bytes`` bytes the policy either drops the oldest (right for state where only the
 latest matters) or closes the connection with 1013, Try Again Later (right where every
@@ -28,7 +28,8 @@ code, not silence (RFC 6455 7.4.1): 1002 for a frame that breaks the protocol (a
 client frame, a reserved opcode or bit), 1009 for a message over ``websocket_max_message_size``,
 1007 for data that does not fit (text that is not UTF-8, a game input that is not the JSON the
 game expects), 1008 for a request the endpoint refuses (a feed cursor it never sent). Other
-clients are not affected. ``_rfc6455.py`` holds the frame checks Tornado leaves out.
+clients are not affected. ``rfc6455.py`` holds the frame checks Tornado leaves out; every lab
+server reads its clients through them (``serving.py``).
 
 Client side (aiohttp): ``follow`` (reconnecting feed reader), ``play`` (the game's two
 concurrent loops), ``chat`` and ``round_trips``.
@@ -40,7 +41,6 @@ import asyncio
 import collections
 import json
 import math
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,7 +51,7 @@ import tornado.websocket
 from ..feed import Feed
 from ..record import Recorder
 from ._input import SizeLimits, cursor, strict_json
-from ._rfc6455 import INVALID_DATA, close_reason, strict
+from .rfc6455 import INVALID_DATA, close_reason
 
 OUTBOX_LIMIT = 1000           # messages waiting for one client before the policy applies
 OUTBOX_BYTES = 4 * 2**20      # bytes of memory those messages may hold
@@ -133,9 +133,6 @@ class OutboxSocket(SizeLimits, tornado.websocket.WebSocketHandler):
         self.opened = self.closed = None
         self.tasks: list[asyncio.Task] = []
 
-    def get_websocket_protocol(self):
-        return strict(super().get_websocket_protocol(), self)  # the frame checks Tornado leaves out
-
     def open(self) -> None:
         self.opened = time.monotonic()
         self.outbox = Outbox(self.hub.outbox_limit, self.hub.policy, self.hub.outbox_bytes)
@@ -164,19 +161,6 @@ class OutboxSocket(SizeLimits, tornado.websocket.WebSocketHandler):
                 await self.write_message(message, binary=isinstance(message, bytes))  # once the kernel has it
         except tornado.websocket.WebSocketClosedError:
             pass
-
-    def set_send_buffer(self, size: int) -> None:
-        """Shrink the kernel's send buffer for this client (``SO_SNDBUF``), so a slow reader's backlog
-        shows in the outbox within a second instead of hiding in the kernel.
-
-        PRIVATE TORNADO API, the one reach into Tornado's internals outside ``_rfc6455.py``: Tornado
-        offers ``set_nodelay`` but no public way to an open WebSocket's socket. ``ws_connection``
-        is the protocol, whose ``stream`` is the connection's ``IOStream`` (taken from the HTTP
-        connection in ``WebSocketProtocol13._accept_connection``); ``IOStream.socket`` is public.
-        ``tests/test_patterns_websocket.py`` pins that method's source and checks the buffer shrinks,
-        so a Tornado upgrade that moves the stream fails loudly there.
-        """
-        self.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def on_close(self) -> None:
         self.closed = time.monotonic()
