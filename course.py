@@ -122,12 +122,14 @@ def lock(extra: list[str]) -> int:
     """Pin pyproject.toml anew: the test lock, the runtime lock within it, Binder's copy, uv itself.
 
     The runtime is resolved under the test lock's pins as constraints, so every runtime pin is
-    one the tests ran on. Existing pins are kept unless ``extra`` says otherwise (``--upgrade``,
+    one the tests ran on; one version of a package serves every Python where one can (numpy
+    would otherwise take a newer release from 3.12 on, which CI's 3.11 never runs). Existing pins are kept unless ``extra`` says otherwise (``--upgrade``,
     ``--upgrade-package NAME``).
     """
     installer = uv()
-    compile_ = [installer, "pip", "compile", "--quiet", "--universal", "--generate-hashes",
-                "--python-version", LOCK_PYTHON, "--custom-compile-command", "python3 course.py lock", *extra]
+    compile_ = [installer, "pip", "compile", "--quiet", "--universal", "--python-version", LOCK_PYTHON,
+                "--fork-strategy", "fewest",  # one version of a package for every Python, where one fits all
+                "--generate-hashes", "--custom-compile-command", "python3 course.py lock", *extra]
     say(f"Pinning pyproject.toml for Python {LOCK_PYTHON} and newer, every platform ...")
     run([*compile_, "pyproject.toml", "--extra", "test", "-o", TEST_LOCK.relative_to(HERE)], cwd=HERE)
     run([*compile_, "pyproject.toml", "-c", TEST_LOCK.relative_to(HERE), "-o", RUNTIME_LOCK.relative_to(HERE)],
