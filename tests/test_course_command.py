@@ -1,9 +1,10 @@
-"""The README's first command really serves JupyterLab on the course."""
+"""course.py: the README's first command serves JupyterLab; the environment comes from the lock."""
 
 import json
 import os
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -64,11 +65,68 @@ def test_busy_core_option_runs_the_tests_beside_a_spinning_process_and_stops_it(
 
 
 def test_the_test_command_runs_on_workers_unless_told_otherwise():
+    course = import_course()
+    assert course.parallel([]) == ["-n", str(course.WORKERS), "--dist", "loadscope", "--no-loadscope-reorder"]
+    assert course.parallel(["tests/test_wire.py", "-x"])[:2] == ["-n", str(course.WORKERS)]
+    assert course.parallel(["-n", "0"]) == [] and course.parallel(["-p", "no:xdist"]) == []
+
+
+def import_course():
     sys.path.insert(0, str(ROOT))
     try:
         import course
     finally:
         sys.path.remove(str(ROOT))
-    assert course.parallel([]) == ["-n", str(course.WORKERS), "--dist", "loadscope", "--no-loadscope-reorder"]
-    assert course.parallel(["tests/test_wire.py", "-x"])[:2] == ["-n", str(course.WORKERS)]
-    assert course.parallel(["-n", "0"]) == [] and course.parallel(["-p", "no:xdist"]) == []
+    return course
+
+
+def fake_environment(course, monkeypatch, tmp_path, stamp: str | None) -> list:
+    """Point course.py at an empty environment in tmp_path and record the setup steps it would run."""
+    monkeypatch.setattr(course, "VENV", tmp_path / "venv")
+    python = course.venv_python()
+    python.parent.mkdir(parents=True)
+    python.touch()
+    if stamp is not None:
+        (course.VENV / course.STAMP).write_text(stamp)
+    steps = []
+    monkeypatch.setattr(course, "uv", lambda: "uv")
+    monkeypatch.setattr(course, "run", lambda command, **options: steps.append([str(part) for part in command]))
+    return steps
+
+
+def test_the_environment_is_synced_from_the_lock_then_the_course_added_outside_it(monkeypatch, tmp_path, capsys):
+    course = import_course()
+    steps = fake_environment(course, monkeypatch, tmp_path, stamp="test.txt an-older-lock")
+    course.ensure_environment(course.TEST_LOCK)
+    python = str(course.venv_python())
+    assert steps == [["uv", "pip", "sync", "--python", python, "--require-hashes", str(course.TEST_LOCK)],
+                     ["uv", "pip", "install", "--quiet", "--python", python, "--no-deps", "-e", str(ROOT)]]
+    assert (course.VENV / course.STAMP).read_text() == course.fingerprint(course.TEST_LOCK)
+    assert "requirements/test.txt" in capsys.readouterr().out  # it says what it installs
+    course.ensure_environment(course.TEST_LOCK)
+    assert len(steps) == 2, "an environment at the current lock is not installed again"
+
+
+def test_lab_accepts_the_test_environment_and_test_does_not_accept_the_runtime_one(monkeypatch, tmp_path):
+    course = import_course()
+    steps = fake_environment(course, monkeypatch, tmp_path, stamp=course.fingerprint(course.TEST_LOCK))
+    course.ensure_environment(course.RUNTIME_LOCK, also_accept=(course.TEST_LOCK,))
+    assert steps == [], "lab after test (or inside the tests) must not remove the test tools"
+    (course.VENV / course.STAMP).write_text(course.fingerprint(course.RUNTIME_LOCK))
+    course.ensure_environment(course.TEST_LOCK)
+    assert steps[0][:3] == ["uv", "pip", "sync"] and steps[0][-1] == str(course.TEST_LOCK)
+
+
+def test_latest_and_lowest_resolve_pyproject_afresh_in_their_own_environments(monkeypatch, tmp_path):
+    course = import_course()
+    steps = fake_environment(course, monkeypatch, tmp_path, stamp=None)
+    for option, resolution in (("--latest", "highest"), ("--lowest", "lowest-direct")):
+        steps.clear()
+        python = course.unlocked_environment(option)
+        assert python.parent.parent == ROOT / f".venv-{option[2:]}"
+        assert steps[-1][-4:] == ["--resolution", resolution, "-e", f"{ROOT}[test]"]
+
+
+def test_the_lock_covers_the_pythons_the_project_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert declared == f">={import_course().LOCK_PYTHON}"
