@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 RUNTIME = [Requirement(line) for line in PROJECT["dependencies"]]
 TEST = [Requirement(line) for line in PROJECT["optional-dependencies"]["test"]]
-# The repository's own modules: the package, the benchmark, course.py, the tests and their conftest.
-LOCAL = {"labsupport", "bench", *(path.stem for path in ROOT.glob("*.py")),
+# The repository's own modules: the package, the benchmark, course.py, the tests, their conftest and
+# the mutation suite's package.
+LOCAL = {"labsupport", "bench", "mutants", *(path.stem for path in ROOT.glob("*.py")),
          *(path.stem for path in (ROOT / "tests").glob("*.py"))}
 
 
