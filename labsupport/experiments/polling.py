@@ -84,21 +84,24 @@ def exchange_sizes(request: bytes, answer: bytes) -> dict:
             "overhead_ratio": (len(request) + answer_headers) / payload if payload else float("inf")}
 
 
-def poll_heads(payload: int) -> tuple[int, int]:
+def poll_heads(payload: int, *, not_modified: bool = False) -> tuple[int, int]:
     """Header bytes of one poll, (up, down), counted line by line as this client and server write them.
 
     HTTP/1.1 (RFC 9112 sections 3 and 4) ends each line with CRLF and the head with an empty line.
-    Up: the request line and aiohttp's four headers; down: the status line and Tornado's six. The
-    Host names the meter's port: an OS-chosen port has five digits (Linux picks 32768-60999).
+    Up: the request line and aiohttp's four headers; down: the status line and Tornado's six. A
+    ``304 Not Modified`` has no body, so it drops the lines that describe one (Content-Type and
+    Content-Length; RFC 9110 section 15.4.5). The Host names the meter's port: an OS-chosen port has
+    five digits (Linux picks 32768-60999).
     """
     request = ["GET /latest HTTP/1.1", "Host: 127.0.0.1:NNNNN", "Accept: */*", "Accept-Encoding: gzip, deflate",
                f"User-Agent: {aiohttp.http.SERVER_SOFTWARE}"]
-    response = ["HTTP/1.1 200 OK", f"Server: TornadoServer/{tornado.version}",
-                "Content-Type: application/json; charset=UTF-8",
+    body = [] if not_modified else ["Content-Type: application/json; charset=UTF-8", f"Content-Length: {payload}"]
+    response = ["HTTP/1.1 304 Not Modified" if not_modified else "HTTP/1.1 200 OK",
+                f"Server: TornadoServer/{tornado.version}", *body[:1],
                 "Date: Mon, 07 Dec 2026 17:00:00 GMT",        # a fixed-length date (RFC 9110 section 5.6.7)
                 "Cache-Control: no-cache",
                 'Etag: "' + "0" * 40 + '"',                      # a SHA-1 of the body, in hex
-                f"Content-Length: {payload}"]
+                *body[1:]]
     return tuple(sum(len(line) + 2 for line in lines) + 2 for lines in (request, response))
 
 

@@ -88,7 +88,7 @@ POLLER, HANDLER = "labsupport.patterns.polling", "labsupport.patterns.polling:La
 
 MUTANTS = [
     Mutant("poller-twice-its-interval", "the poller waits two intervals between polls", NOTEBOOK,
-           ("A1 mean latency", "A4 slow feed latency", "A4 fast feed missed", "A4 fast feed staleness",
+           ("A1 mean latency", "A1 worst latency", "A4 slow feed latency", "A4 fast feed missed", "A4 fast feed staleness",
             "A1 exercise waits", "A1 exercise capacity"),
            swap(f"{POLLER}:next_poll", _twice_the_interval), group=1),
     Mutant("response-adds-header", "every answer carries one more header (a request id)", NOTEBOOK,
