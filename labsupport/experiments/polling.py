@@ -1,10 +1,14 @@
-"""Chapter 2's experiments: Ajax (short) polling, what each poll costs on the wire and how late it is."""
+"""Chapter 2's experiments: Ajax (short) polling, what each poll costs on the wire and how late it is,
+with the theory the chapter checks them against."""
 
 from __future__ import annotations
 
+import math
 import time
 
+import aiohttp
 import pandas as pd
+import tornado
 
 from ..capture import http_messages
 from ..feed import Feed
@@ -78,6 +82,44 @@ def exchange_sizes(request: bytes, answer: bytes) -> dict:
     payload = len(answer) - answer_headers
     return {"request_headers": len(request), "response_headers": answer_headers, "payload": payload,
             "overhead_ratio": (len(request) + answer_headers) / payload if payload else float("inf")}
+
+
+def poll_heads(payload: int, *, not_modified: bool = False) -> tuple[int, int]:
+    """Header bytes of one poll, (up, down), counted line by line as this client and server write them.
+
+    HTTP/1.1 (RFC 9112 sections 3 and 4) ends each line with CRLF and the head with an empty line.
+    Up: the request line and aiohttp's four headers; down: the status line and Tornado's six. A
+    ``304 Not Modified`` has no body, so it drops the lines that describe one (Content-Type and
+    Content-Length; RFC 9110 section 15.4.5). The Host names the meter's port: an OS-chosen port has
+    five digits (Linux picks 32768-60999).
+    """
+    request = ["GET /latest HTTP/1.1", "Host: 127.0.0.1:NNNNN", "Accept: */*", "Accept-Encoding: gzip, deflate",
+               f"User-Agent: {aiohttp.http.SERVER_SOFTWARE}"]
+    body = [] if not_modified else ["Content-Type: application/json; charset=UTF-8", f"Content-Length: {payload}"]
+    response = ["HTTP/1.1 304 Not Modified" if not_modified else "HTTP/1.1 200 OK",
+                f"Server: TornadoServer/{tornado.version}", *body[:1],
+                "Date: Mon, 07 Dec 2026 17:00:00 GMT",        # a fixed-length date (RFC 9110 section 5.6.7)
+                "Cache-Control: no-cache",
+                'Etag: "' + "0" * 40 + '"',                      # a SHA-1 of the body, in hex
+                *body[1:]]
+    return tuple(sum(len(line) + 2 for line in lines) + 2 for lines in (request, response))
+
+
+ROUND_TRIP = 0.005  # s: a poll's answer through the meter on loopback, with a few dozen pollers on one thread
+
+
+def mean_wait_bounds(interval: float, waits: int) -> tuple[float, float]:
+    """Where the mean of ``waits`` independent waits for the next poll falls: ``interval / 2`` within
+    3 standard deviations of such a mean (one wait, spread evenly over the interval, has
+    ``interval / sqrt(12)``), and above it one poll's round trip, which every measured wait includes."""
+    spread = 3 * interval / math.sqrt(12 * waits)
+    return interval / 2 - spread, interval / 2 + spread + ROUND_TRIP
+
+
+def worst_wait_bounds(interval: float, waits: int, chance: float = 1e-3) -> tuple[float, float]:
+    """Where the longest of ``waits`` independent waits falls: at most one interval and a round trip;
+    at least where all of them stay below it only by ``chance`` (each does with that share of the interval)."""
+    return interval * chance ** (1 / waits), interval + ROUND_TRIP
 
 
 def poll_costs(result: Result) -> dict:
