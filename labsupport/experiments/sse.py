@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -193,7 +194,7 @@ class TalkBack:
 
     def summary(self) -> dict:
         d = asdict(self)
-        d["round_trip_ms"] = round(sorted(self.round_trip_ms)[len(self.round_trip_ms) // 2], 2)
+        d["round_trip_ms"] = round(statistics.median(self.round_trip_ms), 2) if self.round_trip_ms else float("nan")
         return d
 
 
