@@ -2,11 +2,20 @@
 
 import pytest
 
-from labsupport.experiments.sse import resume_with, run_sse, run_sse_cut, run_talk_back, sse_framing
+from labsupport.experiments.sse import (chunk_framing_bytes, resume_with, run_sse, run_sse_cut, run_talk_back,
+                                        sse_framing, sse_framing_bytes)
+from labsupport.patterns.sse_codec import encode_event
 from labsupport.experiments.websocket import (frame_header, frame_overhead, handshake, run_chat, run_game,
                                               run_round_trips, run_websocket)
 from labsupport.experiments.websocket_faults import misbehave, run_dead_peer, run_slow_reader, run_websocket_cut
 from labsupport.plots import duplex_lanes, round_trip_histogram
+
+
+def test_the_framing_rules_count_what_the_encoder_writes():
+    payload = '{"seq": 7, "value": 100.5}'
+    assert sse_framing_bytes("7") == len("id: 7\n" "data: " "\n" "\n") == 14
+    assert len(encode_event(payload, id="7")) - len(payload) == sse_framing_bytes("7")
+    assert chunk_framing_bytes(13) == len("d\r\n" "\r\n") and chunk_framing_bytes(40) == len("28\r\n" "\r\n")
 
 
 def test_sse_bytes_add_up_exactly():

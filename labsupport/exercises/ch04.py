@@ -6,20 +6,19 @@ import asyncio
 import inspect
 import json
 import random
-import statistics
 
 import aiohttp
 
 from ..checks import Exercise, Measurement
 from ..experiments.core import Workload
-from ..experiments.sse import run_sse_cut, sse_framing
+from ..experiments.sse import run_sse_cut, sse_framing, sse_framing_bytes
 from ..patterns import sse
-from ..patterns.sse_codec import EventStreamParser, encode_event
+from ..patterns.sse_codec import EventStreamParser
 from .tryout import TryOutFailed, judge_return, try_out
 
-# q1: the framing of one event, counted by hand
+# q1: the framing of one event, counted by hand from the format's rules (not from the server's encoder)
 Q1_PAYLOAD, Q1_ID = '{"seq": 7, "value": 100.5}', "7"
-Q1_BYTES = len(encode_event(Q1_PAYLOAD, id=Q1_ID)) - len(Q1_PAYLOAD.encode())
+Q1_BYTES = sse_framing_bytes(Q1_ID)
 
 
 def _check_framing(answer) -> tuple[bool, str]:
@@ -35,7 +34,8 @@ q1 = Exercise(
     "Count the framing",
     checker=_check_framing,
     hint="Run encode_event(payload, id='7') and compare its length with the payload's. Newlines count.",
-    solution=f"len(encode_event(payload, id='7')) - len(payload) = {Q1_BYTES}.",
+    solution=f"'id: 7' and its newline (6) + 'data: ' (6) + the newline ending the data line (1) + the blank line (1) "
+             f"= {Q1_BYTES}; len(encode_event(payload, id='7')) - len(payload) agrees.",
     answer=Q1_BYTES,
     measure=lambda: _measure_framing(),
 )
@@ -44,15 +44,17 @@ q1 = Exercise(
 def _measure_framing() -> Measurement:
     """A real stream's bytes beyond its payloads, less the chunked encoding's: the SSE framing, per event."""
     f = sse_framing(rate=100.0, duration=0.5)
-    on_wire = f.wire_per_event - f.chunk_per_event - f.start_bytes / f.events
-    by_rule = statistics.fmean(Q1_BYTES - len(Q1_ID) + len(str(seq)) for seq in f.ids)  # longer ids, longer lines
+    chunked = f.chunk_per_event + f.start_bytes / f.events  # by the rules of RFC 9112, 7.1
+    on_wire = f.wire_per_event - chunked
+    exact = 0.5 / f.events  # the meter counts every byte: half a byte in the whole run, below one stray byte
     return Measurement(
         claim="an event's SSE framing is its id line, 'data: ' and two newlines, nothing more",
-        theory=f"{Q1_BYTES} bytes for id 7 ({by_rule:.2f} on average for this run's ids 1 to {max(f.ids)})",
+        theory=f"{Q1_BYTES} bytes for id 7 ({f.sse_per_event:.2f} on average for this run's ids 1 to {max(f.ids)})",
         measured=f"{on_wire:.2f} bytes per event on the wire ({f.wire_per_event:.2f} beyond the payloads, less "
-                 f"{f.chunk_per_event:.2f} of chunked encoding and the stream's opening retry line)",
-        holds=abs(on_wire - by_rule) < 0.5,   # bytes are counted exactly; one stray byte an event would show
+                 f"{chunked:.2f} of chunked encoding and the stream's opening retry line)",
         how=f"{f.events} events streamed to a real client, every byte counted by the wire meter.",
+        id="S2 q1 framing", value=on_wire, expected=f.sse_per_event, low=f.sse_per_event - exact,
+        high=f.sse_per_event + exact, unit="B",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -12,7 +13,7 @@ import aiohttp
 from ..feed import Feed
 from ..lab import cancel_all, on_lab_loop
 from ..patterns import sse
-from ..patterns.sse_codec import ServerSentEvent, encode_event, encode_retry
+from ..patterns.sse_codec import ServerSentEvent
 from ..record import Recorder
 from ..results import Result
 from ..server_process import ServerProcess
@@ -64,9 +65,9 @@ class Framing:
     head_bytes: int          # the HTTP response head, once per stream
     body_bytes: int          # everything after the head
     payload_bytes: int       # the JSON the application asked to send
-    sse_per_event: float     # "id: ...", "data: " and the blank line, per event
-    chunk_per_event: float   # chunked transfer encoding: size line and CRLF, per event
-    start_bytes: int         # the first chunk: the retry line, once per stream
+    sse_per_event: float     # by the rules: "id: ...", "data: " and the blank line, per event
+    chunk_per_event: float   # by the rules: chunked encoding's size line and CRLF, per event
+    start_bytes: int         # by the rules: the first chunk, the retry line, once per stream
     ids: tuple[int, ...] = ()            # each event's id, in order, to redo the sums by hand
     payload_sizes: tuple[int, ...] = ()  # each event's payload in bytes, in order
 
@@ -77,6 +78,7 @@ class Framing:
 
     @property
     def predicted_body_bytes(self) -> int:
+        """What the format's rules say the body holds (the server's own encoder plays no part)."""
         return round(self.start_bytes + self.payload_bytes + self.events * (self.sse_per_event + self.chunk_per_event))
 
     def table(self):
@@ -90,9 +92,16 @@ class Framing:
         ], columns=["bytes per event", "bytes"]).round(2)
 
 
-def _chunk(body: bytes) -> int:
-    """Bytes Tornado's chunked encoding adds around one flushed chunk."""
-    return len(f"{len(body):x}\r\n") + 2
+def sse_framing_bytes(id: str) -> int:
+    """Bytes the SSE format puts around one data line with ``id`` (WHATWG HTML, 9.2.5):
+    ``id: <id>`` and its line end, ``data: ``, the data line's end and the blank line."""
+    return len(f"id: {id}\n") + len("data: ") + len("\n") + len("\n")
+
+
+def chunk_framing_bytes(size: int) -> int:
+    """Bytes HTTP/1.1 chunked encoding puts around a chunk of ``size`` bytes (RFC 9112, 7.1):
+    the size in hex and CRLF before it, CRLF after it."""
+    return len(f"{size:x}\r\n") + len("\r\n")
 
 
 @on_lab_loop(expected=lambda kw: kw.get("duration", 1.0) + 0.5)
@@ -109,17 +118,17 @@ async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
     if result.summary()["missed"]:
         raise RuntimeError("the client missed events, so the byte count would be wrong; run it again")
     payloads = [json.dumps(e.to_json()).encode() for e in events]
-    framed = [encode_event(p.decode(), id=str(e.seq)) for p, e in zip(payloads, events)]
+    sse_bytes = [sse_framing_bytes(str(e.seq)) for e in events]  # by the rules, not by the server's encoder
     head = result.heads[0][1]
     head_bytes = head.index(b"\r\n\r\n") + 4
-    start = encode_retry(sse.RETRY_MS)
+    start = len(f"retry: {sse.RETRY_MS}\n\n")
     return Framing(
         events=len(events), head_bytes=head_bytes,
         body_bytes=int(result.connections["bytes_down"].iloc[0]) - head_bytes,
         payload_bytes=sum(map(len, payloads)),
-        sse_per_event=sum(len(f) - len(p) for f, p in zip(framed, payloads)) / len(events),
-        chunk_per_event=sum(map(_chunk, framed)) / len(events),
-        start_bytes=len(start) + _chunk(start),
+        sse_per_event=sum(sse_bytes) / len(events),
+        chunk_per_event=sum(chunk_framing_bytes(len(p) + n) for p, n in zip(payloads, sse_bytes)) / len(events),
+        start_bytes=start + chunk_framing_bytes(start),
         ids=tuple(e.seq for e in events), payload_sizes=tuple(map(len, payloads)),
     )
 
@@ -185,7 +194,7 @@ class TalkBack:
 
     def summary(self) -> dict:
         d = asdict(self)
-        d["round_trip_ms"] = round(sorted(self.round_trip_ms)[len(self.round_trip_ms) // 2], 2)
+        d["round_trip_ms"] = round(statistics.median(self.round_trip_ms), 2) if self.round_trip_ms else float("nan")
         return d
 
 
