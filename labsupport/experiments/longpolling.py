@@ -11,13 +11,11 @@ from typing import Awaitable
 import numpy as np
 import pandas as pd
 
-from ..lab import LAB_LATE_LIMIT, LabError, on_lab_loop
+from ..lab import on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
-from .core import Run, Workload, again_if_late, crossing, measure, variants_of
-
-QUIET_WAIT = 10.0
+from .core import Run, Workload, crossing, measure, variants_of
 
 
 def _expected(kwargs: dict) -> float:
@@ -89,7 +87,17 @@ class WaitingClients:
 
     result: Result
     samples: pd.DataFrame   # t (s since the feed started), held_requests, open_connections
-    quiet: dict             # the same two counts at a quiet moment, once every client was waiting
+
+    def between_events(self) -> pd.DataFrame:
+        """The two counts halfway between consecutive events (the run's start and end count as
+        events): the quiet moments when every client should be waiting for news. A stretch shorter
+        than half the first one (an event at the very end of the run) has no quiet moment."""
+        edges = np.concatenate([[0.0], np.sort(self.result.events["created"].to_numpy()), [self.result.duration]])
+        long_enough = np.diff(edges) >= np.diff(edges)[0] / 2
+        moments = ((edges[:-1] + edges[1:]) / 2)[long_enough]
+        index = np.searchsorted(self.samples["t"].to_numpy(), moments, side="right") - 1
+        counts = self.samples.iloc[np.maximum(index, 0)][["held_requests", "open_connections"]]
+        return counts.assign(t=moments).reset_index(drop=True)[["t", "held_requests", "open_connections"]]
 
 
 @on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 2.0) + 1.5)
@@ -97,24 +105,14 @@ async def run_waiting_clients(clients: int = 300, *, rate: float = 1.0, duration
                               hold: float = 20.0) -> WaitingClients:
     """Many long-polling clients on a slow feed: count held requests and open connections as it runs."""
     held = _HeldLog()
-    quiet: dict = {}
     origin = {}
 
-    async def watch(run: Run) -> None:
-        origin["feed"] = started = run.feed.started or time.monotonic()
-        deadline = time.monotonic() + QUIET_WAIT
-        while run.feed.running or not quiet:
-            waiting, open_now = held.now, run.meter.counts().open_now
-            if not quiet and waiting == clients:
-                quiet.update(held_requests=waiting, open_connections=open_now)
-            elif not quiet and time.monotonic() > deadline:
-                raise LabError(f"Only {waiting} of {clients} clients were waiting after {QUIET_WAIT:.0f} s. "
-                               "Try fewer clients.")
-            await asyncio.sleep(0.02)
+    async def note_start(run: Run) -> None:
+        origin["feed"] = run.feed.started or time.monotonic()
 
     result = await _long_polling(Workload(rate, clients, duration), hold=hold, batch=0.0, use_cursor=True,
-                                 held=held, scenario=watch)
-    return WaitingClients(result, held.samples(result, origin["feed"]), quiet)
+                                 held=held, scenario=note_start)
+    return WaitingClients(result, held.samples(result, origin["feed"]))
 
 
 @dataclass
@@ -177,30 +175,19 @@ async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, int
     """Requests per second per client as the event rate rises: periodic polling, long polling, batched.
 
     Every run happens at once on its own server, so the whole table takes about one run's time.
-    The counts hold only while the lab keeps pace: to keep one request per event, a long poll must
-    be answered and asked again within one event spacing, a few passes of the lab loop, and a poller
-    must keep its interval. A rate whose runs found the loop typically more than a fifth of either
-    behind (95th percentile), or paused once for a tenth of the run, is run once more on its own,
-    and the better-timed try is kept (``table.attrs["retried_rates"]``; ``lab_late_ms`` and
-    ``lab_pause_ms`` in the table).
     """
     if not rates or min(rates) <= 0:
         raise ValueError("rates must be positive events per second.")
     group = functools.partial(_crossover_group, interval=interval, batch=batch, clients=clients, duration=duration)
-    rows, retried = [], []
+    rows = []
     for rate, runs in zip(rates, await asyncio.gather(*(group(rate) for rate in rates))):
-        limit = min(LAB_LATE_LIMIT, 0.2 / rate, 0.2 * interval)
-        runs, again = await again_if_late(list(runs), functools.partial(group, rate), limit, duration)
-        retried += [rate] * again
         for pattern, run in zip(CROSSOVER_PATTERNS, runs):
             s = run.summary()
             rows.append({"rate": rate, "pattern": pattern, "requests_per_s_per_client": s["requests_per_s"] / clients,
                          "requests_per_event": requests_per_event(run), "latency_mean_ms": s["latency_mean_ms"],
-                         "missed_share": s["missed_share"], "lab_late_ms": s["lab_late_p95_ms"],
-                         "lab_pause_ms": s["lab_late_max_ms"]})
+                         "missed_share": s["missed_share"]})
     table = pd.DataFrame(rows)
-    table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table),
-                       retried_rates=tuple(retried))
+    table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table))
     return table
 
 
