@@ -53,7 +53,7 @@ MUTANTS = [
            NOTEBOOK, ("L2 one connection per client",),
            swap(CLIENT, edit(('session.get(f"{base_url}/events", params=params)',
                               'session.get(f"{base_url}/events", params=params, headers={"Connection": "close"})'))),
-           group=2),
+           group=3),
     Mutant("client-without-read-timeout", "the client sets no read timeout, so a request cut on the path is never noticed",
            NOTEBOOK, ("L4 cut costs an error",),
            swap(CLIENT, edit(("ClientTimeout(total=None, sock_read=give_up_after)", "ClientTimeout(total=None)"))),
