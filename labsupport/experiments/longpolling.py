@@ -11,13 +11,11 @@ from typing import Awaitable
 import numpy as np
 import pandas as pd
 
-from ..lab import LabError, on_lab_loop
+from ..lab import on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
 from .core import Run, Workload, crossing, measure, variants_of
-
-QUIET_WAIT = 10.0
 
 
 def _expected(kwargs: dict) -> float:
@@ -89,7 +87,17 @@ class WaitingClients:
 
     result: Result
     samples: pd.DataFrame   # t (s since the feed started), held_requests, open_connections
-    quiet: dict             # the same two counts at a quiet moment, once every client was waiting
+
+    def between_events(self) -> pd.DataFrame:
+        """The two counts halfway between consecutive events (the run's start and end count as
+        events): the quiet moments when every client should be waiting for news. A stretch shorter
+        than half the first one (an event at the very end of the run) has no quiet moment."""
+        edges = np.concatenate([[0.0], np.sort(self.result.events["created"].to_numpy()), [self.result.duration]])
+        long_enough = np.diff(edges) >= np.diff(edges)[0] / 2
+        moments = ((edges[:-1] + edges[1:]) / 2)[long_enough]
+        index = np.searchsorted(self.samples["t"].to_numpy(), moments, side="right") - 1
+        counts = self.samples.iloc[np.maximum(index, 0)][["held_requests", "open_connections"]]
+        return counts.assign(t=moments).reset_index(drop=True)[["t", "held_requests", "open_connections"]]
 
 
 @on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 2.0) + 1.5)
@@ -97,24 +105,14 @@ async def run_waiting_clients(clients: int = 300, *, rate: float = 1.0, duration
                               hold: float = 20.0) -> WaitingClients:
     """Many long-polling clients on a slow feed: count held requests and open connections as it runs."""
     held = _HeldLog()
-    quiet: dict = {}
     origin = {}
 
-    async def watch(run: Run) -> None:
-        origin["feed"] = started = run.feed.started or time.monotonic()
-        deadline = time.monotonic() + QUIET_WAIT
-        while run.feed.running or not quiet:
-            waiting, open_now = held.now, run.meter.counts().open_now
-            if not quiet and waiting == clients:
-                quiet.update(held_requests=waiting, open_connections=open_now)
-            elif not quiet and time.monotonic() > deadline:
-                raise LabError(f"Only {waiting} of {clients} clients were waiting after {QUIET_WAIT:.0f} s. "
-                               "Try fewer clients.")
-            await asyncio.sleep(0.02)
+    async def note_start(run: Run) -> None:
+        origin["feed"] = run.feed.started or time.monotonic()
 
     result = await _long_polling(Workload(rate, clients, duration), hold=hold, batch=0.0, use_cursor=True,
-                                 held=held, scenario=watch)
-    return WaitingClients(result, held.samples(result, origin["feed"]), quiet)
+                                 held=held, scenario=note_start)
+    return WaitingClients(result, held.samples(result, origin["feed"]))
 
 
 @dataclass
