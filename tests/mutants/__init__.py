@@ -12,8 +12,12 @@ processes it starts) by ``boot/sitecustomize.py``, which reads ``COURSE_MUTANTS`
 
 from __future__ import annotations
 
+import __future__
 import importlib
+import inspect
 import pkgutil
+import re
+import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +44,30 @@ def swap(target: str, make: Callable[[Callable], Callable]) -> Callable[[], None
         setattr(owner, name, make(getattr(owner, name)))
 
     return patch
+
+
+def edit(*changes: tuple[str, str]) -> Callable[[Callable], Callable]:
+    """A ``make`` for ``swap``: the function's own source with each ``(old, new)`` replaced, recompiled
+    in its own module, so that the mutant is the code a developer would have written.
+
+    ``old`` must occur exactly once (a mutant whose line has moved fails loudly instead of testing
+    nothing); the lines of ``new`` after its first take the indentation of the line ``old`` is on.
+    """
+    def make(original: Callable) -> Callable:
+        function = inspect.unwrap(original)
+        source = getattr(function, "__mutated_source__", None) or textwrap.dedent(inspect.getsource(function))
+        for old, new in changes:
+            if source.count(old) != 1:
+                raise LookupError(f"{function.__qualname__}: {old!r} must occur exactly once in its source")
+            indent = re.search(r"^( *).*" + re.escape(old.splitlines()[0]), source, re.M).group(1)
+            source = source.replace(old, new.replace("\n", "\n" + indent))
+        namespace = dict(function.__globals__)
+        exec(compile(source, inspect.getsourcefile(function), "exec",
+                     flags=__future__.annotations.compiler_flag, dont_inherit=True), namespace)
+        mutated = namespace[function.__name__]
+        mutated.__qualname__, mutated.__mutated_source__ = function.__qualname__, source
+        return mutated
+    return make
 
 
 def every_mutant() -> dict[str, Mutant]:

@@ -5,30 +5,11 @@ make it: the edit names the exact line it changes, so a mutant whose line has mo
 instead of testing nothing.
 """
 
-import inspect
-import textwrap
-
-from mutants import Mutant, swap
+from mutants import Mutant, edit, swap
 
 NOTEBOOK = "03_long_polling"
 HANDLER = "labsupport.patterns.longpolling:EventsHandler.get"
 CLIENT = "labsupport.patterns.longpolling:long_poll"
-
-
-def edit(*changes: tuple[str, str]):
-    """A ``make`` for ``swap``: the original function with each (line, replacement) changed in its source."""
-    def make(original):
-        source = textwrap.dedent(getattr(original, "__mutated_source__", None) or inspect.getsource(original))
-        for old, new in changes:
-            if source.count(old) != 1:
-                raise LookupError(f"{original.__qualname__}: expected the line {old!r} once in its source")
-            source = source.replace(old, new)
-        scope = dict(original.__globals__)
-        exec(compile(source, f"<mutant of {original.__qualname__}>", "exec"), scope)
-        mutated = scope[original.__name__]
-        mutated.__qualname__, mutated.__mutated_source__ = original.__qualname__, source
-        return mutated
-    return make
 
 
 WAIT = "news = await self.feed.wait_after(after, timeout=self.hold)"
@@ -69,10 +50,10 @@ MUTANTS = [
            swap(HANDLER, edit((WAIT, WAIT + " or await self.feed.wait_after(after, timeout=self.hold)"))), group=3),
     Mutant("client-waits-before-reasking", "the client sleeps 0.1 s after each answer before it asks again",
            NOTEBOOK, ("L3 loss without a cursor", "L5 one request per event", "L1 gap costs", "L1 events per answer"),
-           swap(CLIENT, edit((ANSWERED, ANSWERED + "\n            await asyncio.sleep(0.1)"))), group=4),
+           swap(CLIENT, edit((ANSWERED, ANSWERED + "\nawait asyncio.sleep(0.1)"))), group=4),
     Mutant("handler-checks-feed-every-50ms", "the handler looks for news every 50 ms instead of being woken by it",
            NOTEBOOK, ("L1 latency",),
            swap(HANDLER, edit((WAIT, "deadline = time.monotonic() + self.hold\n"
-                                     "        while not (news := self.feed.after(after)) and time.monotonic() < deadline:\n"
-                                     "            await asyncio.sleep(0.05)"))), group=4),
+                                     "while not (news := self.feed.after(after)) and time.monotonic() < deadline:\n"
+                                     "    await asyncio.sleep(0.05)"))), group=4),
 ]

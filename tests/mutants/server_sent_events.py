@@ -4,33 +4,11 @@ Most bugs here are one-line edits of the real code: ``edit`` recompiles a functi
 line changed, in its own module, so the mutant is the code a developer would have written.
 """
 
-import __future__
-import inspect
 import json
-import re
-import textwrap
 
-from mutants import Mutant, swap
+from mutants import Mutant, edit, swap
 
 NOTEBOOK = "04_server_sent_events"
-
-
-def edit(old: str, new: str):
-    """A ``make`` for ``swap``: the function's own source with ``old`` replaced by ``new`` (the lines
-    of ``new`` after its first take the indentation of the line ``old`` is on)."""
-    def make(original):
-        function = inspect.unwrap(original)
-        source = textwrap.dedent(inspect.getsource(function))
-        if source.count(old) != 1:
-            raise ValueError(f"{function.__qualname__}: {old!r} must occur exactly once")
-        indent = re.search(r"^( *).*" + re.escape(old.splitlines()[0]), source, re.M).group(1)
-        edited = source.replace(old, new.replace("\n", "\n" + indent))
-        namespace = dict(function.__globals__)
-        code = compile(edited, inspect.getsourcefile(function), "exec",
-                       flags=__future__.annotations.compiler_flag, dont_inherit=True)
-        exec(code, namespace)
-        return namespace[function.__name__]
-    return make
 
 
 def _adding_a_newline(encode_event):
@@ -59,50 +37,50 @@ MUTANTS = [
            swap("labsupport.patterns.sse:encode_event", _adding_a_newline), group=1),
     Mutant("sse-parser-decodes-each-chunk", "the parser decodes each read on its own, so a split character "
            "becomes two replacement characters", NOTEBOOK, ("S1 parser split",),
-           swap(f"{PARSER}.feed", edit("text = self._decoder.decode(chunk)",
-                                       "text = chunk.decode('utf-8', 'replace')")), group=1),
+           swap(f"{PARSER}.feed", edit(("text = self._decoder.decode(chunk)",
+                                       "text = chunk.decode('utf-8', 'replace')"))), group=1),
     Mutant("sse-server-coalesces-50ms", "the server waits 50 ms after news to write several events at once",
            NOTEBOOK, ("S3 latency", "S3 keeps up"),
-           swap(f"{HANDLER}.get", edit("for event in news:",
-                                       "await asyncio.sleep(0.05)\nfor event in news:")), group=1),
+           swap(f"{HANDLER}.get", edit(("for event in news:",
+                                       "await asyncio.sleep(0.05)\nfor event in news:"))), group=1),
     Mutant("sse-unknown-id-gets-400", "a Last-Event-ID that is not one of the stream's ids gets 400",
            NOTEBOOK, ("S4 never 4xx", "S4 reset"),
-           swap(f"{HANDLER}._resume_point", edit(
-               "# Not an id of this stream", "raise tornado.web.HTTPError(400, 'unknown Last-Event-ID')  #")),
+           swap(f"{HANDLER}._resume_point", edit((
+               "# Not an id of this stream", "raise tornado.web.HTTPError(400, 'unknown Last-Event-ID')  #"))),
            group=1),
     Mutant("sse-post-accepts-nan", "the talk-back POST parses its body with json.loads", NOTEBOOK,
            ("S5 refusals", "S5 only good published"),
            swap("labsupport.patterns.sse:_published_value", _parsing_json_loosely), group=1),
     Mutant("sse-client-stops-at-end", "the client returns when its stream ends instead of reconnecting",
            NOTEBOOK, ("S4 reconnect",),
-           swap("labsupport.patterns.sse:listen", edit("await asyncio.sleep(delay)", "return")), group=1),
+           swap("labsupport.patterns.sse:listen", edit(("await asyncio.sleep(delay)", "return"))), group=1),
 
     # group 2: the handler's flushing and resume point, the parser's fields, the client's idle timeout
     Mutant("sse-server-flushes-every-10", "the server flushes every tenth event, to save writes", NOTEBOOK,
            ("S3 none missed", "S3 fan-out none missed", "S5 came back"),
-           swap(f"{HANDLER}.get", edit("await self.flush()  # one event",
-                                       "if event.seq % 10 == 0: await self.flush()  # one event")), group=2),
+           swap(f"{HANDLER}.get", edit(("await self.flush()  # one event",
+                                       "if event.seq % 10 == 0: await self.flush()  # one event"))), group=2),
     Mutant("sse-server-ignores-last-event-id", "the server starts every stream at the newest event",
            NOTEBOOK, ("S4 none lost", "S4 gap announced", "S4 reset"),
-           swap(f"{HANDLER}._resume_point", edit("if not last_id:", "if True:")), group=2),
+           swap(f"{HANDLER}._resume_point", edit(("if not last_id:", "if True:"))), group=2),
     Mutant("sse-parser-needs-a-colon", "the parser skips a line with no colon", NOTEBOOK,
            ("S2 smallest event",),
-           swap(f"{PARSER}._line", edit('name, colon, value = line.partition(":")',
+           swap(f"{PARSER}._line", edit(('name, colon, value = line.partition(":")',
                                         'name, colon, value = line.partition(":")\n'
-                                        'if not colon:\n    return None')), group=2),
+                                        'if not colon:\n    return None'))), group=2),
     Mutant("sse-client-idle-timeout-50ms", "the client takes 50 ms of silence for a dead stream", NOTEBOOK,
            ("S1 one request", "S3 one connection each"),
-           swap("labsupport.patterns.sse:listen", edit("idle_timeout: float | None = None",
-                                                        "idle_timeout: float | None = 0.05")), group=2),
+           swap("labsupport.patterns.sse:listen", edit(("idle_timeout: float | None = None",
+                                                        "idle_timeout: float | None = 0.05"))), group=2),
 
     # group 3: the handler's headers and resume point, the parser's retry
     Mutant("sse-no-cache-header-missing", "the stream is sent without Cache-Control: no-cache", NOTEBOOK,
            ("S1 event stream",),
-           swap(f"{HANDLER}.get", edit('self.set_header("Cache-Control", "no-cache")', "pass")), group=3),
+           swap(f"{HANDLER}.get", edit(('self.set_header("Cache-Control", "no-cache")', "pass"))), group=3),
     Mutant("sse-resume-repeats-last", "the server resumes from the client's last event, not after it",
            NOTEBOOK, ("S4 none lost",),
-           swap(f"{HANDLER}._resume_point", edit("return resume\n", "return resume - 1\n")), group=3),
+           swap(f"{HANDLER}._resume_point", edit(("return resume\n", "return resume - 1\n"))), group=3),
     Mutant("sse-parser-ignores-retry", "the parser drops the retry field, so the client keeps its own "
            "1-second delay", NOTEBOOK, ("S4 retry honoured", "S4 loss expected"),
-           swap(f"{PARSER}._line", edit('elif name == "retry":', 'elif name == "retry:":')), group=3),
+           swap(f"{PARSER}._line", edit(('elif name == "retry":', 'elif name == "retry:":'))), group=3),
 ]
