@@ -3,17 +3,16 @@
 import pytest
 
 from labsupport import LabError, Workload, sweep
-from labsupport.experiments.polling import run_polling
-from labsupport.experiments.pull_push import run_push
-from labsupport.experiments.pull_push import measure_held_connections
+from labsupport.experiments.polling import received_per_s, run_polling
+from labsupport.experiments.pull_push import measure_held_connections, run_push, sweep_polling
 
 
 def test_pull_result_counts_follow_from_the_setup():
     result = run_polling(0.1, rate=10, clients=3, duration=1.0, seed=1)
     s = result.summary()
     assert s["events"] == 10
-    # 3 clients every 0.1 s for 1 s: 30 requests, give or take one per client at the window's edges
-    assert 27 <= s["requests_per_s"] <= 33, s["requests_per_s"]
+    # counted at the server in the feed's window: 10 polls per client, ±1 at the window's edges
+    assert 27 <= received_per_s(result) <= 33
     assert s["connections_opened"] == 3  # keep-alive: one connection per client
     assert s["errors"] == 0
     assert set(result.requests["status"]) == {200}
@@ -51,6 +50,13 @@ def test_sweep_returns_one_row_per_value():
     table = sweep(run_polling, "interval", [0.1, 0.2], rate=5, duration=0.5)
     assert list(table["interval"]) == [0.1, 0.2]
     assert table["requests_per_s"].iloc[0] > table["requests_per_s"].iloc[1]
+
+
+def test_a_polling_sweep_counts_the_requests_the_server_received():
+    table = sweep_polling([0.1, 0.25], rate=5, clients=2, duration=0.5)
+    assert list(table["interval"]) == [0.1, 0.25]
+    counted = table["received_per_s"] * 0.5  # requests in the window: 2 clients x 5, then 2 x 2, ±1 per client
+    assert (abs(counted - [10, 4]) <= 2).all(), list(counted)
 
 
 def test_held_connections_are_counted_by_the_operating_system():
