@@ -3,8 +3,8 @@
 import pytest
 
 from labsupport import LabError, Workload, sweep
-from labsupport.experiments.polling import received_per_s, run_polling
-from labsupport.experiments.pull_push import measure_held_connections, run_push, sweep_polling
+from labsupport.experiments.polling import run_polling
+from labsupport.experiments.pull_push import measure_held_connections, run_push
 
 
 def test_pull_result_counts_follow_from_the_setup():
@@ -12,7 +12,7 @@ def test_pull_result_counts_follow_from_the_setup():
     s = result.summary()
     assert s["events"] == 10
     # counted at the server in the feed's window: 10 polls per client, ±1 at the window's edges
-    assert 27 <= received_per_s(result) <= 33
+    assert 27 <= result.served_per_s() <= 33
     assert s["connections_opened"] == 3  # keep-alive: one connection per client
     assert s["errors"] == 0
     assert set(result.requests["status"]) == {200}
@@ -53,9 +53,9 @@ def test_sweep_returns_one_row_per_value():
 
 
 def test_a_polling_sweep_counts_the_requests_the_server_received():
-    table = sweep_polling([0.1, 0.25], rate=5, clients=2, duration=0.5)
+    table = sweep(run_polling, "interval", [0.1, 0.25], rate=5, clients=2, duration=0.5)
     assert list(table["interval"]) == [0.1, 0.25]
-    counted = table["received_per_s"] * 0.5  # requests in the window: 2 clients x 5, then 2 x 2, ±1 per client
+    counted = table["served_per_s"] * 0.5  # requests in the window: 2 clients x 5, then 2 x 2, ±1 per client
     assert (abs(counted - [10, 4]) <= 2).all(), list(counted)
 
 

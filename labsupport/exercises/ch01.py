@@ -8,7 +8,7 @@ import json
 import aiohttp
 
 from ..checks import Exercise, Measurement
-from ..experiments.polling import received_per_s, run_polling
+from ..experiments.polling import run_polling
 from ..experiments.core import Workload
 from ..patterns import push
 from .tryout import TryOutFailed, try_out
@@ -39,7 +39,7 @@ q1 = Exercise(
 
 def _measure_requests() -> Measurement:
     """The same clients and interval for ``Q1_RUN`` seconds, counted where the server receives them."""
-    served = received_per_s(run_polling(Q1_INTERVAL, rate=2.0, clients=Q1_CLIENTS, duration=Q1_RUN))
+    served = run_polling(Q1_INTERVAL, rate=2.0, clients=Q1_CLIENTS, duration=Q1_RUN).served_per_s()
     theory, per_minute = Q1_CLIENTS * Q1_SECONDS / Q1_INTERVAL, served * Q1_SECONDS
     edges = Q1_CLIENTS * Q1_SECONDS / Q1_RUN  # a poll at an edge of the run counts on either side: ±1 per client
     return Measurement(

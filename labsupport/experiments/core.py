@@ -375,8 +375,16 @@ def expected_seconds(kwargs: dict) -> float:
     return kwargs.get("duration", Workload.duration) + kwargs.get("interval", 0.0) + 0.3
 
 
-def sweep(run: Callable, over: str, values: list, **fixed) -> pd.DataFrame:
-    """Run an experiment once per value of one setting; one summary row per run."""
+def sweep(run: LabCall, over: str, values: list, **fixed) -> pd.DataFrame:
+    """Run an experiment once per value of one setting; one summary row per run.
+
+    The sweep is one experiment call: watched as a whole, and run once more as a whole if other
+    programs held the lab back (``LabCall``)."""
     calls = [run.arguments(**{**fixed, over: value}) for value in values]
     seconds = sum((run.expected or expected_seconds)(arguments) for arguments in calls)
-    return lab.run(_sweep(run, over, list(values), fixed), expected_seconds=seconds, label=f"sweep {over}")
+
+    async def swept() -> pd.DataFrame:
+        return await _sweep(run, over, list(values), fixed)
+
+    swept.__name__ = swept.__qualname__ = f"sweep of {run.__name__} over {over}"
+    return LabCall(swept, lambda _: seconds)()

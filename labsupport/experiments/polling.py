@@ -65,12 +65,6 @@ class _Arrivals(list):
         super().append((request.connection.context.address[1], time.monotonic()))
 
 
-def received_per_s(result: Result) -> float:
-    """Requests a second that reached the server in the feed's window, counted one by one where they
-    arrived: a poll the client skipped is missing from the count (a median gap per client would hide it)."""
-    return float(result.served["arrived"].between(0, result.duration).sum()) / result.duration
-
-
 run_polling_variants = variants_of(run_polling)
 
 

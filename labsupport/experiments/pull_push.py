@@ -15,7 +15,6 @@ from ..lab import on_lab_loop
 from ..patterns import push
 from ..results import Result
 from .core import Routes, Workload, established, expected_seconds, measure, served
-from .polling import received_per_s, run_polling
 
 HELD_COUNTS = (0, 100, 200, 400)
 MAX_HELD = 2000
@@ -27,19 +26,6 @@ async def run_push(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0
     """Clients hold one streaming response each (see ``patterns/push.py``)."""
     workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
     return await measure("push", push.handlers, push.listen, workload, drain=latency + 0.1, ready_first=True)
-
-
-@on_lab_loop(expected=lambda kwargs: sum(expected_seconds({**kwargs, "interval": t}) for t in kwargs["intervals"]))
-async def sweep_polling(intervals: list[float], *, rate: float = 5.0, clients: int = 1, duration: float = 2.0,
-                        arrivals: str = "fixed", seed: int | None = None) -> pd.DataFrame:
-    """Polling at each interval in turn, one summary row each, with ``received_per_s``: the requests
-    the server received in the feed's window, a second (``polling.received_per_s``)."""
-    rows = []
-    for interval in intervals:
-        result = await run_polling.coro(interval, rate=rate, clients=clients, duration=duration,
-                                        arrivals=arrivals, seed=seed)
-        rows.append({"interval": interval, **result.summary(), "received_per_s": received_per_s(result)})
-    return pd.DataFrame(rows)
 
 
 def _open_streams(port: int, how_many: int) -> list[socket.socket]:
