@@ -3,7 +3,6 @@
 import asyncio
 import itertools
 
-
 from mutants import Mutant, edit, swap
 
 NOTEBOOK = "01_pull_and_push"
