@@ -150,6 +150,7 @@ class Result:
             return float("nan")
         return float(self.served["arrived"].between(0, self.duration).sum()) / self.duration
 
+    @property
     def feed_behind(self) -> float:
         """The most the feed fell behind its schedule (s): a sign the lab was overloaded."""
         return float(self.events["late"].max()) if "late" in self.events and len(self.events) else 0.0
