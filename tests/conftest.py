@@ -26,6 +26,15 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_FACTOR
 
 
+@pytest.fixture(autouse=True)
+def judged_afresh():
+    """What held the lab back in one test's measurement says nothing about the next test's claims."""
+    from labsupport.claims import BUSY
+
+    BUSY.notes.clear()
+    yield
+
+
 @pytest.fixture(autouse=True, scope="module")
 def fresh_lab():
     """Each test module starts and ends with nothing running in the lab."""

@@ -57,12 +57,11 @@ def orphan_spinner() -> int:
 
 
 def test_other_programs_on_every_core_hold_the_lab_back():
-    async def busy_lab():
+    async def busy_lab():  # a lab that needs a whole core for a second
         end = time.monotonic() + 1.0
         while time.monotonic() < end:
-            sum(range(20_000))
-            await asyncio.sleep(0.001)
-    spinners = [orphan_spinner() for _ in range(os.cpu_count() or 1)]
+            pass
+    spinners = [orphan_spinner() for _ in range(2 * (os.cpu_count() or 1))]
     try:
         time.sleep(0.2)
         verdict = held(lambda: lab.run(busy_lab()))
@@ -70,4 +69,4 @@ def test_other_programs_on_every_core_hold_the_lab_back():
         for pid in spinners:
             os.kill(pid, signal.SIGKILL)
     assert verdict.held_back, verdict
-    assert verdict.others_cores >= 0.5 * len(spinners), verdict
+    assert verdict.others_cores >= 0.25 * len(spinners), verdict
