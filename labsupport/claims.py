@@ -96,9 +96,8 @@ def near(theory: Values, *, within: Number = 0.0, rel: Number = 0.0) -> tuple[Va
 
 
 class Busy:
-    """What held the lab back in measurements still standing: a measurement taken while other
-    programs held the lab back makes every later claim "not judged", until that same
-    measurement runs again and is not held back."""
+    """What held the lab back in the latest measurement: a measurement taken while other programs
+    held the lab back makes the claims after it "not judged", until a measurement runs undisturbed."""
 
     def __init__(self) -> None:
         self.notes: dict[str, str] = {}   # measurement's name -> what held it back

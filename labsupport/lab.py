@@ -311,7 +311,7 @@ class LabCall:
     A call that ``measures`` (every experiment; not one that only starts or stops something) is
     watched from outside the lab loop (``machine.py``). If other programs held the lab back
     while it measured, it runs once more, and says so; if they held it back again, the claims
-    that follow say "not judged" until the same call runs again undisturbed.
+    that follow say "not judged" until a measurement runs undisturbed.
     """
 
     def __init__(self, coro_fn: Callable[..., Awaitable], expected: Callable[[dict], float] | None = None,
@@ -381,8 +381,8 @@ class LabCall:
         result, held = tries[-1]
         if held is not None and held.held_back:
             BUSY.note(name, held.describe())
-        else:
-            BUSY.clear(name)
+        else:  # a measurement taken undisturbed is what the claims after it judge
+            BUSY.notes.clear()
         return result
 
     def __repr__(self) -> str:

@@ -105,7 +105,7 @@ def poll_heads(payload: int, *, not_modified: bool = False) -> tuple[int, int]:
     return tuple(sum(len(line) + 2 for line in lines) + 2 for lines in (request, response))
 
 
-ROUND_TRIP = 0.005  # s: a poll's answer through the meter on loopback, with a few dozen pollers on one thread
+ROUND_TRIP = 0.015  # s: a poll's answer through the meter on loopback, with a few dozen pollers on one thread of a busy 2-core machine
 
 
 def mean_wait_bounds(interval: float, waits: int) -> tuple[float, float]:
