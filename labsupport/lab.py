@@ -29,7 +29,7 @@ import tornado.web
 from .checks import show_note
 from .claims import BUSY
 from .collector import older_objects_frozen
-from .machine import MachineWatch
+from .machine import HOLD_LIMIT, MachineWatch
 from .progress import Progress
 from .serving import Listener, listen
 from .wire import LOOPBACK, Link, WireMeter
@@ -135,10 +135,10 @@ class Lab:
     def in_lab_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
-    def machine_watch(self) -> MachineWatch:
+    def machine_watch(self, hold_limit: float = HOLD_LIMIT) -> MachineWatch:
         """A watch, from outside the lab loop, of what other programs do to the lab's thread."""
         self.loop()
-        return MachineWatch(self._thread.native_id)
+        return MachineWatch(self._thread.native_id, hold_limit=hold_limit)
 
     def submit(self, coro: Awaitable) -> concurrent.futures.Future:
         """Schedule a coroutine on the lab loop and return a thread-safe future."""
@@ -311,15 +311,18 @@ class LabCall:
     A call that ``measures`` (every experiment; not one that only starts or stops something) is
     watched from outside the lab loop (``machine.py``). If other programs held the lab back
     while it measured, it runs once more, and says so; if they held it back again, the claims
-    that follow say "not judged" until a measurement runs undisturbed.
+    that follow say "not judged" until a measurement runs undisturbed. ``f.tolerates(arguments)``
+    is the longest wait for a core at a stretch a call's measurement tolerates, where that is less
+    than the watch's own limit.
     """
 
     def __init__(self, coro_fn: Callable[..., Awaitable], expected: Callable[[dict], float] | None = None,
-                 measures: bool = True) -> None:
+                 measures: bool = True, tolerates: Callable[[dict], float] | None = None) -> None:
         functools.update_wrapper(self, coro_fn)
         self.coro = coro_fn
         self.expected = expected
         self.measures = measures
+        self.tolerates = tolerates
         self.signature = inspect.signature(coro_fn)
 
     def arguments(self, *args, **kwargs) -> dict:
@@ -331,6 +334,10 @@ class LabCall:
     def seconds(self, *args, **kwargs) -> float | None:
         return self.expected(self.arguments(*args, **kwargs)) if self.expected else None
 
+    def hold_limit(self, *args, **kwargs) -> float:
+        """The longest wait for a core at a stretch this call's measurement tolerates (s)."""
+        return min(HOLD_LIMIT, self.tolerates(self.arguments(*args, **kwargs))) if self.tolerates else HOLD_LIMIT
+
     def __call__(self, *args, **kwargs):
         seconds = self.seconds(*args, **kwargs)
         # Every experiment bounds its own waits; this is the last guard, so that no cell ever hangs.
@@ -339,24 +346,24 @@ class LabCall:
         def once():
             return lab.run(self.coro(*args, **kwargs), expected_seconds=seconds, label=self.__name__, timeout=stuck)
 
-        return self._judged(once) if self.measures else once()
+        return self._judged(once, self.hold_limit(*args, **kwargs)) if self.measures else once()
 
     async def aio(self, *args, **kwargs):
         if not self.measures or lab.in_lab_thread():
             return await lab.arun(self.coro(*args, **kwargs))
         tries = []
         for _ in range(2):
-            watch = lab.machine_watch().start()
+            watch = lab.machine_watch(self.hold_limit(*args, **kwargs)).start()
             result = await lab.arun(self.coro(*args, **kwargs))
             tries.append((result, watch.stop()))
             if not self._held_back(tries):
                 break
         return self._verdict(tries)
 
-    def _judged(self, once: Callable[[], Any]) -> Any:
+    def _judged(self, once: Callable[[], Any], hold_limit: float) -> Any:
         tries = []
         for _ in range(2):
-            watch = lab.machine_watch().start()
+            watch = lab.machine_watch(hold_limit).start()
             try:
                 result = once()
             finally:
@@ -390,15 +397,17 @@ class LabCall:
 
 
 def on_lab_loop(coro_fn: Callable[..., Awaitable] | None = None, *,
-                expected: Callable[[dict], float] | None = None, measures: bool = True) -> LabCall | Callable:
+                expected: Callable[[dict], float] | None = None, measures: bool = True,
+                tolerates: Callable[[dict], float] | None = None) -> LabCall | Callable:
     """Make a coroutine function a ``LabCall``: plain from a cell (it waits) or awaited (``.aio``).
 
     ``expected(arguments)`` estimates the seconds a call takes, for its progress bar;
-    ``measures=False`` for a call that only starts or stops something (never run twice).
+    ``measures=False`` for a call that only starts or stops something (never run twice);
+    ``tolerates(arguments)`` the longest wait for a core at a stretch its measurement tolerates.
     """
     if coro_fn is None:
-        return functools.partial(on_lab_loop, expected=expected, measures=measures)
-    return LabCall(coro_fn, expected, measures)
+        return functools.partial(on_lab_loop, expected=expected, measures=measures, tolerates=tolerates)
+    return LabCall(coro_fn, expected, measures, tolerates)
 
 
 @on_lab_loop(measures=False)

@@ -387,4 +387,5 @@ def sweep(run: LabCall, over: str, values: list, **fixed) -> pd.DataFrame:
         return await _sweep(run, over, list(values), fixed)
 
     swept.__name__ = swept.__qualname__ = f"sweep of {run.__name__} over {over}"
-    return LabCall(swept, lambda _: seconds)()
+    hold_limit = min(run.hold_limit(**arguments) for arguments in calls)
+    return LabCall(swept, lambda _: seconds, tolerates=lambda _: hold_limit)()
