@@ -8,6 +8,10 @@ gap in sequence numbers is an update the client never saw.
 
 Servers read the feed with a cursor (``after(seq)``) and wait for news with
 ``wait_after(seq)``; the feed keeps every event of a run so results can be checked against it.
+
+A feed lives in memory: a server that crashes loses it, and its successor numbers its events
+from 1 again. ``stream`` names this life of the numbering (a random token), so a client's cursor
+from another life can be told from one of this life, whether it is behind or ahead.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -58,6 +63,7 @@ class Feed:
         self._readers: dict[asyncio.Future, None] = {}  # one per waiting reader, woken in the order they came
         self._task: asyncio.Task | None = None
         self.started: float | None = None
+        self.stream = secrets.token_hex(4)  # this life of the sequence numbers
 
     # -- reading --------------------------------------------------------------------------
 

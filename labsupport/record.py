@@ -29,10 +29,14 @@ class Recorder:
     seen: list[tuple[int, float]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    resets: list[tuple[float, str]] = field(default_factory=list)  # (when, why) the server said its numbering began again
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def saw(self, seq: int, at: float | None = None) -> None:
         self.seen.append((seq, time.monotonic() if at is None else at))
+
+    def reset(self, why: str, at: float | None = None) -> None:
+        self.resets.append((time.monotonic() if at is None else at, why))
 
     def request(self, sent: float, status: int, new_events: int, answered: float | None = None) -> None:
         self.requests.append(Request(sent, time.monotonic() if answered is None else answered, status, new_events))

@@ -83,7 +83,7 @@ def test_hold_timeout_answers_empty_and_the_client_keeps_its_cursor():
             await lab.stop_server(server.name)
 
     status, answer, took = run(scenario())
-    assert status == 200 and answer == {"events": []}
+    assert status == 200 and answer["events"] == [] and "reset" not in answer
     assert 0.15 <= took < scaled(3)
 
 
@@ -123,7 +123,7 @@ def test_batching_gathers_news_into_one_answer():
     assert seqs(answer) == [1, 2]
 
 
-@pytest.mark.parametrize("cursor", ["abc", "-1", "5", "1.5", "", "9" * 5000, "\u0661", "0_0", "+0", "\u00b2"])
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "", "9" * 5000, "\u0661", "0_0", "+0", "\u00b2"])
 def test_a_bad_cursor_gets_a_clear_400_and_the_server_keeps_serving(cursor):
     async def scenario():
         feed = Feed(rate=1)
@@ -234,7 +234,43 @@ def test_without_a_cursor_news_during_a_restart_is_lost():
     assert seen == sorted(seen) and seen[-1] == last
 
 
-def test_a_client_whose_cursor_the_server_rejects_stops_with_a_clear_error():
+@pytest.mark.parametrize("published", [0, 3])
+def test_a_cursor_past_the_newest_event_gets_a_prompt_reset_not_an_error(published):
+    async def scenario():
+        fresh = Feed(rate=1)   # a server that restarted with nothing of its old feed
+        for _ in range(published):
+            fresh.publish()
+        server = await serve(fresh, name="lp-fresh")
+        try:
+            return await get(f"{server.url}/events", after=5), fresh.stream
+        finally:
+            await lab.stop_server(server.name)
+
+    (status, answer, seconds), stream = run(scenario())
+    assert status == 200 and seconds < 1.0
+    assert "restarted" in answer["reset"] and answer["stream"] == stream
+    assert seqs(answer) == list(range(1, published + 1))
+
+
+def test_a_cursor_from_another_stream_gets_a_reset_even_when_its_number_exists_here():
+    async def scenario():
+        fresh = Feed(rate=1)
+        for _ in range(8):
+            fresh.publish()
+        server = await serve(fresh, name="lp-other-life")
+        try:
+            other = await get(f"{server.url}/events", after=5, stream="0ldl1fe")
+            same = await get(f"{server.url}/events", after=5, stream=fresh.stream)
+            return other, same
+        finally:
+            await lab.stop_server(server.name)
+
+    (status, other, _), (_, same, _) = run(scenario())
+    assert status == 200 and "0ldl1fe" in other["reset"] and seqs(other) == list(range(1, 9))
+    assert "reset" not in same and seqs(same) == [6, 7, 8]
+
+
+def test_a_client_keeps_receiving_from_a_server_that_lost_its_feed():
     async def scenario():
         old = Feed(rate=1)
         for _ in range(5):
@@ -247,16 +283,22 @@ def test_a_client_whose_cursor_the_server_rejects_stops_with_a_clear_error():
             deadline = time.monotonic() + scaled(5)
             while len(recorder.seen) < 5 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            server = await serve(Feed(rate=1), name="lp-forgetful")  # a server that lost its history
+            new = Feed(rate=1)
+            server = await serve(new, name="lp-forgetful")  # a server that lost its history
             meter.target_port = server.port
-            await asyncio.wait_for(client, scaled(10))
+            for _ in range(2):
+                new.publish()
+                await asyncio.sleep(0.05)
+            while len(recorder.seen) < 7 and time.monotonic() < deadline + scaled(5):
+                await asyncio.sleep(0.02)
+            return [seq for seq, _ in recorder.seen], recorder.resets, client.done()
         finally:
             client.cancel()
             await meter.stop()
             await lab.stop_server("lp-forgetful")
 
-    with pytest.raises(longpolling.RequestRejected, match="400.*cursor"):
-        run(scenario())
+    seen, resets, ended = run(scenario())
+    assert seen == [1, 2, 3, 4, 5, 1, 2] and len(resets) == 1 and not ended
 
 
 def test_retry_delay_doubles_and_is_capped():

@@ -139,13 +139,20 @@ class RouteClient {
     const abort = new AbortController();
     this.closers.push(() => abort.abort());
     let cursor = 0;
+    let stream = "";
+    let failures = 0;
     this.ready();  // the first request is held until news: the server holds it, so it is in place
     while (!this.stopped) {
       const sent = now();
       try {
-        const answer = await fetch(this.url(`/events?after=${cursor}`), { signal: abort.signal, cache: "no-store" });
+        const from = stream ? `&stream=${encodeURIComponent(stream)}` : "";
+        const answer = await fetch(this.url(`/events?after=${cursor}${from}`), { signal: abort.signal, cache: "no-store" });
+        if (!answer.ok) throw new Error(`HTTP ${answer.status}`);  // fetch resolves on any status
         const body = await answer.json();
         const answered = now();
+        failures = 0;
+        if (body.reset) cursor = 0;  // the server restarted: its events begin again at 1
+        stream = body.stream || "";
         for (const event of body.events || []) {
           this.seen.push([event.seq, answered]);
           cursor = event.seq;
@@ -154,7 +161,8 @@ class RouteClient {
       } catch (error) {
         if (this.stopped) return;
         this.errors.push(`long poll failed: ${error}`);
-        await new Promise((ok) => setTimeout(ok, 200));
+        failures += 1;
+        await new Promise((ok) => setTimeout(ok, Math.min(50 * 2 ** (failures - 1), 2000)));  // doubling, as the Python client
       }
     }
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable
@@ -11,11 +12,12 @@ from typing import Awaitable
 import numpy as np
 import pandas as pd
 
-from ..lab import on_lab_loop
+from ..feed import Feed
+from ..lab import cancel_all, on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
 from ..results import Result
-from .core import Run, Workload, crossing, measure, variants_of
+from .core import Routes, Run, Workload, all_caught_up, all_connected, crossing, measure, metered, variants_of
 
 
 def _expected(kwargs: dict) -> float:
@@ -210,3 +212,67 @@ async def run_side_by_side(*, latency: float = 0.0, rate: float = 10.0, interval
     results = await asyncio.gather(_long_polling(workload, hold=hold, batch=0.0, use_cursor=True),
                                    _polling(workload, interval), _push(workload))
     return dict(zip(names, results))
+
+
+@dataclass
+class CrashOutcome:
+    """Long-polling clients across a crash that took the server's in-memory feed with it."""
+
+    new_events: int          # events the new server published (its numbering starts at 1)
+    received: list[int]      # of them, how many each client received
+    resets: list[int]        # how many times each client was told the numbering began again
+    stopped: list[str]       # clients that gave up, and why
+
+    def summary(self) -> dict:
+        return {"events of the new server": self.new_events, "fewest received by a client": min(self.received),
+                "clients told of the reset": sum(1 for r in self.resets if r), "clients that gave up": len(self.stopped)}
+
+
+@on_lab_loop(expected=lambda kwargs: 1.5 + kwargs.get("down_for", 0.2) + kwargs.get("after", 10) / kwargs.get("rate", 50.0))
+async def run_crash(*, before: int = 10, head_start: int = 0, after: int = 10, clients: int = 3,
+                    down_for: float = 0.2, rate: float = 50.0) -> CrashOutcome:
+    """Clients long-poll a server that publishes ``before`` events and crashes: its feed, kept only
+    in memory, dies with it. The server that replaces it ``down_for`` s later starts a feed of its
+    own, numbered from 1, with ``head_start`` events already published when it comes up (ahead of
+    the clients' cursors when ``head_start > before``), then publishes ``after`` more at ``rate``."""
+    if not (0 <= before <= 1000 and 0 <= head_start <= 1000 and 1 <= after <= 1000):
+        raise ValueError("before and head_start must be 0 to 1000 events, after 1 to 1000.")
+    if not 0 <= down_for <= 5:
+        raise ValueError(f"down_for must be between 0 and 5 s, not {down_for!r}.")
+    recorders = [Recorder(i) for i in range(clients)]
+    old_feed = Feed(rate)
+    old = Routes(f"long-polling-crash-{next(_crashes)}", longpolling.handlers(old_feed, hold=5.0))
+    async with metered(old) as meter:
+        tasks = [asyncio.create_task(longpolling.long_poll(meter.url, r)) for r in recorders]
+        new = Routes(f"{old.name}-after", [])
+        try:
+            await all_connected(meter, clients, tasks)
+            await _publish(old_feed, before, rate)
+            await all_caught_up(recorders, before, 2.0)
+            await old.stop()                              # the crash: connections and feed are gone
+            crashed = time.monotonic()
+            await asyncio.sleep(down_for)
+            feed = Feed(rate)
+            for _ in range(head_start):
+                feed.publish()
+            new.handlers = longpolling.handlers(feed, hold=5.0)
+            await new.start()
+            meter.target_port = new.port
+            await _publish(feed, after, rate)
+            await all_caught_up(recorders, feed.last_seq, 2.0 + 2 * down_for)
+            stopped = [f"client {r.client}: {type(t.exception()).__name__}: {t.exception()}"
+                       for r, t in zip(recorders, tasks) if t.done() and not t.cancelled() and t.exception()]
+        finally:
+            await cancel_all(tasks)
+            await new.stop()
+    received = [len({seq for seq, at in r.seen if at > crashed and 1 <= seq <= feed.last_seq}) for r in recorders]
+    return CrashOutcome(feed.last_seq, received, [len(r.resets) for r in recorders], stopped)
+
+
+_crashes = itertools.count(1)
+
+
+async def _publish(feed: Feed, events: int, rate: float) -> None:
+    for _ in range(events):
+        feed.publish()
+        await asyncio.sleep(1 / rate)

@@ -1,20 +1,28 @@
 """Long polling: the client asks, and the server holds the answer until there is news.
 
-Server side: ``GET /events?after=<seq>`` answers at once with every event newer than
-``seq`` when there is one. When there is none it *holds* the request: no answer until news
-arrives or ``hold`` seconds pass. The answer is ``{"events": [...]}``, oldest first, with
-an empty list when the hold ran out (proxies and load balancers cut requests that stay
-silent too long, so the server answers first). With ``batch`` the server waits that long
+Server side: ``GET /events?after=<seq>&stream=<id>`` answers at once with every event newer
+than ``seq`` when there is one. When there is none it *holds* the request: no answer until news
+arrives or ``hold`` seconds pass. The answer is ``{"stream": id, "events": [...]}``, oldest
+first, with an empty list when the hold ran out (proxies and load balancers cut requests that
+stay silent too long, so the server answers first). With ``batch`` the server waits that long
 after the first news so one answer can carry several events. A cursor that is not a whole
-number in ASCII digits, or is ahead of the newest event, gets ``400`` and a JSON explanation.
+number in ASCII digits gets ``400`` and a JSON explanation.
+
+A cursor from another life of the feed is not an error. A server that crashed lost its events
+with it, and its successor numbers them from 1 again; its ``stream`` id differs. So a cursor
+whose ``stream`` is not this one, or whose number is past the newest event, gets a prompt
+``200`` with a ``reset`` (why) and every event of this life: the client starts again from there.
+Judged by the number alone, a client that comes back after the new server has passed its old
+cursor would skip the new life's first events without a word.
 
 Client side: ``long_poll`` asks again the moment an answer arrives. With ``use_cursor=True``
-it sends the seq of the last event it saw, so events that arrive while no request of its
+it sends the seq of the last event it saw (and the stream it came from), so events that arrive while no request of its
 is waiting (between an answer and the next request, or while the server restarts) come in
 the next answer. With ``use_cursor=False`` it sends no ``after``: the server then answers
 only with events that arrive while the request is held, and whatever falls in the gaps is
 lost. After a failure (refused, cut, timed out, a 5xx) the client waits
-``retry_delay(failures)`` seconds and asks again with the same cursor.
+``retry_delay(failures)`` seconds and asks again with the same cursor. A ``reset`` makes it
+start again from the events the answer carries.
 """
 
 from __future__ import annotations
@@ -58,12 +66,17 @@ class EventsHandler(SizeLimits, tornado.web.RequestHandler):
     async def get(self) -> None:
         raw = self.get_query_argument("after", None)
         after = self.feed.last_seq if raw is None else cursor(raw)  # no cursor: news from now on
-        if after is None or after > self.feed.last_seq:
+        if after is None:
             self.set_status(400)
             self.write({"error": f"after={raw!r} is not a valid cursor: send the seq of the last event "
                                  f"you saw, a whole number from 0 to {self.feed.last_seq}."})
             return
         self.set_header("Cache-Control", "no-cache")
+        reset = self.another_life(after, self.get_query_argument("stream", None))
+        if reset:
+            self.write({"stream": self.feed.stream, "reset": reset,
+                        "events": [event.to_json() for event in self.feed.after(0)]})
+            return
         self.waiting = asyncio.current_task()
         self.held.add()
         try:
@@ -75,7 +88,17 @@ class EventsHandler(SizeLimits, tornado.web.RequestHandler):
             return  # the client went away, or the server is stopping
         finally:
             self.held.remove()
-        self.write({"events": [event.to_json() for event in news]})
+        self.write({"stream": self.feed.stream, "events": [event.to_json() for event in news]})
+
+    def another_life(self, after: int, stream: str | None) -> str:
+        """Why the cursor belongs to another life of the feed (the server restarted), or ""."""
+        if stream is not None and stream != self.feed.stream:
+            return (f"stream {stream[:40]!r} is not this server's ({self.feed.stream!r}): it restarted "
+                    "and numbers its events from 1 again")
+        if after > self.feed.last_seq:
+            return (f"after={after} is past the newest event ({self.feed.last_seq}): the server restarted "
+                    "and numbers its events from 1 again")
+        return ""
 
     def on_connection_close(self) -> None:
         if self.waiting is not None:
@@ -110,9 +133,9 @@ async def long_poll(base_url: str, recorder: Recorder, *, use_cursor: bool = Tru
     """
     timeout = aiohttp.ClientTimeout(total=None, sock_read=give_up_after)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        cursor, failures = 0, 0
+        cursor, stream, failures = 0, None, 0
         while True:
-            params = {"after": cursor} if use_cursor else {}
+            params = {"after": cursor, **({"stream": stream} if stream else {})} if use_cursor else {}
             sent = time.monotonic()
             try:
                 async with session.get(f"{base_url}/events", params=params) as response:
@@ -128,6 +151,10 @@ async def long_poll(base_url: str, recorder: Recorder, *, use_cursor: bool = Tru
                 continue
             answered, failures = time.monotonic(), 0
             answer = json.loads(body)
+            if answer.get("reset"):
+                recorder.reset(answer["reset"], answered)
+                cursor = 0  # the events below are this life's, from its start
+            stream = answer.get("stream")
             for event in answer["events"]:
                 recorder.saw(event["seq"], answered)
                 cursor = event["seq"]
