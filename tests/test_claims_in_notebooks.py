@@ -8,10 +8,10 @@ from pathlib import Path
 import nbformat
 
 from mutants import every_mutant
+from mutants.run import CLAIM_FORMS, claim_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CLAIM_FORMS = ("claim_near", "claim_between", "claim_at_most", "claim_at_least", "claim_equal")
 # Chapters whose claims still use the older form, without ids or mutants: to convert, then remove from here.
 NOT_YET_DATA = {"05_websockets", "06_message_queues", "07_choosing_a_pattern", "08_in_production", "09_scaling_out"}
 LATENESS = re.compile(r"lab_late|LoopWatch|again_if_late|lab_behind|late_p95|late_max")
@@ -20,13 +20,6 @@ LATENESS = re.compile(r"lab_late|LoopWatch|again_if_late|lab_behind|late_p95|lat
 def code(notebook: Path) -> str:
     nb = nbformat.read(notebook, as_version=4)
     return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
-
-
-def claim_calls(source: str):
-    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            yield node
 
 
 def test_no_bound_anywhere_refers_to_the_labs_own_lateness():

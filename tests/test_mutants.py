@@ -13,11 +13,10 @@ NOTEBOOKS = sorted({m.notebook for m in every_mutant().values()})
 
 def check_chapter(notebook: str) -> None:
     mutants = [m for m in every_mutant().values() if m.notebook == notebook]
-    report = chapter(notebook, mutants)
+    report = chapter(notebook, mutants, baseline=False)
     text = "\n".join(report.lines())
     print(text)
-    assert report.claims, f"{notebook}: the baseline run recorded no claim"
-    assert all(r["outcome"] == "held" for r in report.baseline.values()), text
+    assert report.claims, f"{notebook}: the chapter declares no claim"
     assert len(report.covered) == len(report.claims) and not report.missed, text
 
 
