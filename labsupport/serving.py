@@ -33,6 +33,7 @@ from .wire import BACKLOG, LOOPBACK
 
 CLOSE_TIMEOUT = 5.0                     # seconds a failed client has to close, as Tornado gives on close
 MAX_MESSAGE_SIZE = 10 * 2**20           # Tornado's documented default for ``websocket_max_message_size``
+MAX_HEAD = 128 * 1024                   # bytes of request head a lab server reads before it hangs up (Tornado: 64 KiB)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # where an HTTP request head ends, as Tornado reads it
 _SWITCHING = b"HTTP/1.1 101 "
 
@@ -132,8 +133,10 @@ def listen(app: tornado.web.Application, *, send_buffer: int | None = None, **se
 
     ``send_buffer`` sets each connection's kernel send buffer (``SO_SNDBUF``), so that a slow
     reader's backlog shows in the server's own queues within a second instead of hiding in the kernel.
+    The head of a request is read up to ``MAX_HEAD`` bytes, past Tornado's 64 KiB, so that a handler
+    can answer an oversized one with 431 (``patterns/_input.SizeLimits``) where Tornado would hang up.
     """
-    http_server = tornado.httpserver.HTTPServer(app, **server_options)
+    http_server = tornado.httpserver.HTTPServer(app, **{"max_header_size": MAX_HEAD, **server_options})
     sockets = tornado.netutil.bind_sockets(0, LOOPBACK, backlog=BACKLOG)
     max_message_size = app.settings.get("websocket_max_message_size", MAX_MESSAGE_SIZE)
 

@@ -76,3 +76,51 @@ def test_forged_tampered_and_replayed_deliveries_change_nothing():
 def test_bad_settings_get_a_clear_error():
     with pytest.raises(ValueError, match="events"):
         run_webhooks(events=0)
+
+
+@pytest.mark.parametrize("stamp", ["\u00b2", "-5", "1.5", "9" * 20])
+def test_a_timestamp_that_is_not_ascii_seconds_is_a_bad_request_not_a_crash(stamp):
+    headers = webhook.signed_headers(SECRET, "msg_1", BODY)
+    headers["webhook-timestamp"] = stamp
+    assert "ASCII digits" in webhook.malformed(headers) == webhook.verify(SECRET, headers, BODY)
+
+
+def test_the_receiver_answers_bad_timestamps_400_and_a_huge_one_431():
+    import aiohttp
+    from labsupport import lab
+
+    async def deliver(stamps):
+        ledger = webhook.Ledger()
+        server = await lab.serve("webhook-bad-input", webhook.handlers(ledger, SECRET))
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for stamp in stamps:
+                    headers = {**webhook.signed_headers(SECRET, "msg_1", BODY), "webhook-timestamp": stamp}
+                    async with session.post(f"{server.url}/hooks", data=BODY, headers=headers) as answer:
+                        answers.append((answer.status, (await answer.json())["refused"]))
+        finally:
+            await lab.stop_server(server.name)
+        return answers, ledger
+
+    answers, ledger = lab.run(deliver(["\u00b2".encode().decode("latin-1"), "-5", "9" * 100_000]))
+    assert [status for status, _ in answers] == [400, 400, 431]
+    assert not ledger.applied and ledger.queue.empty()
+
+
+def test_a_job_that_fails_releases_its_claim_so_a_retry_applies_it():
+    import asyncio
+
+    async def attempts():
+        ledger = webhook.Ledger()
+        job = asyncio.ensure_future(webhook.apply(ledger, "msg_1", 1.0, dedupe=True))
+        await asyncio.sleep(0.05)
+        job.cancel()  # the work stopped half way (a crash, a timeout)
+        await asyncio.gather(job, return_exceptions=True)
+        released = dict(ledger.applied)
+        await webhook.apply(ledger, "msg_1", 0.0, dedupe=True)   # the provider's retry
+        await webhook.apply(ledger, "msg_1", 0.0, dedupe=True)   # and a duplicate of it
+        return released, ledger.applied
+
+    released, applied = __import__("labsupport").lab.run(attempts())
+    assert released == {} and applied == {"msg_1": 1}

@@ -23,8 +23,8 @@ MAX_HEADERS = 16 * 1024   # bytes of header fields
 class SizeLimits:
     """Mix into a RequestHandler: 414 for a long target (RFC 9110 15.5.15), 431 for big headers (RFC 6585 5).
 
-    Tornado reads at most 64 KiB of request head (``max_header_size``) and closes the connection
-    without an answer beyond it; below that, these limits give the client a status it can read.
+    The lab's servers read up to 128 KiB of request head (``serving.MAX_HEAD``) and close the
+    connection without an answer beyond it; below that, these limits give the client a status it can read.
     """
 
     def prepare(self) -> None:

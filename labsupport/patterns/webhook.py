@@ -31,14 +31,18 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import tornado.web
 
+from ._input import SizeLimits, error_reason
+
 TOLERANCE = 300.0   # seconds: how old a delivery may be (Standard Webhooks suggests five minutes)
 TIMEOUT = 0.5       # seconds the provider waits for an answer before it counts the attempt as failed
+_STAMP = re.compile(r"[0-9]{1,12}")  # seconds since 1970 in ASCII digits (12 of them last to the year 33658)
 
 
 def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -53,11 +57,22 @@ def signed_headers(secret: bytes, msg_id: str, body: bytes, timestamp: int | Non
             "webhook-signature": sign(secret, msg_id, timestamp, body), "content-type": "application/json"}
 
 
+def malformed(headers) -> str | None:
+    """Why the delivery's headers cannot even be checked (a 400), or None."""
+    msg_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
+    if not msg_id or not stamp:
+        return "missing webhook-id or webhook-timestamp"
+    if not _STAMP.fullmatch(stamp):  # str.isdigit() takes '²', which int() then refuses
+        return f"webhook-timestamp {stamp[:20]!r} is not whole seconds since 1970 in ASCII digits"
+    return None
+
+
 def verify(secret: bytes, headers, body: bytes, *, now: float | None = None, tolerance: float = TOLERANCE) -> str | None:
     """Why the delivery must be refused, or None if it is genuine and fresh."""
-    msg_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
-    if not msg_id or not stamp.isdigit():
-        return "missing webhook-id or webhook-timestamp"
+    problem = malformed(headers)
+    if problem is not None:
+        return problem
+    msg_id, stamp = headers["webhook-id"], headers["webhook-timestamp"]
     now = time.time() if now is None else now
     if abs(now - int(stamp)) > tolerance:
         return f"timestamp {now - int(stamp):.0f} s away from now: a replay, or a clock far off"
@@ -80,7 +95,7 @@ class Ledger:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
 
 
-class HookHandler(tornado.web.RequestHandler):
+class HookHandler(SizeLimits, tornado.web.RequestHandler):
     """``POST /hooks``: verify, then (fast) queue and answer 202, or (slow) apply before answering."""
 
     def initialize(self, ledger: Ledger, secret: bytes, work: float, fast: bool, dedupe: bool) -> None:
@@ -88,10 +103,12 @@ class HookHandler(tornado.web.RequestHandler):
 
     async def post(self) -> None:
         self.ledger.received += 1
-        problem = verify(self.secret, self.request.headers, self.request.body)
+        problem, status = malformed(self.request.headers), 400
+        if problem is None:
+            problem, status = verify(self.secret, self.request.headers, self.request.body), 401
         if problem is not None:
-            self.ledger.rejected.append((401, problem))
-            self.set_status(401)
+            self.ledger.rejected.append((status, problem))
+            self.set_status(status)
             self.finish({"refused": problem})
             return
         msg_id = self.request.headers["webhook-id"]
@@ -103,13 +120,22 @@ class HookHandler(tornado.web.RequestHandler):
             await apply(self.ledger, msg_id, self.work, self.dedupe)
             self.finish({"applied": msg_id})
 
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.finish({"refused": error_reason(status_code, **kwargs)})  # JSON, like every other answer
+
 
 async def apply(ledger: Ledger, msg_id: str, work: float, dedupe: bool) -> None:
     """Do the job an event asks for (``work`` seconds), once per id when ``dedupe``."""
     if dedupe and msg_id in ledger.applied:
         return
     ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1   # claimed before the work, as a unique key would be
-    await asyncio.sleep(work)
+    try:
+        await asyncio.sleep(work)
+    except BaseException:  # the work failed or was stopped: release the claim, so that a retry does it
+        ledger.applied[msg_id] -= 1
+        if not ledger.applied[msg_id]:
+            del ledger.applied[msg_id]
+        raise
 
 
 async def worker(ledger: Ledger, work: float, dedupe: bool) -> None:
