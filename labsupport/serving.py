@@ -33,6 +33,7 @@ from .wire import BACKLOG, LOOPBACK
 
 CLOSE_TIMEOUT = 5.0                     # seconds a failed client has to close, as Tornado gives on close
 MAX_MESSAGE_SIZE = 10 * 2**20           # Tornado's documented default for ``websocket_max_message_size``
+LINGER = 2.0                            # seconds a closed connection still drains what its client sends (nginx: 5 to 30)
 MAX_HEAD = 128 * 1024                   # bytes of request head a lab server reads before it hangs up (Tornado: 64 KiB)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # where an HTTP request head ends, as Tornado reads it
 _SWITCHING = b"HTTP/1.1 101 "
@@ -99,12 +100,55 @@ class StrictStream(tornado.iostream.IOStream):
         super().write(close_frame(error.code, error.reason)).add_done_callback(self.end_writing)
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close)
 
+    def close_fd(self) -> None:
+        """Close the socket; if the client is still sending (a body the server refused unread), close
+        as nginx does (its "lingering close"): end our side, then read and drop what comes for up to
+        ``LINGER`` seconds. Closed with unread data, a socket answers the client with a reset, and
+        the client's stack may throw away the answer it had not read yet (RFC 9112 9.6)."""
+        sock, self.socket = self.socket, None
+        if sock is None:
+            return
+        try:
+            pending = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # nothing pending (BlockingIOError), or the client is gone
+            sock.close()
+            return
+        if not pending:   # the client closed its side already
+            sock.close()
+            return
+        _linger(sock)
+
     def end_writing(self, flushed: asyncio.Future) -> None:
         if not flushed.cancelled() and flushed.exception() is None and self.socket is not None:  # in the kernel
             try:
                 self.socket.shutdown(socket.SHUT_WR)  # FIN after the close frame: no reset, no lost frame
             except OSError:
                 pass  # the client is gone already
+
+
+def _linger(sock: socket.socket) -> None:
+    """Drop what ``sock`` receives until its client closes or ``LINGER`` seconds pass, then close it."""
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()
+
+    def done() -> None:
+        loop.remove_reader(fd)
+        timer.cancel()
+        sock.close()
+
+    def drain() -> None:
+        try:
+            while sock.recv(65536):
+                pass
+        except BlockingIOError:
+            return            # all read for now: wait for more
+        except OSError:
+            pass              # reset by the client
+        done()                # the client closed, or reset
+
+    timer = loop.call_later(LINGER, done)
+    loop.add_reader(fd, drain)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from conftest import scaled
 from labsupport import lab
 from labsupport.feed import Feed
-from labsupport.patterns import longpolling, sse
+from labsupport.patterns import longpolling, polling, sse
 from labsupport.patterns import websocket as ws
 
 MB = 2**20
@@ -483,3 +483,46 @@ def test_a_head_past_64_kib_still_gets_431_and_past_the_lab_limit_the_connection
     sock.close()
     assert answer == b""
     assert h11_get(long_poll_server.port, "/events?after=0")[0] == 200
+
+
+@pytest.fixture
+def poll_server():
+    feed = Feed(1.0)
+    feed.publish()
+    server = serve("robust-poll", polling.handlers(feed))
+    yield server
+    stop(server)
+
+
+def test_a_big_post_to_a_get_only_endpoint_is_refused_before_its_body_is_read(log, poll_server):
+    """The answer comes while 49 of the 50 MB are still unsent: the body was never read."""
+    sock = socket.create_connection(("127.0.0.1", poll_server.port), timeout=scaled(10))
+    try:
+        sock.sendall(b"POST /latest HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 1_000_000)
+        answer = sock.recv(4096)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET\r\n" in answer
+    assert h11_get(poll_server.port, "/latest")[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/latest", "/events", "/chat"])
+def test_a_client_still_sending_a_refused_body_reads_the_answer(log, path):
+    """The server closes as nginx does, draining what comes, so the client reads its 405 and no reset."""
+    import aiohttp
+
+    feed = Feed(1.0)
+    feed.publish()
+    routes = {"/latest": polling.handlers(feed), "/events": longpolling.handlers(feed, hold=0.2),
+              "/chat": ws.handlers(ws.Hub(feed))}[path]
+    server = serve("robust-get-only", routes)
+
+    async def post():
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{server.url}{path}", data=b"x" * 50_000_000) as answer:
+                return answer.status, answer.headers.get("Allow"), await answer.json()
+    try:
+        status, allow, body = lab.run(post(), timeout=scaled(30))
+    finally:
+        stop(server)
+    assert (status, allow) == (405, "GET") and "only GET" in body["error"]

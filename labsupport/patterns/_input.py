@@ -35,6 +35,25 @@ class SizeLimits:
             raise tornado.web.HTTPError(431, reason="Request Header Fields Too Large")
 
 
+@tornado.web.stream_request_body
+class GetOnly(SizeLimits, tornado.web.RequestHandler):
+    """Mix in first for a handler that answers GET only. Any other method gets 405, naming GET in
+    ``Allow`` (RFC 9110 15.5.6), as soon as its head arrives: a 50 MB POST is refused without
+    reading a byte of its body. (Tornado reads a whole body before it looks at the method, unless
+    the handler streams request bodies, as this one does.) The connection then ends; the lab's
+    servers drain what the client still sends, so that it can read the answer (``serving.LINGER``)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.request.method != "GET":
+            self.set_status(405)
+            self.set_header("Allow", "GET")
+            self.finish({"error": f"{self.request.method} is not allowed here: only GET is."})
+
+    def data_received(self, chunk: bytes) -> None:
+        """A GET's body, should a client send one: dropped, as RFC 9110 9.3.1 gives it no meaning."""
+
+
 def cursor(text: str) -> int | None:
     """A sequence number sent by a client (ASCII digits only), or None if ``text`` is not one."""
     return int(text) if _CURSOR.fullmatch(text) else None

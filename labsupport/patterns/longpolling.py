@@ -38,7 +38,7 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import SizeLimits, cursor, error_reason
+from ._input import GetOnly, cursor, error_reason
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Held:
         self.now -= 1
 
 
-class EventsHandler(SizeLimits, tornado.web.RequestHandler):
+class EventsHandler(GetOnly, tornado.web.RequestHandler):
     """Answers with the events after the client's cursor, holding the request until there are some."""
 
     def initialize(self, feed: Feed, hold: float, batch: float, held: Held) -> None:

@@ -41,10 +41,10 @@ import tornado.web
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import error_reason
+from ._input import GetOnly, error_reason
 
 
-class LatestHandler(tornado.web.RequestHandler):
+class LatestHandler(GetOnly, tornado.web.RequestHandler):
     """Answers every poll at once with the newest event."""
 
     def initialize(self, feed: Feed, cache_control: str | None = "no-cache", answers: list | None = None) -> None:

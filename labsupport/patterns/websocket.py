@@ -50,7 +50,7 @@ import tornado.websocket
 
 from ..feed import Feed
 from ..record import Recorder
-from ._input import SizeLimits, cursor, strict_json
+from ._input import GetOnly, cursor, strict_json
 from .rfc6455 import INVALID_DATA, close_reason
 
 OUTBOX_LIMIT = 1000           # messages waiting for one client before the policy applies
@@ -125,7 +125,7 @@ class Hub:
     inputs: list = field(default_factory=list)    # game inputs: (n, sent, received)
 
 
-class OutboxSocket(SizeLimits, tornado.websocket.WebSocketHandler):
+class OutboxSocket(GetOnly, tornado.websocket.WebSocketHandler):
     """A WebSocket whose outgoing messages queue in a bounded outbox, written by one task."""
 
     def initialize(self, hub: Hub) -> None:

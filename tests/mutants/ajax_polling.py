@@ -78,10 +78,13 @@ def _cached_for_a_second(get):
     return get_cached
 
 
-def _every_method_served(delete):
+def _every_method_served() -> None:
+    """The bug: a handler without the GET-only guard, and a catch-all that answers DELETE like GET."""
+    from labsupport.patterns._input import SizeLimits
     from labsupport.patterns.polling import LatestHandler
 
-    return LatestHandler.get  # the bug: a catch-all that answers DELETE like GET
+    LatestHandler.prepare = SizeLimits.prepare
+    LatestHandler.delete = LatestHandler.get
 
 
 POLLER, HANDLER = "labsupport.patterns.polling", "labsupport.patterns.polling:LatestHandler"
@@ -97,7 +100,7 @@ MUTANTS = [
            ("A3 keep-alive connections", "A3 exercise connections"), swap(f"{POLLER}:aiohttp", _keep_alive_off),
            group=1),
     Mutant("every-method-served", "the poll handler answers DELETE as it answers GET", NOTEBOOK,
-           ("A2 wrong request",), swap(f"{HANDLER}.delete", _every_method_served), group=1),
+           ("A2 wrong request",), _every_method_served, group=1),
     Mutant("pollers-in-lockstep", "every client starts polling at the same moment", NOTEBOOK,
            ("A1 phases",), swap(f"{POLLER}:random", _no_random_phase), group=2),
     Mutant("connection-close-ignored", "keep_alive=False does not make the poller close its connections",
