@@ -204,3 +204,35 @@ def test_http3_handshake_takes_one_round_trip_and_the_stream_delivers_everything
     assert quic.first_datagram >= 1200
     assert 0.9 * quic.rtt <= quic.handshake_s and 1.9 * quic.rtt <= quic.first_answer_s
     assert quic.delivered == quic.events and quic.poll_up > 0 and quic.poll_down > 0
+
+
+def test_a_websocket_without_its_session_cookie_is_refused_in_the_handshake():
+    import aiohttp
+    from labsupport import lab
+    from labsupport.patterns import auth
+
+    accounts = auth.Accounts()
+    accounts.sessions["sid_ada"] = "ada"
+
+    async def attempts():
+        server = await lab.serve("auth-handshake", auth.handlers(accounts, allowed_origins={"http://app.test"}))
+        url = server.url.replace("http://", "ws://") + "/ws"
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for cookie in ("", "sid=made-up", "sid=sid_ada"):
+                    headers = {"Cookie": cookie} if cookie else {}
+                    try:
+                        async with http.ws_connect(url, origin="http://app.test", headers=headers) as ws:
+                            answers.append((101, (await ws.receive(timeout=5)).data))
+                    except aiohttp.WSServerHandshakeError as refused:
+                        answers.append((refused.status, ""))
+                async with http.post(f"{server.url}/ticket") as ticket:
+                    challenge = ticket.status, ticket.headers.get("WWW-Authenticate", "")
+        finally:
+            await lab.stop_server(server.name)
+        return answers, challenge
+
+    answers, challenge = lab.run(attempts())
+    assert answers == [(403, ""), (403, ""), (101, "private data of ada")]
+    assert challenge[0] == 401 and challenge[1].startswith("Bearer")

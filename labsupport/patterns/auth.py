@@ -69,6 +69,7 @@ class TicketHandler(tornado.web.RequestHandler):
         user = self.accounts.tokens.get(token) if scheme == "Bearer" else None
         if user is None:
             self.set_status(401)
+            self.set_header("WWW-Authenticate", 'Bearer realm="lab"')  # a 401 names its scheme (RFC 6750 3)
             self.finish({"error": "send Authorization: Bearer <token>"})
             return
         self.finish({"ticket": self.accounts.tickets.issue(user)})
@@ -104,12 +105,20 @@ class AccountSocket(tornado.websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return self.trust_any or origin in self.allowed
 
-    def open(self) -> None:
-        user = self.accounts.sessions.get(self.get_cookie("sid", ""))
-        if user is None:
-            self.close(1008, "not authenticated")   # 1008: policy violation (RFC 6455 §7.4.1)
+    async def get(self, *args, **kwargs) -> None:
+        """Refuse a socket without a session in the handshake, as any page is refused: no 101, so no
+        socket is ever opened for it (the other way, accept and then close with 1008, lets every
+        anonymous client hold a connection first). 403, not 401: a 401 must name an HTTP
+        authentication scheme (RFC 9110 15.5.2), and a session cookie is none."""
+        self.user = self.accounts.sessions.get(self.get_cookie("sid", ""))
+        if self.user is None:
+            self.set_status(403)
+            self.finish({"error": "not signed in: no session cookie"})
             return
-        self.write_message(f"private data of {user}")
+        await super().get(*args, **kwargs)
+
+    def open(self) -> None:
+        self.write_message(f"private data of {self.user}")
 
 
 def handlers(accounts: Accounts, *, allowed_origins: set[str], trust_any_origin: bool = False) -> list:
