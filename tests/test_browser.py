@@ -7,6 +7,7 @@ skipped with a message (``python3 course.py test`` installs it on Debian when ru
 """
 
 import shutil
+from pathlib import Path
 
 import pytest
 import tornado.httpserver
@@ -15,7 +16,7 @@ import tornado.web
 
 from conftest import scaled
 from labsupport import Feed, WireMeter, lab
-from labsupport.patterns import sse, websocket
+from labsupport.patterns import longpolling, sse, websocket
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
@@ -182,3 +183,56 @@ def test_event_source_stops_for_good_on_a_503_but_retries_after_a_network_error(
         assert len(asked) == 1  # it asked once, got 503, and never asked again
     finally:
         lab.run(stop())
+
+
+CLIENT_JS = Path(__file__).resolve().parents[1] / "labsupport" / "browser" / "client.js"
+LONG_POLL_PAGE = """<!doctype html><meta charset="utf-8"><title>lab</title>
+<script type="module">
+import { RouteClient } from "/client.js";
+window.client = new RouteClient("direct", { pattern: "longpoll", meter_port: Number(location.port) }, () => {});
+window.client.longPoll();
+</script>"""
+
+
+class LongPollPage(tornado.web.RequestHandler):
+    def get(self):
+        self.write(LONG_POLL_PAGE)
+
+
+class ClientScript(tornado.web.RequestHandler):
+    def get(self):
+        self.set_header("Content-Type", "text/javascript")
+        self.write(CLIENT_JS.read_text())
+
+
+def _long_poll_routes(feed: Feed) -> list:
+    return longpolling.handlers(feed, hold=5.0) + [(r"/", LongPollPage), (r"/client.js", ClientScript)]
+
+
+@pytest.mark.parametrize("head_start", [0, 8], ids=["new server behind", "new server ahead"])
+def test_the_browsers_long_poll_loop_keeps_receiving_from_a_server_that_lost_its_feed(browser, head_start):
+    """The course's browser client (client.js) against a server that crashed and numbers its events
+    from 1 again, behind or ahead of the browser's cursor 5: it is told to reset and gets them all."""
+    feed = Feed(rate=1)
+    server = lab.run(lab.serve("browser-long-poll", _long_poll_routes(feed)))
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_function("window.client && window.client.requests.length === 0", timeout=scaled(10) * 1000)
+        publish(feed, 5)
+        page.wait_for_function("window.client.seen.length === 5", timeout=scaled(10) * 1000)
+        lab.run(lab.stop_server(server.name))          # the crash: the feed is gone
+        fresh = Feed(rate=1)
+        publish(fresh, head_start)
+        stop = _serve_on(server.port, _long_poll_routes(fresh))
+        try:
+            publish(fresh, 2)
+            want = 5 + head_start + 2
+            page.wait_for_function(f"window.client.seen.length >= {want}", timeout=scaled(10) * 1000)
+            seen = [seq for seq, _ in page.evaluate("window.client.seen")]
+            assert seen == [1, 2, 3, 4, 5, *range(1, head_start + 3)]
+        finally:
+            lab.run(stop())
+    finally:
+        page.evaluate("window.client.stopped = true")
+        page.close()

@@ -36,7 +36,7 @@ function wsOrigin(route, port) {
 
 const now = () => performance.now() / 1000;
 
-class RouteClient {
+export class RouteClient {  // exported for the browser tests; the widget uses render
   constructor(route, plan, send) {
     this.route = route;
     this.plan = plan;
