@@ -192,6 +192,14 @@ class Cluster:
         await self.node(name).start()
         return time.monotonic()
 
+    async def replace_disk(self, name: str) -> float:
+        """Kill one node, delete its store, start it again empty: a machine back with a new disk.
+        Returns when it was ready (monotonic)."""
+        node = self.node(name)
+        await node.stop(hard=True)
+        shutil.rmtree(node.store, ignore_errors=True)
+        return await self.restart(name)
+
     async def close(self) -> None:
         """Stop every node and delete every store."""
         await asyncio.gather(*(node.close() for node in self.nodes))
@@ -235,15 +243,15 @@ async def connect_with_stream(cluster: Cluster, client_name: str, *, timeout: fl
     in place; if the stream cannot be made, the client is closed and ``BrokerError`` says why."""
     client = await connect_cluster(cluster, client_name)
     try:
-        await _add_replicated_stream(client, timeout, config)
+        await add_stream(client, timeout=timeout, **config)
     except BaseException:
         await client.close()
         raise
     return client
 
 
-async def _add_replicated_stream(client, timeout: float, config: dict) -> None:
-    """Create the stream, asking again until it exists or ``timeout`` (s) has passed.
+async def add_stream(client, *, timeout: float = STREAM_TIMEOUT, **config) -> None:
+    """Create the stream ``config`` describes, asking again until it exists or ``timeout`` (s) has passed.
 
     The meta-leader places a replicated stream by a Raft vote. Just after an election, or on a
     busy machine, that vote can outlast the client's request, or find the peers not yet caught

@@ -91,11 +91,19 @@ def test_a_follower_then_the_leader_die_and_nothing_acknowledged_is_lost(stage):
     assert s["follower_catch_up_s"] < scaled(10) and s["leader_catch_up_s"] < scaled(10)
 
 
+def test_a_lost_disk_keeps_what_three_replicas_acknowledged_and_loses_a_single_copy(stage):
+    disk = scaling_faults.run_disk_loss(events=5)
+    assert (disk["kept_three"], disk["kept_one"]) == (5, 0)
+    assert len(disk["nodes"]) == 1   # the single copy's home keeps a copy of the three-replica stream too
+
+
 def test_settings_out_of_range_are_refused_with_the_allowed_range():
     with pytest.raises(ValueError, match="between 1 and"):
         scaling.run_fanout(gateways=0)
     with pytest.raises(ValueError, match="at least 2 gateways"):
         scaling_faults.run_gateway_failover(gateways=1)
+    with pytest.raises(ValueError, match="between 1 and"):
+        scaling_faults.run_disk_loss(events=0)
 
 
 def test_the_machine_plan_routes_every_node_to_every_other():

@@ -67,10 +67,11 @@ class ScalingRun:
         return pd.DataFrame({"t": np.array(acks[1:]) - self.t0, "gap_s": np.diff(acks)})
 
     def pause_after(self, mark: str, within: float = 15.0) -> float:
-        """The longest gap between acks that ended within ``within`` s after the mark."""
+        """The longest gap between acks that began within ``within`` s after the mark, or spans it
+        (however long it lasted: a pause that never ended in time is the longest of all)."""
         at = dict((label, t) for t, label in self.marks)[mark] - self.t0
         gaps = self.publish_gaps()
-        window = gaps[(gaps["t"] > at) & (gaps["t"] <= at + within)]
+        window = gaps[(gaps["t"] > at) & (gaps["t"] - gaps["gap_s"] <= at + within)]
         return float(window["gap_s"].max()) if len(window) else float("nan")
 
     def summary(self) -> dict[str, Any]:
@@ -166,6 +167,8 @@ async def run_on_gateways(*, gateways: int, clients: int, rate: float, duration:
     """The shape every run shares: stage up, clients in place, publish, (scenario), drain, measure.
 
     With ``duration=None`` the producer publishes until the scenario has finished, plus 0.5 s.
+    The stage's other gateways, running but holding no client, are measured too: their CPU time
+    is what reading the stream alone costs (``idle_gateway_cpu_s``).
     """
     check_range("gateways", gateways, 1, MAX_GATEWAYS)
     check_range("clients", clients, 1, MAX_CLIENTS)
@@ -192,9 +195,10 @@ async def run_on_gateways(*, gateways: int, clients: int, rate: float, duration:
             await asyncio.sleep(0.5)
             stop.set()
 
+    idle = [g for g in s.gateways[gateways:] if g.process is not None and g.process.returncode is None]
     try:
         await all_ready(recorders, tasks)
-        before = await _usage(serving)
+        before = await _usage(serving + idle)
         run.t0 = time.monotonic()
         producing = asyncio.create_task(produce(s, rate, run.published, duration=duration, stop=stop))
         if scenario is not None:
@@ -203,7 +207,7 @@ async def run_on_gateways(*, gateways: int, clients: int, rate: float, duration:
         acked = [p.seq for p in run.published if p.seq is not None]
         await _drain(recorders, max(acked) if acked else None, DRAIN_TIMEOUT)
         raise_client_failure(tasks)
-        alive = [g for g in serving if g.process.returncode is None]
+        alive = [g for g in serving + idle if g.process.returncode is None]
         after = dict(zip(map(id, alive), await _usage(alive)))
         if acked:
             for i, g in enumerate(serving):
@@ -219,6 +223,8 @@ async def run_on_gateways(*, gateways: int, clients: int, rate: float, duration:
                      "cpu_s": a.cpu_seconds - b.cpu_seconds if a else float("nan"),
                      "rss_mb": a.rss_bytes / 1e6 if a else float("nan")})
     run.usage = pd.DataFrame(rows)
+    reading = [after[id(g)].cpu_seconds - b.cpu_seconds for g, b in zip(idle, before[len(serving):]) if id(g) in after]
+    run.facts["idle_gateway_cpu_s"] = float(np.mean(reading)) if reading else float("nan")
     return run
 
 
@@ -237,6 +243,7 @@ async def run_fanout(*, gateways: int = 1, clients: int = 30, rate: float = 20.0
     busiest = usage.loc[usage["cpu_s"].idxmax()]
     run.facts.update({
         "busiest_gateway_cpu_s": float(busiest["cpu_s"]),
+        "quietest_gateway_cpu_s": float(usage["cpu_s"].min()),
         "total_gateway_cpu_s": float(usage["cpu_s"].sum()),
         "cpu_ms_per_delivery": 1000 * float(usage["cpu_s"].sum()) / max(deliveries, 1),
         "max_gateway_rss_mb": float(usage["rss_mb"].max()),

@@ -5,16 +5,24 @@ three nodes down (no quorum), and the control panel's run with a fault of your c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import numpy as np
 
+from nats.js.api import StorageType
+
+from ..cluster import add_stream, connect_with_stream
 from ..lab import LabError, on_lab_loop
 from ..patterns.gateway import event_body
 from .guards import check_range
 from .scaling import ScalingRun, run_fanout, run_on_gateways
 from .scaling_stage import PUBLISH_TIMEOUT, RECOVERY_TIMEOUT, PublishRefused, Stage, publish_event, run_ids, stage
+
+# the longest a stream's other copies take to elect a new leader: the largest election timeout
+# (9 s, ``maxElectionTimeoutDefault`` in nats-server's server/raft.go) and a vote, with room for a busy machine
+ELECTION_WAIT = 15.0
 
 # -- 2. a gateway dies -----------------------------------------------------------------------
 
@@ -41,6 +49,7 @@ async def run_gateway_failover(*, gateways: int = 3, clients: int = 12, rate: fl
             after = [t for t, _ in r.visits if t >= killed_at]
             recovery.append(after[0] - killed_at if after else float("inf"))
     run.facts.update({"moved_clients": len(recovery),
+                      "recovery_min_s": min(recovery) if recovery else float("nan"),
                       "recovery_max_s": max(recovery) if recovery else float("nan"),
                       "recovery_median_s": float(np.median(recovery)) if recovery else float("nan")})
     return run
@@ -63,19 +72,20 @@ async def run_broker_faults(*, clients: int = 6, gateways: int = 3, rate: float 
         began = time.monotonic()
         while time.monotonic() - began < RECOVERY_TIMEOUT:
             try:
-                state = (await s.replicas()).get(name)
+                states = await s.replicas()
             except Exception:   # the API may not answer during an election
-                state = None
-            if state and state["current"] and state["lag"] == 0:
-                return time.monotonic() - began
+                states = {}
+            state = states.get(name)
+            if (state and state["current"] and state["lag"] == 0) or (states and name not in states):
+                return time.monotonic() - began   # caught up, or it keeps no copy to catch up
             await asyncio.sleep(0.05)
         raise LabError(f"Node {name} did not catch up within {RECOVERY_TIMEOUT:.0f} s.")
 
     async def scenario(s: Stage, run: ScalingRun) -> None:
         staged.append(s)
         await asyncio.sleep(0.5)
-        leader = await s.stream_leader()
-        follower = next(n.name for n in s.cluster.nodes if n.name != leader)
+        leader, others = await _leader_and_others(s)
+        follower = others[0]
         facts.update(first_leader=leader, follower=follower)
         run.marks.append((await s.cluster.kill(follower), f"{follower} killed"))
         await asyncio.sleep(follower_down)
@@ -85,9 +95,7 @@ async def run_broker_faults(*, clients: int = 6, gateways: int = 3, rate: float 
         leader = await s.stream_leader()
         run.marks.append((await s.cluster.kill(leader), f"leader {leader} killed"))
         facts["killed_leader"] = leader
-        while (new := await _leader_or_none(s)) in (None, leader):
-            await asyncio.sleep(0.05)
-        facts["new_leader"] = new
+        facts["new_leader"] = await _new_leader(s, leader, ELECTION_WAIT)
         await asyncio.sleep(0.3)
         run.marks.append((await s.cluster.restart(leader), f"{leader} back"))
         facts["leader_catch_up_s"] = await caught_up(s, leader)
@@ -102,10 +110,26 @@ async def run_broker_faults(*, clients: int = 6, gateways: int = 3, rate: float 
 
 
 async def _leader_or_none(s: Stage) -> str | None:
-    try:
-        return await s.stream_leader()
-    except Exception:   # no leader to answer yet
-        return None
+    return await _leader_or_none_of(s.js, s.stream)
+
+
+async def _new_leader(s: Stage, old: str, wait: float) -> str | None:
+    """The stream's new leader once one other than ``old`` is elected, or None after ``wait`` s
+    (a stream whose other copies are no majority elects none)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if (new := await _leader_or_none(s)) not in (None, old):
+            return new
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def _leader_and_others(s: Stage) -> tuple[str, list[str]]:
+    """The stream's leader, and the other nodes: the stream's followers first, then nodes without a copy."""
+    states = await s.replicas()
+    leader = next(name for name, state in states.items() if state["role"] == "leader")
+    others = [n.name for n in s.cluster.nodes if n.name != leader]
+    return leader, sorted(others, key=lambda name: name not in states)
 
 
 async def _missing_from_stream(s: Stage, run: ScalingRun) -> list[int]:
@@ -131,8 +155,8 @@ async def run_quorum_loss(*, attempts: int = 3, down: int = 2) -> dict[str, Any]
     """Kill ``down`` followers of the stream's leader (both, by default); try to publish; bring them back;
     publish again."""
     s = await stage.coro(1)
-    leader = await s.stream_leader()
-    followers = [n.name for n in s.cluster.nodes if n.name != leader][:down]
+    leader, others = await _leader_and_others(s)
+    followers = others[:down]
     subject, run = s.subject.replace(">", "quorum"), next(run_ids)
     for name in followers:
         await s.cluster.kill(name)
@@ -163,6 +187,78 @@ async def run_quorum_loss(*, attempts: int = 3, down: int = 2) -> dict[str, Any]
             "whole_again_s": first_ack + await s.wait_healthy()}
 
 
+# -- 5. a node's disk is lost: what the copies keep ----------------------------------------------
+
+@on_lab_loop(expected=lambda kw: 6.0)
+async def run_disk_loss(*, events: int = 20) -> dict[str, Any]:
+    """The same ``events`` acknowledged in a stream with three replicas and in one with a single
+    replica; then a node that keeps a copy of each is killed and comes back with an empty store,
+    as a machine would with a new disk. What does each stream hold?
+
+    The node is the single copy's home. If it leads the other stream, that stream's leader steps
+    down first (so no election is needed); if it keeps no copy of the other stream, the other
+    stream's leader loses its disk as well.
+    """
+    check_range("events", events, 1, 200)
+    s = await stage.coro(0)
+    run = next(run_ids)
+    one, three = f"COPIES1_{run}", f"COPIES3_{run}"
+    client = await connect_with_stream(s.cluster, "copies", name=three, subjects=[f"copies3-{run}"], num_replicas=3,
+                                       storage=StorageType.FILE)
+    js = client.jetstream(timeout=5)
+    try:
+        await add_stream(client, name=one, subjects=[f"copies1-{run}"], num_replicas=1, storage=StorageType.FILE)
+        home = (await js.stream_info(one)).cluster.leader
+        info = (await js.stream_info(three)).cluster
+        if info.leader == home and info.replicas:
+            await _step_down(client, js, three, home)
+            info = (await js.stream_info(three)).cluster
+        holders = {info.leader, *(r.name for r in info.replicas or [])}
+        victims = [home] if home in holders else [home, info.leader]
+        for stream, subject in ((three, f"copies3-{run}"), (one, f"copies1-{run}")):
+            for n in range(1, events + 1):
+                await publish_event(js, subject, f"{stream}-{n}", event_body(time.monotonic(), float(n)), timeout=5)
+        for victim in victims:
+            await s.cluster.replace_disk(victim)
+        kept = {stream: await _messages_kept(js, stream) for stream in (three, one)}
+        await s.wait_healthy()
+    finally:
+        for stream in (three, one):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(stream)
+        await client.close()
+    return {"events": events, "nodes": victims, "kept_three": kept[three] or 0, "kept_one": kept[one] or 0,
+            "single_copy": "never answered again" if kept[one] is None else "answered again"}
+
+
+async def _step_down(client, js, stream: str, leader: str, wait: float = RECOVERY_TIMEOUT) -> None:
+    """Ask ``stream``'s leader to hand over to a follower, and wait until one has taken over."""
+    await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+    deadline = time.monotonic() + wait
+    while (await _leader_or_none_of(js, stream)) in (None, leader):
+        if time.monotonic() > deadline:
+            raise LabError(f"The leader of {stream} did not hand over within {wait:.0f} s.")
+        await asyncio.sleep(0.05)
+
+
+async def _leader_or_none_of(js, stream: str) -> str | None:
+    try:
+        return (await js.stream_info(stream)).cluster.leader
+    except Exception:   # no leader to answer yet
+        return None
+
+
+async def _messages_kept(js, stream: str, wait: float = RECOVERY_TIMEOUT) -> int | None:
+    """How many messages ``stream`` holds once it answers again (None if it does not within ``wait`` s)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            return (await js.stream_info(stream)).state.messages
+        except Exception:   # not placed again yet, or electing
+            await asyncio.sleep(0.1)
+    return None
+
+
 # -- the control panel's experiment ----------------------------------------------------------
 
 FAULTS = ("nothing", "gateway 0", "gateway 1", "gateway 2", "a broker node, then the stream leader")
@@ -189,4 +285,4 @@ async def run_panel(*, gateways: int = 3, clients: int = 12, rate: float = 20.0,
     return await run_broker_faults.coro(gateways=gateways, clients=clients, rate=rate)
 
 
-__all__ = ["FAULTS", "run_broker_faults", "run_gateway_failover", "run_panel", "run_quorum_loss"]
+__all__ = ["FAULTS", "run_broker_faults", "run_disk_loss", "run_gateway_failover", "run_panel", "run_quorum_loss"]

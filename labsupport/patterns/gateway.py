@@ -182,8 +182,11 @@ class GatewayProcess(ServerProcess):
         self.servers, self.stream, self.subject, self.retry = list(servers), stream, subject, retry
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "labsupport.patterns.gateway", "--servers", ",".join(self.servers),
-                "--stream", self.stream, "--subject", self.subject, "--retry", str(self.retry)]
+        # main() from the imported module, not the file run as __main__: one copy of each class in
+        # the child, the one that code patching this module (the mutation suite) sees
+        return [sys.executable, "-c", "from labsupport.patterns.gateway import main; main()",
+                "--servers", ",".join(self.servers), "--stream", self.stream, "--subject", self.subject,
+                "--retry", str(self.retry)]
 
     @property
     def url(self) -> str:
