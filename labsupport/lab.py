@@ -107,6 +107,8 @@ class Lab:
         self.servers: dict[str, Server] = {}
         self._stoppers: dict[str, Callable[[], Awaitable[None]]] = {}
         self.refused: deque[str] = deque(maxlen=REFUSED_KEPT)  # requests the lab's servers refused, newest last
+        self._measuring: set[str] = set()   # work the learner's browser does on the lab's servers, unfinished
+        self._stop_when_done = False
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -263,6 +265,26 @@ class Lab:
         self._stoppers.pop(key, None)
 
     # -- shutdown -------------------------------------------------------------------------
+
+    def browser_started(self, key: str) -> None:
+        """A browser panel's run began: a ``shutdown()`` cell waits until it ends (``browser_ended``)."""
+        with self._lock:
+            self._measuring.add(key)
+
+    def browser_ended(self, key: str) -> None:
+        with self._lock:
+            self._measuring.discard(key)
+            stop = self._stop_when_done and not self._measuring
+        if stop:
+            self.shutdown()
+
+    def shutdown_when_browsers_done(self) -> bool:
+        """Shut down now, or, while browser panels still run, once the last one ends: True if deferred."""
+        with self._lock:
+            self._stop_when_done = bool(self._measuring)
+        if not self._stop_when_done:
+            self.shutdown()
+        return self._stop_when_done
 
     def shutdown(self) -> None:
         """Stop every server, task and helper the lab started, then the loop thread itself."""
@@ -438,5 +460,11 @@ async def stop_server(name: str) -> None:
 
 
 def shutdown() -> None:
-    """Stop everything the lab started. Safe to call more than once."""
-    lab.shutdown()
+    """Stop everything the lab started. Safe to call more than once.
+
+    A browser panel measures while later cells run (its messages arrive between them), so "Run
+    All" can reach a notebook's last cell while the browser is still at work: the lab then
+    stops when the last panel is done, not under it."""
+    if lab.shutdown_when_browsers_done():
+        show_note("<div>The lab stops once your browser panels above have finished.</div>",
+                  "The lab stops once your browser panels above have finished.")

@@ -84,6 +84,7 @@ class BrowserPanel(widgets.VBox):
                 return  # a second view of a panel that already ran
             self.client.state = "running"
             self.client.status = f"{self.title}: starting the server, aligning clocks…"
+            lab.browser_started(self.client.model_id)
             ports = lab.run(self.run.start(str(message.get("origin", ""))), timeout=30)
             self.client.send({"kind": "start", **ports})
             return
@@ -117,11 +118,13 @@ class BrowserPanel(widgets.VBox):
         self.client.status = f"{self.title}: done."
         if self.run.pattern != "chat":
             self._draw()
+        lab.browser_ended(self.client.model_id)
 
     def _fail(self, why: str) -> None:
         self.client.state = "failed"
         self.client.status = f"{self.title}: {why}"
         lab.submit(self.run.stop())
+        lab.browser_ended(self.client.model_id)
 
     # -- showing it -----------------------------------------------------------------------------
 
