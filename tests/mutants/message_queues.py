@@ -17,6 +17,7 @@ PUBLISH = f"{QUEUE}:publish_job"
 SEND = "await asyncio.sleep(service_time)  # talking to the mail server"
 RECORD = "journal.done.add(job)  # the service's own record, written after the email"
 SKIP = "if idempotent and job in journal.done:"
+CONNECT = "client = await connect(broker, name)"
 
 MUTANTS = [
     # group 1: the producers wait for the consumer, the depth is misread, the record is written first
@@ -55,17 +56,17 @@ MUTANTS = [
            NOTEBOOK, ("M1 published with its id", "M4 retry stored once", "M4 dedupe is for publishes"),
            swap(PUBLISH, edit(('headers={"Nats-Msg-Id": job}',
                                'headers={"Nats-Msg-Id": f"{job}-{time.monotonic_ns()}"}'))), group=2),
+    # last of its group: patching run_wire imports experiments.queues, which binds publish_job as it is then
     Mutant("worker-naks", "the wire experiment's worker answers the job with nak() where it means ack()",
            NOTEBOOK, ("M4 ack on the wire",),
-           swap("labsupport.experiments.queues:run_wire", edit(("await message.ack_sync()",
-                                                                     "await message.nak()"))), group=2),
+           swap("labsupport.experiments.queues:run_wire", edit(("await message.ack_sync()", "await message.nak()"))),
+           group=2),
     # group 3: the idempotent service's record and key, each made per worker instance
     Mutant("record-per-worker", "each worker keeps the record of finished jobs in its own memory",
            NOTEBOOK, ("M4 own record",),
-           swap(WORKER, edit(("client = await connect(broker, name)", "done = set()\nclient = await connect(broker, name)"),
-                             (SKIP, "if idempotent and job in done:"), (RECORD, "done.add(job)"))), group=3),
+           swap(WORKER, edit((CONNECT, "done = set()\n" + CONNECT), (SKIP, "if idempotent and job in done:"),
+                             (RECORD, "done.add(job)"))), group=3),
     Mutant("key-per-worker", "the idempotency key sent to the mail server includes the worker's name",
            NOTEBOOK, ("M4 idempotency key",),
-           swap(WORKER, edit(("key=job if idempotency_key else None", 'key=f"{name}:{job}" if idempotency_key else None'))),
-           group=3),
+           swap(WORKER, edit(("key=job if idempotency_key", 'key=f"{name}:{job}" if idempotency_key'))), group=3),
 ]
