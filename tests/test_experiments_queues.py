@@ -85,6 +85,18 @@ def test_stored_jobs_survive_a_broker_restart(hard):
     assert 0 < s["broker_start_s"] < scaled(10)
 
 
+def test_a_stream_the_broker_lost_in_a_restart_counts_as_nothing_stored(monkeypatch):
+    from types import SimpleNamespace
+
+    from nats.js.api import StorageType
+
+    from labsupport.patterns import queue
+    monkeypatch.setattr(queue, "StorageType", SimpleNamespace(FILE=StorageType.MEMORY))  # memory is gone on restart
+    s = run_broker_restart(jobs=3, after=2, down_for=0.05).summary()
+    assert s["stored_before"] == 3 and s["stored_after_restart"] == 0 and s["recovered"] == 0
+    assert s["emails_sent"] == 2 and s["lost"] == 3  # the queue declared again takes the later jobs
+
+
 def test_throughput_run_consumes_everything():
     speed = run_throughput(messages=200, batch=50)
     assert speed["received"] == 200 and speed["left_in_queue"] == 0

@@ -124,6 +124,7 @@ class QueueStage:
     js: Any
     queue: EmailQueue
     journal: Journal
+    ack_wait: float
     sampler: asyncio.Task | None = None
 
     @classmethod
@@ -132,7 +133,7 @@ class QueueStage:
         admin = await connect(broker, "lab-admin")
         js = admin.jetstream()
         queue = await open_queue(js, ack_wait=ack_wait)
-        stage = cls(broker, admin, js, queue, Journal())
+        stage = cls(broker, admin, js, queue, Journal(), ack_wait)
         if sample:
             stage.sampler = asyncio.create_task(sample_depth(js, queue, stage.journal))
         return stage

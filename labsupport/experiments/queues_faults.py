@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from nats.js.errors import NotFoundError
+
 from ..broker import connect
 from ..lab import on_lab_loop
-from ..patterns.queue import EmailService, publish_job, wait_until_done
+from ..patterns.queue import EmailService, declare_queue, publish_job, wait_until_done
 from ..wire import WireMeter
 from .core import LOG_BYTES
 from .guards import check_range
@@ -40,8 +42,12 @@ async def run_crash(*, jobs: int = 6, crash_on: int = 2, ack_wait: float = 1.0, 
     second = EmailService(via_meter, stage.queue, stage.journal, prefix="email-restarted", **careful)
     try:
         await stage.publish("registration", [f"registration-{i}" for i in range(1, jobs + 1)])
-        await asyncio.wait_for(first.start(crash_on=victim, crash_before_record=crash_before_record).finished(),
-                               timeout=jobs * service_time + 10)
+        try:
+            await asyncio.wait_for(first.start(crash_on=victim, crash_before_record=crash_before_record).finished(),
+                                   timeout=jobs * service_time + 2)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"the email service never crashed: it sent no email for {victim} "
+                               f"within {jobs * service_time + 2:g} s") from None
         second.start()
         stage.journal.mark("email service restarted")
         await wait_until_done(stage.js, stage.queue, stage.journal, timeout=ack_wait + jobs * service_time + 10)
@@ -102,13 +108,14 @@ async def run_broker_restart(*, jobs: int = 20, after: int = 5, down_for: float 
         js = producer.jetstream()
         for i in range(1, jobs + 1):
             await publish_job(js, stage.queue, "registration", f"registration-{i}", stage.journal)
-        stored_before = (await stage.js.stream_info(stage.queue.stream)).state.messages
+        stored_before = await _stored(stage)
         old_pid = stage.broker.pid
         stage.journal.mark("broker stopped")
         start_s = await stage.broker.restart(down_for=down_for, hard=hard)
         stage.journal.mark("broker ready")
         reconnect_s = await _wait_connected(producer, timeout=10)
-        stored_after = (await stage.js.stream_info(stage.queue.stream)).state.messages
+        stored_after = await _stored(stage)
+        await declare_queue(stage.js, stage.queue, ack_wait=stage.ack_wait)  # as a service does when it reconnects
         for i in range(jobs + 1, jobs + after + 1):
             await publish_job(js, stage.queue, "registration", f"registration-{i}", stage.journal)
         service.start()
@@ -125,6 +132,14 @@ async def run_broker_restart(*, jobs: int = 20, after: int = 5, down_for: float 
                      recovered=int(run.emails["job"].isin(before).sum()), broker_start_s=start_s,
                      producer_reconnect_s=reconnect_s, old_pid=old_pid, new_pid=stage.broker.pid)
     return run
+
+
+async def _stored(stage: QueueStage) -> int:
+    """Jobs in the run's stream on the broker; none if the broker no longer has the stream at all."""
+    try:
+        return (await stage.js.stream_info(stage.queue.stream)).state.messages
+    except NotFoundError:
+        return 0
 
 
 async def _wait_connected(client, timeout: float) -> float:

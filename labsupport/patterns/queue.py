@@ -56,14 +56,23 @@ class EmailQueue:
 
 
 async def open_queue(js, *, ack_wait: float) -> EmailQueue:
-    """Create a stream that keeps jobs in files until acknowledged, and its work-queue consumer."""
+    """A new run's queue on the broker: its stream and consumer, under names no earlier run used."""
     n = next(_run_ids)
     queue = EmailQueue(f"EMAIL_{n}", f"email{n}")
+    await declare_queue(js, queue, ack_wait=ack_wait)
+    return queue
+
+
+async def declare_queue(js, queue: EmailQueue, *, ack_wait: float) -> None:
+    """Make sure the stream (jobs kept in files until acknowledged) and its work-queue consumer exist.
+
+    Declaring what already exists with the same settings changes nothing, so a service may do it
+    each time it connects.
+    """
     await js.add_stream(name=queue.stream, subjects=[f"{queue.subject}.>"], storage=StorageType.FILE,
                         retention=RetentionPolicy.WORK_QUEUE, duplicate_window=60.0)
     await js.add_consumer(queue.stream, durable_name=queue.consumer, ack_policy=AckPolicy.EXPLICIT,
                           ack_wait=ack_wait, max_deliver=-1)
-    return queue
 
 
 # -- what happened, on one clock -------------------------------------------------------------
@@ -145,7 +154,7 @@ async def email_worker(broker: Broker, queue: EmailQueue, name: str, journal: Jo
                 [message] = await jobs.fetch(1, timeout=FETCH_WAIT)
             except nats.errors.TimeoutError:
                 continue  # nothing waiting: ask again
-            job = message.headers["Nats-Msg-Id"]
+            job = json.loads(message.data)["job"]
             delivery = {"job": job, "worker": name, "received": journal.now(),
                         "delivery": message.metadata.num_delivered, "outcome": "sent"}
             journal.deliveries.append(delivery)
