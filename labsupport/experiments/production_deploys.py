@@ -30,6 +30,7 @@ from .core import all_ready, raise_client_failure
 from .guards import stopping
 
 SERVICE_RESTART = 1012   # RFC 6455 close code registry: the server is restarting, come back later
+GOING_AWAY = 1001        # RFC 6455 §7.4.1: the endpoint is going away, such as a server going down
 RETRY = 0.1              # seconds every client waits before it reconnects
 PATTERNS = ("sse", "websocket", "long polling")
 
@@ -81,11 +82,15 @@ class Instance:
     hub: ws.Hub
     open_streams: set
 
-    async def drain(self) -> None:
-        """Tell every client to go: WebSockets get close 1012, SSE responses end; held polls are cut at stop."""
+    def close_sockets(self, code: int, reason: str) -> None:
+        """Close every open WebSocket with ``code`` (stopping a Tornado server leaves upgraded connections open)."""
         for socket in list(self.hub.sockets):
             if socket.closed is None and socket.ws_connection is not None:
-                socket.close(SERVICE_RESTART, "service restart")
+                socket.close(code, reason)
+
+    async def drain(self) -> None:
+        """Tell every client to go: WebSockets get close 1012, SSE responses end; held polls are cut at stop."""
+        self.close_sockets(SERVICE_RESTART, "service restart")
         for stream in list(self.open_streams):
             if stream.waiting is not None:
                 stream.waiting.cancel()   # the handler returns, the response ends, EventSource reconnects
@@ -189,7 +194,8 @@ async def run_deploy(*, kind: str = "rolling", clients: int = 5, rate: float = 2
                 await asyncio.sleep(0.1)                    # clients leave and reconnect to the other one
                 await lab.stop_server(old.server.name)
             else:
-                await lab.stop_server(old.server.name)      # everything on it is cut at once
+                old.close_sockets(GOING_AWAY, "going away")  # a server going down closes its WebSockets
+                await lab.stop_server(old.server.name)      # and everything else on it is cut at once
                 maintenance = await lab.serve("deploy-maintenance", [(r"/.*", _Unavailable)],
                                               log_function=lambda handler: None)
                 balancer.backends = [maintenance.port]

@@ -45,7 +45,8 @@ class Http3Run:
                 "bytes per event down": round(self.event_bytes_down, 1)}
 
 
-@on_lab_loop(expected=lambda kw: 1.5 + 6 * 2 * kw.get("latency", 0.05))
+# The handshake and the first answer are timed to 50 ms of their round trips: a longer wait for a core spoils them.
+@on_lab_loop(expected=lambda kw: 1.5 + 6 * 2 * kw.get("latency", 0.05), tolerates=lambda kw: 0.05)
 async def run_http3(*, latency: float = 0.05, polls: int = 4, rate: float = 20.0, duration: float = 0.5) -> Http3Run:
     """Connect over HTTP/3 through a relay adding ``latency`` s each way, poll ``polls`` times, then
     follow ``/events`` while the feed sends ``rate × duration`` events."""

@@ -138,7 +138,8 @@ def _expected(kw: dict) -> float:
     return kw.get("retry", 0.5) + kw.get("base", 3.0) + ARRIVAL_SPREAD + 3.5
 
 
-@on_lab_loop(expected=_expected)
+# A fixed delay's bunch comes back within 100 ms: a wait for a core of 90 ms at a stretch spreads it past that.
+@on_lab_loop(expected=_expected, tolerates=lambda kw: 0.09)
 async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.0, cap: float = 30.0,
                      seed: int = 8) -> dict[str, Storm]:
     """Cut ``clients`` SSE streams at once, twice: first the clients wait a fixed ``retry`` s, then

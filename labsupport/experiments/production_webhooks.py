@@ -62,7 +62,8 @@ def _expected(kw: dict) -> float:
     return kw.get("events", 40) / kw.get("rate", 40.0) + kw.get("outage", 0.6) + 1.0
 
 
-@on_lab_loop(expected=_expected)
+# The backlog's last delivery is timed to 50 ms past the backoff ceiling: a longer wait for a core spoils it.
+@on_lab_loop(expected=_expected, tolerates=lambda kw: 0.05)
 async def run_webhooks(*, events: int = 40, rate: float = 40.0, outage_at: float | None = 0.3, outage: float = 0.6,
                        fast: bool = True, dedupe: bool = True, work: float = 0.0, base: float = 0.05,
                        cap: float = 0.4, give_up: float = 3.0, seed: int = 15,
