@@ -64,7 +64,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving():
 
     garbage, (status, body), good = run(scenario())
     assert garbage.startswith(b"HTTP/1.1 400")
-    assert status == 405 and body == {"error": "DELETE is not allowed here: only GET is."}
+    assert status == 405 and body == {"error": "DELETE is not allowed here: only GET."}
     assert good == 200
 
 

@@ -37,7 +37,8 @@ class SizeLimits:
 
 @tornado.web.stream_request_body
 class GetOnly(SizeLimits, tornado.web.RequestHandler):
-    """Mix in first for a handler that answers GET only. Any other method gets 405, naming GET in
+    """Mix in first for a handler that answers GET, and no other method it does not implement itself
+    (a CORS preflight's ``OPTIONS``, say). Any other method gets 405, naming the allowed ones in
     ``Allow`` (RFC 9110 15.5.6), as soon as its head arrives: a 50 MB POST is refused without
     reading a byte of its body. (Tornado reads a whole body before it looks at the method, unless
     the handler streams request bodies, as this one does.) The connection then ends; the lab's
@@ -45,10 +46,15 @@ class GetOnly(SizeLimits, tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         super().prepare()
-        if self.request.method != "GET":
+        allowed = ["GET"] + [m for m in self.SUPPORTED_METHODS if m != "GET" and self.implements(m)]
+        if self.request.method not in allowed:
             self.set_status(405)
-            self.set_header("Allow", "GET")
-            self.finish({"error": f"{self.request.method} is not allowed here: only GET is."})
+            self.set_header("Allow", ", ".join(allowed))
+            self.finish({"error": f"{self.request.method} is not allowed here: only {' and '.join(allowed)}."})
+
+    def implements(self, method: str) -> bool:
+        """Whether this handler's class defines ``method`` itself (Tornado's default answers 405)."""
+        return getattr(type(self), method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
 
     def data_received(self, chunk: bytes) -> None:
         """A GET's body, should a client send one: dropped, as RFC 9110 9.3.1 gives it no meaning."""

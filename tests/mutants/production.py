@@ -102,8 +102,9 @@ MUTANTS = [
            NOTEBOOK, ("R7 key applies once",),
            swap("labsupport.patterns.webhook:apply",
                 edit(("ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1   # claimed before the work, as a unique key would be\n"
-                      "    await asyncio.sleep(work)",
-                      "await asyncio.sleep(work)\nledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1"))), group=1),
+                      "    try:\n        await asyncio.sleep(work)",
+                      "try:\n    await asyncio.sleep(work)\n    ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1"))),
+           group=1),
     Mutant("webhook-ack-after-work", "the fast receiver does the job before it answers 202",
            NOTEBOOK, ("R7 fast receiver",),
            swap("labsupport.patterns.webhook:HookHandler.post",
