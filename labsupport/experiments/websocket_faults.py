@@ -53,14 +53,8 @@ class SlowReader:
     read: int                     # messages the slow member managed to read
     talker_heard: int             # of its own messages, how many the talker heard back
     close_code: int | None        # the close code the slow member got (None: still open)
-
-    @property
-    def peak(self) -> int:
-        return int(self.samples["outbox"].max()) if len(self.samples) else 0
-
-    @property
-    def dropped(self) -> int:
-        return int(self.samples["dropped"].max()) if len(self.samples) else 0
+    peak: int                     # the most messages that waited at once (the outbox's own count, not a sample)
+    dropped: int                  # messages the policy dropped, in all
 
     def summary(self) -> dict:
         return {"limit": self.limit, "policy": self.policy, "talked": self.talked, "read": self.read,
@@ -111,7 +105,8 @@ async def run_slow_reader(*, limit: int | None = 100, policy: str = "drop-oldest
         code = slow.close_code if reader.done() else None  # None: the server kept it open
         await cancel_all([watcher, reader])
     return SlowReader(limit, policy, pd.DataFrame(samples, columns=["t", "outbox", "dropped"]), talked, read[0],
-                      sum(m["from"] == "fast" for m in talker_heard), code)
+                      sum(m["from"] == "fast" for m in talker_heard), code, outbox.peak,
+                      outbox.dropped)
 
 
 # -- W5: a dead peer, found by ping/pong ---------------------------------------------------------
