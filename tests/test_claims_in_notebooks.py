@@ -13,7 +13,7 @@ from mutants.run import CLAIM_FORMS, claim_calls
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Chapters whose claims still use the older form, without ids or mutants: to convert, then remove from here.
-NOT_YET_DATA = {"05_websockets", "07_choosing_a_pattern"}
+NOT_YET_DATA = {"07_choosing_a_pattern"}
 LATENESS = re.compile(r"lab_late|LoopWatch|again_if_late|lab_behind|late_p95|late_max")
 
 

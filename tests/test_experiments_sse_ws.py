@@ -83,7 +83,7 @@ def test_game_is_full_duplex_on_one_connection():
 
 def test_chat_everyone_hears_everything_in_one_order():
     room = run_chat(members=3, lines=3, every=0.02)
-    assert room.same_order and all(len(h) == 9 for h in room.heard.values())
+    assert room.orders == 1 and all(len(h) == 9 for h in room.heard.values())
 
 
 def test_frame_overhead_matches_the_rfc():

@@ -42,7 +42,7 @@ q1 = Exercise(
 
 # q2: how long until a dead peer is noticed; then measured on a real server, times scaled down Q2_SCALE-fold
 Q2_INTERVAL, Q2_TIMEOUT = 20.0, 10.0
-Q2_SCALE = 25    # 0.8 s and 0.4 s: the live peer outlasts a pause of the lab shorter than the timeout
+Q2_SCALE = 25    # 0.8 s and 0.4 s
 
 
 def _check_dead(answer) -> tuple[bool, str]:
@@ -68,18 +68,16 @@ def _measure_dead_peer() -> Measurement:
     """A client that freezes right after connecting (the worst case: a whole interval before the next ping)."""
     run = run_dead_peer(ping_interval=Q2_INTERVAL / Q2_SCALE, ping_timeout=Q2_TIMEOUT / Q2_SCALE)
     found = float("nan") if run.found_after is None else run.found_after * Q2_SCALE
+    worst = Q2_INTERVAL + Q2_TIMEOUT
     return Measurement(
-        claim="a server that pings every interval and waits timeout for the pong finds a dead peer at worst "
-              "interval + timeout after it died, and leaves a live one alone",
-        theory=f"{Q2_INTERVAL + Q2_TIMEOUT:g} s at worst",
+        claim="a server that pings every interval and waits timeout for the pong finds a peer that froze just "
+              "after connecting interval + timeout later",
+        theory=f"{worst:g} s at worst",
         measured=f"{found:.1f} s (found after {run.found_after or float('nan'):.3f} s with pings every "
-                 f"{run.ping_interval:g} s and a {run.ping_timeout:g} s timeout, x {Q2_SCALE}); the healthy client "
-                 f"{'stayed' if run.healthy_still_open else 'was dropped too'}",
-        # never before interval + timeout; the timers share a busy loop, so they may fire late, but a dead peer
-        # found only a ping cycle later (bound + interval) would mean the theory is wrong
-        holds=run.found_after is not None and run.bound - 0.01 <= run.found_after < run.bound + run.ping_interval
-        and run.healthy_still_open,
+                 f"{run.ping_interval:g} s and a {run.ping_timeout:g} s timeout, x {Q2_SCALE})",
         how="The chapter's dead-peer run: a client that stops reading (so answers no ping) beside a healthy one.",
+        # never sooner; the server's two timers fire a few ms late and the run looks every 5 ms: 30 ms, x Q2_SCALE
+        id="W5 q2 dead peer", value=found, expected=worst, low=worst, high=worst + 0.03 * Q2_SCALE, unit="s",
     )
 
 

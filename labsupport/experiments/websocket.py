@@ -136,9 +136,9 @@ class ChatRoom:
     said: int
 
     @property
-    def same_order(self) -> bool:
-        orders = {tuple(m["seq"] for m in heard) for heard in self.heard.values()}
-        return len(orders) == 1
+    def orders(self) -> int:
+        """How many different orders the members heard the lines in (1: one conversation for all)."""
+        return len({tuple(m["seq"] for m in heard) for heard in self.heard.values()})
 
     def table(self) -> pd.DataFrame:
         rows = [{"member": name, "heard": len(h), "from others": sum(m["from"] != name for m in h)}

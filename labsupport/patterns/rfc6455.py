@@ -1,11 +1,11 @@
 """What RFC 6455 asks a server to refuse in its client's frames, judged with no I/O.
 
-A server MUST fail the connection on an unmasked client frame (RFC 6455 5.1), reserved bits
-that no extension defines or a reserved opcode (5.2), a control frame that is fragmented or
-longer than 125 bytes (5.5), a continuation with nothing to continue or a new message before
-the last one ended (5.4), and text that is not UTF-8 (8.1). It fails a connection by sending a
-close frame with a code (1002 for the framing, 1007 for the text, 1009 for a message over its
-limit; 7.4.1), then closing (7.1.7).
+A server MUST close the connection on an unmasked client frame, and MAY send 1002 first (RFC
+6455 5.1); it MUST fail the connection on reserved bits that no extension defines or a reserved
+opcode (5.2), a control frame that is fragmented or longer than 125 bytes (5.5), a continuation
+with nothing to continue or a new message before the last one ended (5.4), and text that is not
+UTF-8 (8.1). It fails a connection by sending a close frame with a code (1002 for the framing,
+1007 for the text, 1009 for a message over its limit; 7.4.1), then closing (7.1.7).
 
 ``FrameChecker`` judges one frame header; ``ClientFrames`` walks a client's bytes as they come,
 keeping none of them, and says how many are sound. The Tornado servers of the course read each

@@ -314,8 +314,10 @@ async def play(base_url: str, *, inputs_per_s: float, duration: float, log: list
         async with session.ws_connect(ws_url(base_url, "/game")) as ws:
 
             async def send_inputs() -> None:
+                period, due = 1.0 / inputs_per_s, time.monotonic()
                 for n in range(1, int(inputs_per_s * duration) + 1):
-                    await asyncio.sleep(1.0 / inputs_per_s)
+                    due += period  # its own clock: a late wake-up does not push back the inputs after it
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
                     await ws.send_str(json.dumps({"n": n, "t": time.monotonic()}))
 
             async def read_ticks() -> None:
