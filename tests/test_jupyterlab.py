@@ -31,15 +31,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-renderer-backgrounding",
          "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows"]
-# The browser panels of chapters 1, 4 and 5 (a streamed fetch, EventSource, WebSocket) end
-# "failed" in JupyterLab with today's Debian Chromium and packages; chapter 4's did so at the last
-# commit that passed CI too (bfcbe25): an environment change. Marked so until it is found; the
-# headless browser tests still drive those APIs directly.
-SSE_PANELS_STALL = pytest.mark.xfail(reason="the streaming browser panels fail in JupyterLab with "
-                                            "today's environment (chapter 4's at bfcbe25 too)", strict=False)
-CHAPTERS = [pytest.param("01_pull_and_push.ipynb", marks=SSE_PANELS_STALL), "02_ajax_polling.ipynb",
-            "03_long_polling.ipynb", pytest.param("04_server_sent_events.ipynb", marks=SSE_PANELS_STALL),
-            pytest.param("05_websockets.ipynb", marks=SSE_PANELS_STALL)]
+CHAPTERS = ["01_pull_and_push.ipynb", "02_ajax_polling.ipynb", "03_long_polling.ipynb", "04_server_sent_events.ipynb",
+            "05_websockets.ipynb"]
 CHAPTER_TIMEOUT = 240  # seconds for one chapter, every cell and every browser run
 # Every cell rendered into the page (no virtual scrolling), so the test sees every output.
 NOTEBOOK_SETTINGS = '{"windowingMode": "none"}'

@@ -110,12 +110,16 @@ class AccountSocket(tornado.websocket.WebSocketHandler):
         socket is ever opened for it (the other way, accept and then close with 1008, lets every
         anonymous client hold a connection first). 403, not 401: a 401 must name an HTTP
         authentication scheme (RFC 9110 15.5.2), and a session cookie is none."""
-        self.user = self.accounts.sessions.get(self.get_cookie("sid", ""))
+        self.user = self.signed_in_user()
         if self.user is None:
             self.set_status(403)
             self.finish({"error": "not signed in: no session cookie"})
             return
         await super().get(*args, **kwargs)
+
+    def signed_in_user(self) -> str | None:
+        """The user whose session cookie came with the handshake, if any."""
+        return self.accounts.sessions.get(self.get_cookie("sid", ""))
 
     def open(self) -> None:
         self.write_message(f"private data of {self.user}")

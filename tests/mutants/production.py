@@ -94,7 +94,8 @@ MUTANTS = [
                 edit(("return self.trust_any or origin in self.allowed", "return self.trust_any or bool(origin)"))), group=1),
     Mutant("session-cookie-misnamed", "the WebSocket server reads the session from a cookie named 'session'",
            NOTEBOOK, ("R6 hijacking",),
-           swap("labsupport.patterns.auth:AccountSocket.open", edit(('self.get_cookie("sid", "")', 'self.get_cookie("session", "")'))),
+           swap("labsupport.patterns.auth:AccountSocket.signed_in_user",
+                edit(('self.get_cookie("sid", "")', 'self.get_cookie("session", "")'))),
            group=1),
     # before the next one: an edited function sees its module as it was when it was edited, and the edited
     # post must call this apply
