@@ -70,7 +70,7 @@ def _check_resume(resume) -> tuple[bool, str]:
         got = resume(list(seen))
         if str(got) != want:
             return False, (f"after seeing {list(seen)} it sends {got!r}; the gateway would then send "
-                           + ("the events again (duplicates)." if str(got).isdigit() and int(got) < int(want or 0)
+                           + ("the events again (duplicates)." if str(got).isascii() and str(got).isdigit() and int(got) < int(want or 0)
                               else "the wrong events."))
     return True, ("the next gateway sends every event after that id. It can, because the id is the stream's "
                   "sequence, the same number on every gateway.")
