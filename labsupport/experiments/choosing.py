@@ -34,12 +34,13 @@ import pandas as pd
 from ..feed import Event
 from ..lab import LabError, cancel_all, on_lab_loop
 from ..patterns import polling, sse
-from ..patterns.sse_codec import encode_event
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for
 from .core import READY_TIMEOUT, Workload, crossing, established, measure, raise_client_failure, served
+from .polling import poll_heads
+from .sse import chunk_framing_bytes, sse_framing_bytes
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -276,18 +277,24 @@ async def _sweep_run(pattern: str, rate: float, clients: int, interval: float, d
 
 @dataclass
 class Crossover:
-    """Polling against push (SSE) over event rates and client counts, per client and per second."""
+    """Polling against push (SSE) over event rates and client counts, per client and per second.
+
+    The theory's byte counts come from the protocols' rules, never from this run or the server's
+    own encoder: ``counted_poll_bytes`` (HTTP/1.1, as this client and server write a poll) and
+    ``event_bytes`` (SSE and chunked encoding). ``poll_bytes`` is what the meter captured.
+    """
 
     table: pd.DataFrame       # one row per run: rate, clients, pattern, requests, bytes, connections_held,
                               # longest_held_s (the longest one connection stayed open), ...
     interval: float
-    poll_bytes: float         # one poll, request and answer, as the wire meter captured it
-    event_bytes: float        # one event on the stream, by the SSE and chunked-encoding framing rules
+    poll_bytes: float         # one poll without keep-alive, request and answer, as the wire meter captured it
+    counted_poll_bytes: float  # the same poll, counted by HTTP's rules
+    event_bytes: float        # one event on the stream, counted by the SSE and chunked-encoding rules
 
     @property
     def theory_rate(self) -> float:
-        """Where push's bytes per second (r × event) reach polling's (poll / interval)."""
-        return self.poll_bytes / (self.event_bytes * self.interval)
+        """Where push's bytes per second (r × event) reach polling's (poll / interval), by the rules' counts."""
+        return self.counted_poll_bytes / (self.event_bytes * self.interval)
 
     def connections_held(self, pattern: str) -> float:
         """Connections held per client over every run of ``pattern``, each client weighted alike: one
@@ -355,10 +362,34 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
                 exchanges += [len(up) + len(down) for up, down in run.result.heads if up and down]
             events = max(events, len(run.result.events))
     return Crossover(pd.DataFrame(rows), interval, poll_bytes=float(np.median(exchanges)),
-                     event_bytes=float(np.mean([framed_event_bytes(seq) for seq in range(1, events + 1)])))
+                     event_bytes=mean_event_bytes(events), counted_poll_bytes=float(poll_exchange_bytes()))
 
 
-def framed_event_bytes(seq: int, value: float = 100.01) -> int:
-    """Bytes one event takes on an SSE stream: its JSON, the ``id:``/``data:`` framing, the chunk framing."""
-    framed = encode_event(json.dumps(Event(seq, 0.0, value).to_json()), id=str(seq))
-    return len(framed) + len(f"{len(framed):x}\r\n") + 2
+# -- the theory's byte counts, from the protocols' rules ----------------------------------------
+
+TYPICAL_VALUE = 100.01   # a ticker price near its start: 6 characters (99.99 and 100.1 take 5)
+
+
+def _payload(seq: int, value: float = TYPICAL_VALUE) -> str:
+    return json.dumps(Event(seq, 0.0, value).to_json())
+
+
+def poll_exchange_bytes(seq: int = 10) -> int:
+    """One poll without keep-alive, request and answer: the heads as this client and server write them
+    (``polling.poll_heads``), each with its ``Connection: close`` line (RFC 9112 9.6), and the event's
+    JSON. A price of 5 characters or a one-digit ``seq`` makes it a byte or two shorter."""
+    payload = len(_payload(seq))
+    up, down = poll_heads(payload)
+    return up + down + 2 * len("Connection: close\r\n") + payload
+
+
+def framed_event_bytes(seq: int, value: float = TYPICAL_VALUE) -> int:
+    """Bytes one event takes on an SSE stream, by the format's rules (WHATWG HTML 9.2.5: ``id:``, ``data:``
+    and the blank line) and chunked encoding's (RFC 9112 7.1), not by the server's encoder."""
+    sse = sse_framing_bytes(str(seq)) + len(_payload(seq, value))
+    return sse + chunk_framing_bytes(sse)
+
+
+def mean_event_bytes(events: int) -> float:
+    """The mean of ``framed_event_bytes`` over a run's events, numbered 1 to ``events``."""
+    return float(np.mean([framed_event_bytes(seq) for seq in range(1, max(events, 1) + 1)]))
