@@ -33,11 +33,11 @@ import pandas as pd
 
 from ..feed import Event
 from ..lab import LabError, cancel_all, on_lab_loop
-from ..patterns import polling, sse
+from ..patterns import longpolling, polling, sse
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
-from .choosing_stage import arriving, backend_for, client_for
+from .choosing_stage import arriving, backend_for, client_for, poll_after
 from .core import READY_TIMEOUT, Workload, crossing, established, measure, raise_client_failure, served
 from .polling import poll_heads
 from .sse import chunk_framing_bytes, sse_framing_bytes
@@ -261,7 +261,12 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
 
 async def _sweep_run(pattern: str, rate: float, clients: int, interval: float, duration: float) -> PatternRun:
     workload = Workload(rate, clients, duration)
-    if pattern.startswith("polling"):
+    if pattern == "cursor polling":
+        # Chapter 3's cursor, asked on a clock: the server answers at once with every event after it.
+        result = await measure("cursor polling", lambda feed: longpolling.handlers(feed, hold=0.0),
+                               functools.partial(poll_after, interval=interval), workload, drain=interval + 0.05,
+                               ready_first=False, connected_first=True, interval=interval)
+    elif pattern.startswith("polling"):
         # Without keep-alive, as real pollers that ask less often than servers keep an idle connection;
         # with it, as pollers that ask more often.
         keep_alive = pattern == "polling, keep-alive"
@@ -317,7 +322,7 @@ class Crossover:
                              for rate in sorted(self.table["rate"].unique())}, index=wide.index)
 
 
-SWEEP_PATTERNS = ("polling", "polling, keep-alive", "sse")
+SWEEP_PATTERNS = ("polling", "polling, keep-alive", "cursor polling", "sse")
 
 
 def _expected_sweep(kwargs: dict) -> float:
@@ -327,14 +332,15 @@ def _expected_sweep(kwargs: dict) -> float:
 async def _sweep_rate(rate: float, clients: tuple[int, ...], interval: float,
                       duration: float) -> tuple[list[tuple[str, int]], list[PatternRun]]:
     """The runs of one event rate, at the same time."""
-    grid = [(p, n) for p in ("polling", "sse") for n in clients] + [("polling, keep-alive", min(clients))]
+    grid = [(p, n) for p in ("polling", "sse") for n in clients] + [(p, min(clients)) for p in
+                                                                    ("polling, keep-alive", "cursor polling")]
     return grid, list(await asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid)))
 
 
 @on_lab_loop(expected=_expected_sweep)
 async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clients: tuple[int, ...] = (2, 8),
                               interval: float = 0.25, duration: float = 1.5) -> Crossover:
-    """Periodic polling (without and with keep-alive) and SSE over every (event rate, client count).
+    """Periodic polling (without and with keep-alive, and with a cursor) and SSE over every (event rate, client count).
 
     The runs of one event rate go at the same time, one rate after the other. All clients,
     meters and servers share the lab's one thread; a poll without keep-alive costs it a new
@@ -345,7 +351,7 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
         raise ValueError("rates must be positive events per second and clients at least 1.")
     if not 0.05 <= interval <= 10:
         raise ValueError(f"interval must be between 0.05 and 10 s, not {interval!r}.")
-    if len(rates) * (2 * sum(clients) + min(clients)) > 1500:
+    if len(rates) * (2 * sum(clients) + 2 * min(clients)) > 1500:
         raise ValueError("That sweep would start more than 1500 clients in all: use fewer rates or clients.")
     rows, exchanges, events = [], [], 0
     for rate in rates:
@@ -381,6 +387,19 @@ def poll_exchange_bytes(seq: int = 10) -> int:
     payload = len(_payload(seq))
     up, down = poll_heads(payload)
     return up + down + 2 * len("Connection: close\r\n") + payload
+
+
+def cursor_poll_bytes(cursor: int = 10) -> int:
+    """One poll with a cursor that finds no news, request and answer: the heads of a poll (``poll_heads``)
+    with ``/events?after=<cursor>`` for ``/latest``, and the answer ``{"events": []}``."""
+    payload = len(json.dumps({"events": []}))
+    up, down = poll_heads(payload)
+    return up + len(f"/events?after={cursor}") - len("/latest") + down + payload
+
+
+def cursor_event_bytes(seq: int) -> int:
+    """What one more event adds to a cursor poll's answer: its JSON and the ``", "`` before it."""
+    return len(_payload(seq)) + len(", ")
 
 
 def framed_event_bytes(seq: int, value: float = TYPICAL_VALUE) -> int:

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from ._style import framed, mark_x, tidy_log_axes
 
-COLOURS = {"polling": "#7f7f7f", "polling, keep-alive": "#bcbd22", "long polling": "#ff7f0e", "sse": "#1f77b4",
+COLOURS = {"polling": "#7f7f7f", "polling, keep-alive": "#bcbd22", "cursor polling": "#17becf", "long polling": "#ff7f0e", "sse": "#1f77b4",
            "websocket": "#2ca02c", "pub/sub": "#9467bd"}
 CROSSOVER_MEASURES = {"bytes": "bytes per client per second", "requests": "requests per client per second",
                       "connections_held": "connections held per client",
