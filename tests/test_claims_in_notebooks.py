@@ -1,5 +1,5 @@
 """Claims in the notebooks are data with ids, never allow for the lab's own lateness, and each
-chapter whose claims are data has its mutants."""
+chapter has its mutants."""
 
 import ast
 import re
@@ -12,8 +12,6 @@ from mutants.run import CLAIM_FORMS, claim_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-# Chapters whose claims still use the older form, without ids or mutants: to convert, then remove from here.
-NOT_YET_DATA = {"07_choosing_a_pattern"}
 LATENESS = re.compile(r"lab_late|LoopWatch|again_if_late|lab_behind|late_p95|late_max")
 
 
@@ -29,10 +27,8 @@ def test_no_bound_anywhere_refers_to_the_labs_own_lateness():
     assert not found, found
 
 
-def test_every_claim_of_a_converted_chapter_has_a_literal_id_used_once():
+def test_every_claim_has_a_literal_id_used_once():
     for notebook in NOTEBOOKS:
-        if notebook.stem in NOT_YET_DATA:
-            continue
         calls = list(claim_calls(code(notebook)))
         assert not [c for c in calls if c.func.id == "claim"], f"{notebook.stem} still uses claim(...) without an id"
         firsts = [c.args[0] if c.args else None for c in calls if c.func.id in CLAIM_FORMS]
@@ -42,6 +38,6 @@ def test_every_claim_of_a_converted_chapter_has_a_literal_id_used_once():
         assert len(ids) == len(set(ids)), f"{notebook.stem}: an id used twice: {sorted(ids)}"
 
 
-def test_the_mutation_suite_covers_exactly_the_converted_chapters():
+def test_the_mutation_suite_covers_every_chapter():
     with_mutants = {m.notebook for m in every_mutant().values()}
-    assert with_mutants == {nb.stem for nb in NOTEBOOKS} - NOT_YET_DATA
+    assert with_mutants == {nb.stem for nb in NOTEBOOKS}

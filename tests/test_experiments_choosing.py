@@ -94,6 +94,8 @@ def test_crossover_sweep_counts():
     assert cross.connections_held("polling") < 0.3  # pooled: one connection closing late is not half of it
     assert t.loc[("polling", 64), "longest_held_s"] < t.loc[("sse", 64), "longest_held_s"]
     assert t.loc[("sse", 64), "bytes"] > t.loc[("sse", 2), "bytes"] * 10
+    assert t.loc[("cursor polling", 64), "missed"] == 0 and t.loc[("cursor polling", 64), "requests"] == pytest.approx(4, rel=0.3)
+    assert t.loc[("cursor polling", 64), "bytes"] > t.loc[("cursor polling", 2), "bytes"]  # every event comes along
     assert 2 < cross.theory_rate < 64 and 2 < cross.crossover_rates()[2] < 64
     assert cross.who_is_cheaper("requests").loc[2].tolist() == ["push", "push"]
     with pytest.raises(ValueError):

@@ -33,13 +33,14 @@ import pandas as pd
 
 from ..feed import Event
 from ..lab import LabError, cancel_all, on_lab_loop
-from ..patterns import polling, sse
-from ..patterns.sse_codec import encode_event
+from ..patterns import longpolling, polling, sse
 from ..record import Recorder
 from ..results import Result
 from ..wire import WireCounts
-from .choosing_stage import arriving, backend_for, client_for
+from .choosing_stage import arriving, backend_for, client_for, poll_after
 from .core import READY_TIMEOUT, Workload, crossing, established, measure, raise_client_failure, served
+from .polling import poll_heads
+from .sse import chunk_framing_bytes, sse_framing_bytes
 
 PATTERNS = ("polling", "long polling", "sse", "websocket", "pub/sub")
 PUSH_PATTERNS = ("sse", "websocket", "pub/sub")
@@ -260,7 +261,12 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
 
 async def _sweep_run(pattern: str, rate: float, clients: int, interval: float, duration: float) -> PatternRun:
     workload = Workload(rate, clients, duration)
-    if pattern.startswith("polling"):
+    if pattern == "cursor polling":
+        # Chapter 3's cursor, asked on a clock: the server answers at once with every event after it.
+        result = await measure("cursor polling", lambda feed: longpolling.handlers(feed, hold=0.0),
+                               functools.partial(poll_after, interval=interval), workload, drain=interval + 0.05,
+                               ready_first=False, connected_first=True, interval=interval)
+    elif pattern.startswith("polling"):
         # Without keep-alive, as real pollers that ask less often than servers keep an idle connection;
         # with it, as pollers that ask more often.
         keep_alive = pattern == "polling, keep-alive"
@@ -276,18 +282,24 @@ async def _sweep_run(pattern: str, rate: float, clients: int, interval: float, d
 
 @dataclass
 class Crossover:
-    """Polling against push (SSE) over event rates and client counts, per client and per second."""
+    """Polling against push (SSE) over event rates and client counts, per client and per second.
+
+    The theory's byte counts come from the protocols' rules, never from this run or the server's
+    own encoder: ``counted_poll_bytes`` (HTTP/1.1, as this client and server write a poll) and
+    ``event_bytes`` (SSE and chunked encoding). ``poll_bytes`` is what the meter captured.
+    """
 
     table: pd.DataFrame       # one row per run: rate, clients, pattern, requests, bytes, connections_held,
                               # longest_held_s (the longest one connection stayed open), ...
     interval: float
-    poll_bytes: float         # one poll, request and answer, as the wire meter captured it
-    event_bytes: float        # one event on the stream, by the SSE and chunked-encoding framing rules
+    poll_bytes: float         # one poll without keep-alive, request and answer, as the wire meter captured it
+    counted_poll_bytes: float  # the same poll, counted by HTTP's rules
+    event_bytes: float        # one event on the stream, counted by the SSE and chunked-encoding rules
 
     @property
     def theory_rate(self) -> float:
-        """Where push's bytes per second (r × event) reach polling's (poll / interval)."""
-        return self.poll_bytes / (self.event_bytes * self.interval)
+        """Where push's bytes per second (r × event) reach polling's (poll / interval), by the rules' counts."""
+        return self.counted_poll_bytes / (self.event_bytes * self.interval)
 
     def connections_held(self, pattern: str) -> float:
         """Connections held per client over every run of ``pattern``, each client weighted alike: one
@@ -310,7 +322,7 @@ class Crossover:
                              for rate in sorted(self.table["rate"].unique())}, index=wide.index)
 
 
-SWEEP_PATTERNS = ("polling", "polling, keep-alive", "sse")
+SWEEP_PATTERNS = ("polling", "polling, keep-alive", "cursor polling", "sse")
 
 
 def _expected_sweep(kwargs: dict) -> float:
@@ -320,14 +332,15 @@ def _expected_sweep(kwargs: dict) -> float:
 async def _sweep_rate(rate: float, clients: tuple[int, ...], interval: float,
                       duration: float) -> tuple[list[tuple[str, int]], list[PatternRun]]:
     """The runs of one event rate, at the same time."""
-    grid = [(p, n) for p in ("polling", "sse") for n in clients] + [("polling, keep-alive", min(clients))]
+    grid = [(p, n) for p in ("polling", "sse") for n in clients] + [(p, min(clients)) for p in
+                                                                    ("polling, keep-alive", "cursor polling")]
     return grid, list(await asyncio.gather(*(_sweep_run(p, rate, n, interval, duration) for p, n in grid)))
 
 
 @on_lab_loop(expected=_expected_sweep)
 async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clients: tuple[int, ...] = (2, 8),
                               interval: float = 0.25, duration: float = 1.5) -> Crossover:
-    """Periodic polling (without and with keep-alive) and SSE over every (event rate, client count).
+    """Periodic polling (without and with keep-alive, and with a cursor) and SSE over every (event rate, client count).
 
     The runs of one event rate go at the same time, one rate after the other. All clients,
     meters and servers share the lab's one thread; a poll without keep-alive costs it a new
@@ -338,7 +351,7 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
         raise ValueError("rates must be positive events per second and clients at least 1.")
     if not 0.05 <= interval <= 10:
         raise ValueError(f"interval must be between 0.05 and 10 s, not {interval!r}.")
-    if len(rates) * (2 * sum(clients) + min(clients)) > 1500:
+    if len(rates) * (2 * sum(clients) + 2 * min(clients)) > 1500:
         raise ValueError("That sweep would start more than 1500 clients in all: use fewer rates or clients.")
     rows, exchanges, events = [], [], 0
     for rate in rates:
@@ -355,10 +368,47 @@ async def run_crossover_sweep(*, rates: tuple[float, ...] = (1, 4, 16, 64), clie
                 exchanges += [len(up) + len(down) for up, down in run.result.heads if up and down]
             events = max(events, len(run.result.events))
     return Crossover(pd.DataFrame(rows), interval, poll_bytes=float(np.median(exchanges)),
-                     event_bytes=float(np.mean([framed_event_bytes(seq) for seq in range(1, events + 1)])))
+                     event_bytes=mean_event_bytes(events), counted_poll_bytes=float(poll_exchange_bytes()))
 
 
-def framed_event_bytes(seq: int, value: float = 100.01) -> int:
-    """Bytes one event takes on an SSE stream: its JSON, the ``id:``/``data:`` framing, the chunk framing."""
-    framed = encode_event(json.dumps(Event(seq, 0.0, value).to_json()), id=str(seq))
-    return len(framed) + len(f"{len(framed):x}\r\n") + 2
+# -- the theory's byte counts, from the protocols' rules ----------------------------------------
+
+TYPICAL_VALUE = 100.01   # a ticker price near its start: 6 characters (99.99 and 100.1 take 5)
+
+
+def _payload(seq: int, value: float = TYPICAL_VALUE) -> str:
+    return json.dumps(Event(seq, 0.0, value).to_json())
+
+
+def poll_exchange_bytes(seq: int = 10) -> int:
+    """One poll without keep-alive, request and answer: the heads as this client and server write them
+    (``polling.poll_heads``), each with its ``Connection: close`` line (RFC 9112 9.6), and the event's
+    JSON. A price of 5 characters or a one-digit ``seq`` makes it a byte or two shorter."""
+    payload = len(_payload(seq))
+    up, down = poll_heads(payload)
+    return up + down + 2 * len("Connection: close\r\n") + payload
+
+
+def cursor_poll_bytes(cursor: int = 10) -> int:
+    """One poll with a cursor that finds no news, request and answer: the heads of a poll (``poll_heads``)
+    with ``/events?after=<cursor>`` for ``/latest``, and the answer ``{"events": []}``."""
+    payload = len(json.dumps({"events": []}))
+    up, down = poll_heads(payload)
+    return up + len(f"/events?after={cursor}") - len("/latest") + down + payload
+
+
+def cursor_event_bytes(seq: int) -> int:
+    """What one more event adds to a cursor poll's answer: its JSON and the ``", "`` before it."""
+    return len(_payload(seq)) + len(", ")
+
+
+def framed_event_bytes(seq: int, value: float = TYPICAL_VALUE) -> int:
+    """Bytes one event takes on an SSE stream, by the format's rules (WHATWG HTML 9.2.5: ``id:``, ``data:``
+    and the blank line) and chunked encoding's (RFC 9112 7.1), not by the server's encoder."""
+    sse = sse_framing_bytes(str(seq)) + len(_payload(seq, value))
+    return sse + chunk_framing_bytes(sse)
+
+
+def mean_event_bytes(events: int) -> float:
+    """The mean of ``framed_event_bytes`` over a run's events, numbered 1 to ``events``."""
+    return float(np.mean([framed_event_bytes(seq) for seq in range(1, max(events, 1) + 1)]))

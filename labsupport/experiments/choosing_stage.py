@@ -15,6 +15,7 @@ import random
 import time
 from typing import Awaitable, Callable
 
+import aiohttp
 import psutil
 
 from ..feed import Event, Feed
@@ -39,6 +40,32 @@ def client_for(pattern: str, *, interval: float = 1.0, subject: str = "") -> Cal
     if pattern == "pub/sub":
         return functools.partial(subscribe, subject=subject)
     return {"long polling": longpolling.long_poll, "sse": sse.listen, "websocket": ws.follow}[pattern]
+
+
+async def poll_after(base_url: str, recorder: Recorder, *, interval: float) -> None:
+    """A poll with a cursor, on a clock: every ``interval`` s, ``/events?after=<last seq seen>``, chapter 3's
+    cursor, on a server that answers at once (``longpolling.handlers(feed, hold=0)``). Each answer carries
+    every event since the last poll, so none is skipped whatever the interval."""
+    async with aiohttp.ClientSession() as session:
+        cursor = 0
+        tick = time.monotonic() + random.uniform(0, interval)  # each client at its own phase
+        wake = tick
+        while True:
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            sent = time.monotonic()
+            try:
+                async with session.get(f"{base_url}/events", params={"after": cursor}) as response:
+                    status, answer = response.status, await response.json()
+            except (aiohttp.ClientError, ValueError) as error:
+                recorder.errors.append(f"{type(error).__name__}: {error}")
+                wake, tick = polling.next_poll(tick, interval, time.monotonic())
+                continue
+            answered = time.monotonic()
+            for event in answer.get("events", []):
+                recorder.saw(event["seq"], answered)
+                cursor = event["seq"]
+            recorder.request(sent, status, len(answer.get("events", [])), answered)
+            wake, tick = polling.next_poll(tick, interval, time.monotonic())
 
 
 def arriving(client, clients: int) -> Callable[[str, Recorder], Awaitable[None]]:

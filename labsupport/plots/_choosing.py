@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from ._style import framed, mark_x, tidy_log_axes
 
-COLOURS = {"polling": "#7f7f7f", "polling, keep-alive": "#bcbd22", "long polling": "#ff7f0e", "sse": "#1f77b4",
+COLOURS = {"polling": "#7f7f7f", "polling, keep-alive": "#bcbd22", "cursor polling": "#17becf", "long polling": "#ff7f0e", "sse": "#1f77b4",
            "websocket": "#2ca02c", "pub/sub": "#9467bd"}
 CROSSOVER_MEASURES = {"bytes": "bytes per client per second", "requests": "requests per client per second",
                       "connections_held": "connections held per client",
@@ -54,7 +54,7 @@ def crossover(cross, measure_name: str = "bytes") -> go.Figure:
                         line=dict(color=COLOURS[pattern], dash="solid" if clients == most else "dot"))
     rates = np.array(sorted(cross.table["rate"].unique()), dtype=float)
     if measure_name == "bytes":
-        fig.add_scatter(x=rates, y=[cross.poll_bytes / cross.interval] * len(rates), mode="lines",
+        fig.add_scatter(x=rates, y=[cross.counted_poll_bytes / cross.interval] * len(rates), mode="lines",
                         name="theory: poll bytes / interval", line=dict(color="#333", dash="dash", width=1))
         fig.add_scatter(x=rates, y=rates * cross.event_bytes, mode="lines", name="theory: rate × event bytes",
                         line=dict(color="#1f77b4", dash="dash", width=1))
