@@ -11,7 +11,7 @@ One path per thing (see ``labsupport/README.md`` for the map):
 * ``from labsupport.exercises.chNN import q1, ...``: a chapter's exercises.
 """
 
-from .checks import (ClaimFailed, ClaimNotJudged, Exercise, claim, claim_at_least, claim_at_most, claim_between,
+from .checks import (ClaimFailed, ClaimNotJudged, Exercise, claim_at_least, claim_at_most, claim_between,
                      claim_equal, claim_near, show_progress)
 from .experiments.core import Run, Workload, measure, sweep
 from .feed import Event, Feed
@@ -25,7 +25,7 @@ from .wireshark import tshark_view
 
 __all__ = [
     "ClaimFailed", "ClaimNotJudged", "ControlPanel", "Event", "Exercise", "Feed", "LabCall", "LabError", "Link", "Result", "Run",
-    "Server", "WireCounts", "WireMeter", "Workload", "claim", "claim_at_least", "claim_at_most",
+    "Server", "WireCounts", "WireMeter", "Workload", "claim_at_least", "claim_at_most",
     "claim_between", "claim_equal", "claim_near", "int_slider", "lab", "ladder", "latency_histogram",
     "measure", "on_lab_loop", "show_progress", "show_source", "shutdown", "slider", "start_meter",
     "start_server", "stop_server", "sweep", "sweep_plot", "timeline", "traffic_bars", "tshark_view",

@@ -101,14 +101,11 @@ def _measured(record: ClaimRecord) -> str:
     return "measured " + "; ".join(_point(m, t, lo, hi, record.unit) for m, t, lo, hi in points)
 
 
-def show_claim(record: ClaimRecord, detail: str = "", *, numbers: bool = True) -> None:
-    """Show a claim's outcome; raise when it failed (or, in tests, was not judged).
-
-    ``numbers=False`` shows ``detail`` alone (the older claims, which carry no bounds)."""
+def show_claim(record: ClaimRecord, detail: str = "") -> None:
+    """Show a claim's outcome; raise when it failed (or, in tests, was not judged)."""
     PROGRESS.claims[record.id] = (record.statement, record.outcome)
-    line = _measured(record) if numbers else ""
-    line = "; ".join(part for part in (line, detail) if part)
-    label = f"[{record.id}] {record.statement}" if numbers else record.statement
+    line = "; ".join(part for part in (_measured(record), detail) if part)
+    label = f"[{record.id}] {record.statement}"
     if record.outcome == NOT_JUDGED:
         why = (f"not judged: {record.why}. Nothing was concluded; run the measurement again when the machine "
                "is quieter")
@@ -160,34 +157,24 @@ def claim_equal(id: str, statement: str, measured: Values, expected: Values, *, 
     return claim_between(id, statement, measured, expected, expected, theory=expected, unit=unit, detail=detail)
 
 
-def claim(statement: str, holds: bool, *, measured: str = "") -> None:
-    """A claim without an id or bounds: the older form, kept while chapters move to the forms above."""
-    record = judge(f"({statement})", statement, 1.0 if holds else 0.0, low=1.0, high=1.0)
-    show_claim(record, f"measured: {measured}" if measured else "", numbers=False)
-
-
 @dataclass(frozen=True)
 class Measurement:
     """An exercise's number measured on real servers, beside what theory predicts for it.
 
-    With ``id`` and bounds it is judged as every claim is (``value`` against ``low``/``high``);
-    the older form carries a ready ``holds`` instead."""
+    It is judged as every claim is: ``value`` against ``low``/``high``."""
 
-    claim: str      # what the theory says, as a statement the measurement can refute
-    theory: str     # the model answer's value, with its unit
-    measured: str   # the same quantity from the run, with its unit (and how it was scaled)
-    holds: bool | None = None  # the older form: theory and measurement agree within a tolerance
-    how: str = ""   # what was run, in a sentence
-    id: str = ""                    # the claim's id
-    value: Values | None = None     # the measured number(s)
-    expected: Values | None = None  # theory's number(s)
-    low: Values | None = None       # bounds: theory plus the stated measurement error
+    claim: str                # what the theory says, as a statement the measurement can refute
+    theory: str               # the model answer's value, with its unit
+    measured: str             # the same quantity from the run, with its unit (and how it was scaled)
+    id: str                   # the claim's id
+    value: Values             # the measured number(s)
+    expected: Values          # theory's number(s)
+    low: Values | None = None   # bounds: theory plus the stated measurement error
     high: Values | None = None
     unit: str = ""
+    how: str = ""             # what was run, in a sentence
 
     def judged(self) -> ClaimRecord:
-        if not self.id:
-            return judge(f"({self.claim})", self.claim, 1.0 if self.holds else 0.0, low=1.0, high=1.0)
         return judge(self.id, self.claim, self.value, theory=self.expected, low=self.low, high=self.high,
                      unit=self.unit)
 
@@ -255,7 +242,7 @@ class Exercise:
         show_note(f"<div>&#128207; <b>{html.escape(self.name)}</b>: {html.escape(line)}"
                   f"<br><span style=\"color:#555\">{html.escape(m.how)}</span></div>",
                   f"{self.name}: {line}" + (f"\n  ({m.how})" if m.how else ""))
-        show_claim(m.judged(), f"measured: {m.measured}" if not m.id else "", numbers=bool(m.id))
+        show_claim(m.judged())
 
 
 def _plain(answer: Any) -> str:

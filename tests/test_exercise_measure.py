@@ -12,7 +12,9 @@ from labsupport.checks import Measurement
 
 def fake(holds: bool) -> Exercise:
     return Exercise("double", checker=lambda a: (a == 4, "2 x 2 = 4"), hint="", solution="4", answer=4,
-                    measure=lambda: Measurement("doubling two gives four", "4", "3.9 (scaled)", holds, "two, doubled"))
+                    measure=lambda: Measurement("doubling two gives four", "4", "3.9 (scaled)", id="T0 doubling",
+                                                value=3.9 if holds else 3.0, expected=4, low=3.8, high=4.2,
+                                                how="two, doubled"))
 
 
 def test_measure_shows_the_prediction_the_theory_and_the_measurement(capsys):
@@ -22,7 +24,7 @@ def test_measure_shows_the_prediction_the_theory_and_the_measurement(capsys):
     q.check(5.0)
     q.measure()
     out = capsys.readouterr().out
-    assert "you predicted 5; theory says 4" in out and "PASS doubling two gives four" in out
+    assert "you predicted 5; theory says 4" in out and "PASS [T0 doubling] doubling two gives four" in out
 
 
 def test_a_measurement_that_disagrees_with_the_theory_fails_the_cell():

@@ -106,9 +106,9 @@ async def run_webhooks(*, events: int = 40, rate: float = 40.0, outage_at: float
 
     try:
         *results, window = await asyncio.gather(*(send(i) for i in range(events)), receiver_outage())
-        while not ledger.queue.empty():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)   # the worker takes the last job (and counts it) at once
+        deadline = time.monotonic() + work + 1.0
+        while (not ledger.queue.empty() or ledger.working) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)   # every job taken is done: one stopped half way would not count
     finally:
         await cancel_all([worker])
         await session.close()

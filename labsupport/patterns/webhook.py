@@ -93,6 +93,7 @@ class Ledger:
     received: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)   # (status, reason)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    working: int = 0     # jobs being done right now
 
 
 class HookHandler(SizeLimits, tornado.web.RequestHandler):
@@ -129,6 +130,7 @@ async def apply(ledger: Ledger, msg_id: str, work: float, dedupe: bool) -> None:
     if dedupe and msg_id in ledger.applied:
         return
     ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1   # claimed before the work, as a unique key would be
+    ledger.working += 1
     try:
         await asyncio.sleep(work)
     except BaseException:  # the work failed or was stopped: release the claim, so that a retry does it
@@ -136,6 +138,8 @@ async def apply(ledger: Ledger, msg_id: str, work: float, dedupe: bool) -> None:
         if not ledger.applied[msg_id]:
             del ledger.applied[msg_id]
         raise
+    finally:
+        ledger.working -= 1
 
 
 async def worker(ledger: Ledger, work: float, dedupe: bool) -> None:

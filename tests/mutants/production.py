@@ -103,8 +103,9 @@ MUTANTS = [
            NOTEBOOK, ("R7 key applies once",),
            swap("labsupport.patterns.webhook:apply",
                 edit(("ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1   # claimed before the work, as a unique key would be\n"
-                      "    try:\n        await asyncio.sleep(work)",
-                      "try:\n    await asyncio.sleep(work)\n    ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1"))),
+                      "    ledger.working += 1\n    try:\n        await asyncio.sleep(work)",
+                      "ledger.working += 1\ntry:\n    await asyncio.sleep(work)\n"
+                      "    ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1"))),
            group=1),
     Mutant("webhook-ack-after-work", "the fast receiver does the job before it answers 202",
            NOTEBOOK, ("R7 fast receiver",),
