@@ -275,16 +275,18 @@ class Lab:
         with self._lock:
             self._measuring.discard(key)
             stop = self._stop_when_done and not self._measuring
+            if stop:
+                self._stop_when_done = False
         if stop:
             self.shutdown()
 
     def shutdown_when_browsers_done(self) -> bool:
         """Shut down now, or, while browser panels still run, once the last one ends: True if deferred."""
         with self._lock:
-            self._stop_when_done = bool(self._measuring)
-        if not self._stop_when_done:
+            self._stop_when_done = deferred = bool(self._measuring)
+        if not deferred:
             self.shutdown()
-        return self._stop_when_done
+        return deferred
 
     def shutdown(self) -> None:
         """Stop every server, task and helper the lab started, then the loop thread itself."""

@@ -129,7 +129,11 @@ class StrictStream(tornado.iostream.IOStream):
 
 def _linger(sock: socket.socket) -> None:
     """Drop what ``sock`` receives until its client closes or ``LINGER`` seconds pass, then close it."""
-    loop = asyncio.get_running_loop()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # closed from outside the loop (at exit): no one is left to drain
+        sock.close()
+        return
     fd = sock.fileno()
 
     def done() -> None:
