@@ -122,7 +122,8 @@ def test_chapter_7s_crossover_plot_fits_its_data():
     rows = [dict(pattern=p, clients=n, rate=r, bytes=(800 * 4 if p == "polling" else 60 * r) * n,
                  requests=4 * n if p == "polling" else 0.01, delivered_share=1.0)
             for p in ("polling", "sse") for n in (4, 16) for r in (1, 4, 16, 64)]
-    cross = Crossover(table=pd.DataFrame(rows), interval=0.25, poll_bytes=800, event_bytes=60)
+    cross = Crossover(table=pd.DataFrame(rows), interval=0.25, poll_bytes=800, counted_poll_bytes=800,
+                      event_bytes=60)
     for measure in ("bytes", "requests", "delivered_share"):
         assert_axes_fit(crossover(cross, measure))
 

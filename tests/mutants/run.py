@@ -6,7 +6,8 @@ For each chapter with mutants, its notebook runs once as it is (the baseline) an
 group of mutants, in a fresh kernel, with claims recorded rather than raised
 (``COURSE_CLAIMS=record``). A run stops after the last cell that holds a claim its mutants
 target. A claim is *killed* by a mutant that names it when it held, judged, in the baseline
-and failed, judged, with the mutant; a crash, a timeout or "not judged" is not a kill.
+and failed, judged, with the mutant; a crash, a timeout or "not judged" is not a kill. A group
+whose run left a target not judged (other programs held the lab back) runs once more.
 
 The test command skips the baseline (``baseline=False``): the notebook's own run, in the same
 command, fails on any claim that does not hold. The chapter's claims are then the ids its
@@ -136,6 +137,8 @@ def chapter(notebook: str, mutants: list[Mutant], *, baseline: bool = True) -> C
     for group in groups.values():
         targets = {i for m in group for i in m.kills}
         seen = execute(notebook, tuple(group), targets)
+        if any(seen.get(i, {}).get("outcome") == "not judged" for i in targets):
+            seen = execute(notebook, tuple(group), targets)  # other programs held the lab back: once more
         for mutant in group:
             for claim_id in mutant.kills:
                 before = {"outcome": "held"} if report.baseline is None else report.baseline.get(claim_id, {})
