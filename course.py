@@ -183,11 +183,11 @@ def parallel(rest: list[str]) -> list[str]:
     well (about 450 s). Three took about 330 s, but kept the cores 61 % busy on average, and two
     of their runs each found a timing weakness (both fixed); two stay the default until three
     have a longer clean record. A notebook's cells (a test file, a class) stay together on one
-    worker.
+    worker. The slowest tests are listed at the end, to see where the time goes.
     """
     if any(arg.startswith(("-n", "--numprocesses", "--dist", "-p")) for arg in rest):
         return []
-    return ["-n", str(WORKERS), "--dist", "loadscope", "--no-loadscope-reorder"]
+    return ["-n", str(WORKERS), "--dist", "loadscope", "--no-loadscope-reorder", "--durations=15"]
 
 
 def main(argv: list[str]) -> int:

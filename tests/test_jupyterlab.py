@@ -50,7 +50,8 @@ def jupyterlab(tmp_path_factory):
     token = secrets.token_hex(16)
     # The notebooks' own claims are judged by their nbval runs; here, under the heaviest load of the
     # test command, a claim that misses is shown in its cell, not raised, and the browser's side is checked.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COURSE_CLAIMS": "record", "JUPYTER_CONFIG_DIR": str(home / "config"),
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COURSE_CLAIMS": "record",
+           "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
     log = open(home / "jupyterlab.log", "wb")
