@@ -66,7 +66,8 @@ def test_busy_core_option_runs_the_tests_beside_a_spinning_process_and_stops_it(
 
 def test_the_test_command_runs_on_workers_unless_told_otherwise():
     course = import_course()
-    assert course.parallel([]) == ["-n", str(course.WORKERS), "--dist", "loadscope", "--no-loadscope-reorder"]
+    assert course.parallel([]) == ["-n", str(course.WORKERS), "--dist", "loadscope", "--no-loadscope-reorder",
+                                   "--durations=15"]
     assert course.parallel(["tests/test_wire.py", "-x"])[:2] == ["-n", str(course.WORKERS)]
     assert course.parallel(["-n", "0"]) == [] and course.parallel(["-p", "no:xdist"]) == []
 
