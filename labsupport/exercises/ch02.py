@@ -94,11 +94,11 @@ q2 = Exercise(
 )
 
 
-Q2_RUN = 2.0  # seconds of polling every 0.1 s: about 20 polls
+Q2_RUN, Q2_POLL = 2.0, 0.1  # seconds of polling every 0.1 s: about 20 polls
 
 
 def _measure_day() -> Measurement:
-    result = run_polling(0.1, rate=2.0, duration=Q2_RUN)
+    result = run_polling(Q2_POLL, rate=2.0, duration=Q2_RUN)
     per_poll = result.wire.bytes_total / len(result.served)  # every poll the server answered
     payload = len('{"seq": 1, "value": 100.05}')  # an event as JSON: a price near 100
     counted = sum(poll_heads(payload)) + payload
@@ -109,9 +109,12 @@ def _measure_day() -> Measurement:
         theory=f"{Q2_MB:.2f} MB a day at {Q2_BYTES_PER_POLL} B per poll; {counted} B per poll here",
         measured=f"{day:.2f} MB a day ({per_poll:.0f} B per poll both ways on the wire x "
                  f"{86_400 // Q2_INTERVAL} polls)",
-        # the payload varies by a few bytes (the event's number and price, or no event yet: 25 B), and a
-        # request under way when the run stops adds its bytes to the wire but no answer: 132 B over ~20 polls
-        id="A2 exercise bytes per poll", value=per_poll, expected=counted, low=counted - 5, high=counted + 12,
+        # the payload varies by a few bytes (the event's number and price, or no event yet: 25 B); a
+        # request under way when the run stops adds its bytes to the wire but no answer (132 B over ~20
+        # polls), and an answer under way the server counted but the meter had not yet relayed takes
+        # them away (its head and payload over ~20 polls)
+        id="A2 exercise bytes per poll", value=per_poll, expected=counted,
+        low=counted - 5 - (poll_heads(payload)[1] + payload) / (Q2_RUN / Q2_POLL), high=counted + 12,
         unit="B",
         how=f"One real poller for {Q2_RUN:g} s, its bytes counted by the wire meter and its polls by the server; "
             "a day is those bytes per poll, scaled.",
