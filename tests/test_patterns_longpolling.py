@@ -30,6 +30,14 @@ async def get(url, **params):
             return response.status, json.loads(body), time.monotonic() - started
 
 
+def feed_with(events: int) -> Feed:
+    """A feed that has published ``events`` events (a server's memory of them)."""
+    feed = Feed(rate=1)
+    for _ in range(events):
+        feed.publish()
+    return feed
+
+
 def seqs(answer):
     return [event["seq"] for event in answer["events"]]
 
@@ -237,9 +245,7 @@ def test_without_a_cursor_news_during_a_restart_is_lost():
 @pytest.mark.parametrize("published", [0, 3])
 def test_a_cursor_past_the_newest_event_gets_a_prompt_reset_not_an_error(published):
     async def scenario():
-        fresh = Feed(rate=1)   # a server that restarted with nothing of its old feed
-        for _ in range(published):
-            fresh.publish()
+        fresh = feed_with(published)   # a server that restarted with nothing of its old feed
         server = await serve(fresh, name="lp-fresh")
         try:
             return await get(f"{server.url}/events", after=5), fresh.stream
@@ -254,9 +260,7 @@ def test_a_cursor_past_the_newest_event_gets_a_prompt_reset_not_an_error(publish
 
 def test_a_cursor_from_another_stream_gets_a_reset_even_when_its_number_exists_here():
     async def scenario():
-        fresh = Feed(rate=1)
-        for _ in range(8):
-            fresh.publish()
+        fresh = feed_with(8)
         server = await serve(fresh, name="lp-other-life")
         try:
             other = await get(f"{server.url}/events", after=5, stream="0ldl1fe")
@@ -272,10 +276,7 @@ def test_a_cursor_from_another_stream_gets_a_reset_even_when_its_number_exists_h
 
 def test_a_client_keeps_receiving_from_a_server_that_lost_its_feed():
     async def scenario():
-        old = Feed(rate=1)
-        for _ in range(5):
-            old.publish()
-        server = await serve(old, name="lp-forgetful")
+        server = await serve(feed_with(5), name="lp-forgetful")
         meter = await WireMeter(server.port).start()
         recorder = Recorder(0)
         client = asyncio.create_task(longpolling.long_poll(meter.url, recorder))
