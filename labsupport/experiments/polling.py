@@ -142,3 +142,24 @@ def poll_costs(result: Result) -> dict:
         "bytes_down_per_poll": result.wire.bytes_down / max(polls, 1),
         "not_modified_share": float((result.requests["status"] == 304).mean()),
     }
+
+
+POOL_SLACK = 0.005  # s: how much longer a connection can sit in aiohttp's pool than the client's own gap shows
+
+
+def connections_after_idle(result: Result, idle_timeout: float) -> tuple[int, int]:
+    """How many connections kept-alive pollers open when idle ones are dropped after ``idle_timeout``: (fewest, most).
+
+    aiohttp reuses a pooled connection only while ``now - released <= keepalive_timeout``
+    (``BaseConnector._get``). So each client opens one for its first poll and one for every poll
+    that comes after a longer gap. The gap a client measures, from its answer to its next send,
+    lies a little inside the pool's: a longer one surely reopens, one up to ``POOL_SLACK`` shorter
+    may. A poll under way when the run stops has opened its connection but has no answer yet: up
+    to one per client more.
+    """
+    fewest = maybe = 0
+    for _, mine in result.requests.sort_values("sent").groupby("client"):
+        gaps = mine["sent"].to_numpy()[1:] - mine["answered"].to_numpy()[:-1]
+        fewest += 1 + int((gaps > idle_timeout).sum())
+        maybe += int(((gaps > idle_timeout - POOL_SLACK) & (gaps <= idle_timeout)).sum())
+    return fewest, fewest + maybe + result.clients

@@ -238,8 +238,11 @@ async def run_workers(*, workers: int = 1, jobs: int = 40, service_time: float =
     run = QueueRun.build("competing consumers", {"workers": workers, "jobs": jobs, "service_time": service_time},
                          stage.journal)
     per_worker = run.emails.groupby("worker").size()
+    # what each job took beyond its email: the acknowledgement's round trip to the broker and the timer's lateness
+    beyond = run.deliveries["done"] - run.deliveries["received"] - service_time
     run.facts.update(workers=workers, drain_s=drained, theory_drain_s=drain_theory(jobs, service_time, workers),
-                     busiest_worker_jobs=int(per_worker.max()), idlest_worker_jobs=int(per_worker.min()))
+                     busiest_worker_jobs=int(per_worker.max()), idlest_worker_jobs=int(per_worker.min()),
+                     ack_round_trip_s=float(beyond.mean()))
     return run
 
 
