@@ -103,12 +103,13 @@ def _measure_workers() -> Measurement:
     """Drain a queue with the model answer's workers, and with one fewer: emails a second each way."""
     service_time = EMAIL_SECONDS * Q2_SLOWER
     workers = (Q2_ANSWER - 1, Q2_ANSWER)
-    drained = [run_workers(workers=n, jobs=Q2_JOBS, service_time=service_time).facts["drain_s"] for n in workers]
-    sent = [Q2_JOBS / seconds * Q2_SLOWER for seconds in drained]  # at the question's send time
+    runs = [run_workers(workers=n, jobs=Q2_JOBS, service_time=service_time).facts for n in workers]
+    sent = [Q2_JOBS / run["drain_s"] * Q2_SLOWER for run in runs]  # at the question's send time
     theory = [n / EMAIL_SECONDS for n in workers]
-    # a send never takes less than its time; error: each round's fetch and ack (up to 4 ms), the workers'
-    # connecting and the 20 ms check for an empty queue (50 ms in all)
-    slowest = [Q2_JOBS / (drain_theory(Q2_JOBS, service_time + 0.004, n) + 0.05) * Q2_SLOWER for n in workers]
+    # a send never takes less than its time; error: each round's fetch and ack, two round trips to the broker
+    # (the run's acks measure one), the workers' connecting and the 20 ms check for an empty queue (50 ms for both)
+    slowest = [Q2_JOBS / (drain_theory(Q2_JOBS, service_time + 2 * run["ack_round_trip_s"], n) + 0.05) * Q2_SLOWER
+               for n, run in zip(workers, runs)]
     return Measurement(
         claim="n workers send n / service time emails a second",
         theory=f"{theory[1]:.0f} emails a second with {workers[1]} workers, {theory[0]:.0f} with {workers[0]}",
