@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 MAX_RATE = 10_000.0
+STREAM_BYTES = 4  # random bytes naming a life of the numbering: 8 hex digits
 ARRIVALS = ("fixed", "poisson")
 VALUES = ("ticker", "weather")
 
@@ -63,7 +64,7 @@ class Feed:
         self._readers: dict[asyncio.Future, None] = {}  # one per waiting reader, woken in the order they came
         self._task: asyncio.Task | None = None
         self.started: float | None = None
-        self.stream = secrets.token_hex(4)  # this life of the sequence numbers
+        self.stream = secrets.token_hex(STREAM_BYTES)  # this life of the sequence numbers
 
     # -- reading --------------------------------------------------------------------------
 

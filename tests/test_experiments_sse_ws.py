@@ -22,7 +22,7 @@ def test_sse_bytes_add_up_exactly():
     framing = sse_framing(rate=100, duration=0.5)
     assert framing.events >= 40
     assert framing.body_bytes == framing.predicted_body_bytes  # every byte accounted for
-    assert framing.sse_per_event == pytest.approx(8 + 5 + 2, abs=1)  # "data: " + 2 newlines + "id: NN\n"
+    assert framing.sse_per_event == pytest.approx(17 + 5 + 2, abs=1)  # "id: <8 hex>-NN\n", "data: ", 2 newlines
 
 
 @pytest.mark.parametrize("backend", ["lab", "process"])
@@ -47,11 +47,13 @@ def test_sse_cut_loses_nothing_and_a_short_history_announces_the_gap():
 
 
 def test_resume_answers():
-    assert resume_with("18")[0] == 200
-    status, text = resume_with("2", published=20, history=5)
+    assert resume_with("5f0c9e21-18", stream="5f0c9e21")[0] == 200
+    status, text = resume_with("5f0c9e21-2", published=20, history=5, stream="5f0c9e21")
     assert status == 200 and "event: missed" in text
     status, text = resume_with("not-a-number")
     assert status == 200 and "event: reset" in text and "Last-Event-ID" in text
+    status, text = resume_with("0a1b2c3d-18", stream="5f0c9e21")   # an id of the stream's life before a restart
+    assert status == 200 and "event: reset\nid: 5f0c9e21-15\n" in text
 
 
 def test_talk_back_goes_up_in_separate_requests():

@@ -53,7 +53,7 @@ def test_stream_headers_and_flushed_events():
                     feed.publish()  # a new listener starts with the next event, and gets it at once
                     events, parser = await _read_events(response, 1, scaled(5))
                     assert [json.loads(e.data)["seq"] for e in events] == [4]
-                    assert events[0].id == "4" and parser.retry == sse.RETRY_MS
+                    assert events[0].id == f"{feed.stream}-4" and parser.retry == sse.RETRY_MS
         finally:
             await lab.stop_server(server.name)
     lab.run(go(), timeout=scaled(20))
@@ -75,18 +75,20 @@ def test_heartbeat_comments_when_idle():
 
 def test_resume_from_last_event_id_and_missed_notice():
     async def go():
-        server = await _server(published(30), history=10)
+        feed = published(30)
+        life = feed.stream
+        server = await _server(feed, history=10)
         try:
             async with aiohttp.ClientSession() as session:
-                async with session.get(f"{server.url}/events", headers={"Last-Event-ID": "25"}) as response:
+                async with session.get(f"{server.url}/events", headers={"Last-Event-ID": f"{life}-25"}) as response:
                     events, _ = await _read_events(response, 5, scaled(5))
-                    assert [e.id for e in events] == ["26", "27", "28", "29", "30"]
-                async with session.get(f"{server.url}/events", headers={"Last-Event-ID": "4"}) as response:
+                    assert [e.id for e in events] == [f"{life}-{n}" for n in range(26, 31)]
+                async with session.get(f"{server.url}/events", headers={"Last-Event-ID": f"{life}-4"}) as response:
                     events, _ = await _read_events(response, 11, scaled(5))
                     notice, *rest = events
                     assert notice.event == "missed" and json.loads(notice.data) == {"first": 5, "last": 20}
-                    assert notice.id == "20"  # a client that reconnects now resumes after the gap
-                    assert [e.id for e in rest] == [str(n) for n in range(21, 31)]
+                    assert notice.id == f"{life}-20"  # a client that reconnects now resumes after the gap
+                    assert [e.id for e in rest] == [f"{life}-{n}" for n in range(21, 31)]
         finally:
             await lab.stop_server(server.name)
     lab.run(go(), timeout=scaled(20))
@@ -96,21 +98,24 @@ def test_an_unknown_last_event_id_gets_200_a_reset_and_the_kept_events():
     """Never a 4xx: EventSource would give up for good (HTML standard, "fail the connection")."""
     async def go():
         feed = published(5)
+        life = feed.stream
         server = await _server(feed, history=3)
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"{server.url}/events") as good:
-                    for unknown in ("abc", "-1", "1e3", "9" * 40, "99", " 3 4", "\u0661", "0_0", "+1"):
+                    other_life = "0" * len(life) if life != "0" * len(life) else "1" * len(life)
+                    for unknown in ("abc", "-1", "1e3", "9" * 40, "99", " 3 4", "\u0661", "0_0", "+1", "3",
+                                    f"{life}-99", f"{life}--1", f"{life}-\u0661", f"{other_life}-3", "-3", f"{life}3"):
                         async with session.get(f"{server.url}/events", headers={"Last-Event-ID": unknown}) as response:
                             assert response.status == 200 and response.content_type == "text/event-stream", unknown
                             events, parser = await _read_events(response, 4, scaled(5))
                             reset, *kept = events
-                            assert reset.event == "reset" and reset.id == "2", unknown
+                            assert reset.event == "reset" and reset.id == f"{life}-2", unknown
                             assert json.loads(reset.data)["from"] == 3 and "Last-Event-ID" in reset.data
-                            assert [e.id for e in kept] == ["3", "4", "5"]
+                            assert [e.id for e in kept] == [f"{life}-{n}" for n in (3, 4, 5)]
                     feed.publish()
                     events, _ = await _read_events(good, 1, scaled(5))
-                    assert events[0].id == "6"
+                    assert events[0].id == f"{life}-6"
         finally:
             await lab.stop_server(server.name)
     lab.run(go(), timeout=scaled(20))
@@ -168,7 +173,7 @@ def test_client_reconnects_after_retry_with_last_event_id():
             assert [seq for seq, _ in recorder.seen] == [1, 2, 3, 4, 5, 6]
             assert len(recorder.requests) == 2 and recorder.errors
             second = bytes(meter.connections[1].head_up).decode()
-            assert "Last-Event-ID: 3" in second
+            assert f"Last-Event-ID: {feed.stream}-3" in second
             assert recorder.requests[1].sent - meter.connections[0].closed >= 0.09  # waited for retry
         finally:
             client.cancel()

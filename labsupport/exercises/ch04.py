@@ -49,7 +49,7 @@ def _measure_framing() -> Measurement:
     exact = 0.5 / f.events  # the meter counts every byte: half a byte in the whole run, below one stray byte
     return Measurement(
         claim="an event's SSE framing is its id line, 'data: ' and two newlines, nothing more",
-        theory=f"{Q1_BYTES} bytes for id 7 ({f.sse_per_event:.2f} on average for this run's ids 1 to {max(f.ids)})",
+        theory=f"{Q1_BYTES} bytes for id 7 ({f.sse_per_event:.2f} on average for this run's ids, {f.ids[0]} to {f.ids[-1]})",
         measured=f"{on_wire:.2f} bytes per event on the wire ({f.wire_per_event:.2f} beyond the payloads, less "
                  f"{chunked:.2f} of chunked encoding and the stream's opening retry line)",
         how=f"{f.events} events streamed to a real client, every byte counted by the wire meter.",

@@ -31,7 +31,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from ..feed import Event
+from ..feed import STREAM_BYTES, Event
 from ..lab import LabError, cancel_all, on_lab_loop
 from ..patterns import longpolling, polling, sse
 from ..record import Recorder
@@ -405,7 +405,7 @@ def cursor_event_bytes(seq: int) -> int:
 def framed_event_bytes(seq: int, value: float = TYPICAL_VALUE) -> int:
     """Bytes one event takes on an SSE stream, by the format's rules (WHATWG HTML 9.2.5: ``id:``, ``data:``
     and the blank line) and chunked encoding's (RFC 9112 7.1), not by the server's encoder."""
-    sse = sse_framing_bytes(str(seq)) + len(_payload(seq, value))
+    sse = sse_framing_bytes(f"{'0' * 2 * STREAM_BYTES}-{seq}") + len(_payload(seq, value))  # the stream's life, seq
     return sse + chunk_framing_bytes(sse)
 
 

@@ -68,7 +68,7 @@ class Framing:
     sse_per_event: float     # by the rules: "id: ...", "data: " and the blank line, per event
     chunk_per_event: float   # by the rules: chunked encoding's size line and CRLF, per event
     start_bytes: int         # by the rules: the first chunk, the retry line, once per stream
-    ids: tuple[int, ...] = ()            # each event's id, in order, to redo the sums by hand
+    ids: tuple[str, ...] = ()            # each event's id, in order, to redo the sums by hand
     payload_sizes: tuple[int, ...] = ()  # each event's payload in bytes, in order
 
     @property
@@ -118,7 +118,8 @@ async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
     if result.summary()["missed"]:
         raise RuntimeError("the client missed events, so the byte count would be wrong; run it again")
     payloads = [json.dumps(e.to_json()).encode() for e in events]
-    sse_bytes = [sse_framing_bytes(str(e.seq)) for e in events]  # by the rules, not by the server's encoder
+    ids = [f"{feeds[0].stream}-{e.seq}" for e in events]  # the stream's life and the event's number
+    sse_bytes = [sse_framing_bytes(id) for id in ids]  # by the rules, not by the server's encoder
     head = result.heads[0][1]
     head_bytes = head.index(b"\r\n\r\n") + 4
     start = len(f"retry: {sse.RETRY_MS}\n\n")
@@ -129,7 +130,7 @@ async def sse_framing(*, rate: float = 100.0, duration: float = 1.0) -> Framing:
         sse_per_event=sum(sse_bytes) / len(events),
         chunk_per_event=sum(chunk_framing_bytes(len(p) + n) for p, n in zip(payloads, sse_bytes)) / len(events),
         start_bytes=start + chunk_framing_bytes(start),
-        ids=tuple(e.seq for e in events), payload_sizes=tuple(map(len, payloads)),
+        ids=tuple(ids), payload_sizes=tuple(map(len, payloads)),
     )
 
 
@@ -162,12 +163,15 @@ async def run_sse_cut(*, rate: float = 50.0, clients: int = 1, duration: float =
 # -- resuming by hand: what the server answers to a given Last-Event-ID ----------------------
 
 @on_lab_loop
-async def resume_with(last_event_id: str, *, published: int = 20, history: int = 5) -> tuple[int, str]:
+async def resume_with(last_event_id: str, *, published: int = 20, history: int = 5,
+                      stream: str | None = None) -> tuple[int, str]:
     """Open ``/events`` with ``Last-Event-ID`` on a stream of ``published`` events keeping ``history``.
 
+    ``stream`` names the stream's life (its ids are ``<stream>-<seq>``); by default a random one.
     Returns the status and the first text the server sent (what a client would parse).
     """
     feed = Feed(1.0)
+    feed.stream = stream or feed.stream
     for _ in range(published):
         feed.publish()
     async with served(Routes("sse-resume", sse.handlers(feed, history=history))) as server:

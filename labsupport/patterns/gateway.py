@@ -9,8 +9,10 @@ event to its own clients.
 The trick that makes gateways interchangeable is the event id. A JetStream stream numbers
 its messages 1, 2, 3, ... and that *stream sequence* is the same whichever node or gateway
 reads it. Each gateway mirrors the stream into a local ``Feed`` whose sequence numbers are the
-stream's, so the SSE ``id:`` and the WebSocket ``seq`` mean the same on every gateway, and a
-client cut off from one gateway resumes on any other with ``Last-Event-ID`` (or ``?after=``).
+stream's, and whose life is the stream's too (named from its creation time, so every gateway
+names it alike and a stream made again gets a new name). So the SSE ``id:`` and the WebSocket
+``seq`` mean the same on every gateway, and a client cut off from one gateway resumes on any
+other with ``Last-Event-ID`` (or ``?after=``).
 
 Server side (a child process; ``GatewayProcess`` starts it from the lab):
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..feed import MAX_RATE, Event, Feed
+from ..feed import MAX_RATE, STREAM_BYTES, Event, Feed
 from ..lab import LOOPBACK
 from ..record import Recorder
 from ..server_process import ServerProcess, serve_commands
@@ -79,10 +82,14 @@ class StreamMirror(Feed):
         return self.last_seq >= seq
 
 
-def _ahead(text: str, mirror: StreamMirror) -> int | None:
-    """An id that is a number this gateway has not seen yet, or None."""
-    wanted = read_cursor(text.strip())
-    return wanted if wanted is not None and wanted > mirror.last_seq else None
+def stream_life(name: str, created: object) -> str:
+    """The name of one life of a JetStream stream, alike on every gateway: from its name and ``created`` time."""
+    return hashlib.sha256(f"{name}@{created}".encode()).hexdigest()[:2 * STREAM_BYTES]
+
+
+def _ahead(seq: int | None, mirror: StreamMirror) -> int | None:
+    """A sequence number this gateway has not reached yet, or None."""
+    return seq if seq is not None and seq > mirror.last_seq else None
 
 
 class GatewayStream(sse.EventStreamHandler):
@@ -93,7 +100,8 @@ class GatewayStream(sse.EventStreamHandler):
         self.publish_to_cluster = publish
 
     async def get(self) -> None:
-        wanted = _ahead(self.request.headers.get("Last-Event-ID", ""), self.feed)
+        last_id = sse.read_event_id(self.request.headers.get("Last-Event-ID", "").strip())
+        wanted = _ahead(last_id[1] if last_id and last_id[0] == self.feed.stream else None, self.feed)
         if wanted is not None:
             await self.feed.reach(wanted)   # if it never comes, the usual reset event follows
         await super().get()
@@ -106,7 +114,7 @@ class GatewaySocket(ws.FeedSocket):
     """Chapter 5's ``/feed``, resuming ``?after=n`` from a sequence another gateway sent."""
 
     async def open(self) -> None:
-        wanted = _ahead(self.get_query_argument("after", ""), self.hub.feed)
+        wanted = _ahead(read_cursor(self.get_query_argument("after", "").strip()), self.hub.feed)
         if wanted is not None:
             await self.hub.feed.reach(wanted)
         super().open()
@@ -152,6 +160,7 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
 
     for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):   # a busy or electing cluster may not answer at once
         try:
+            mirror.stream = stream_life(stream, (await js.stream_info(stream)).created)
             await js.subscribe(subject, stream=stream, cb=on_message, ordered_consumer=True,
                                idle_heartbeat=HEARTBEAT, deliver_policy=DeliverPolicy.ALL)
             break

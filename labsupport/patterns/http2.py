@@ -36,6 +36,7 @@ from hypercorn.config import Config
 
 from ..feed import Feed
 from ..record import Recorder
+from .sse import event_id
 from .sse_codec import EventStreamParser, encode_event
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"   # RFC 9113 §3.4: what a client sends first
@@ -73,7 +74,7 @@ def app(feed: Feed):
                         news.cancel()
                         return
                     for event in news.result():
-                        framed = encode_event(json.dumps(event.to_json()), id=str(event.seq))
+                        framed = encode_event(json.dumps(event.to_json()), id=event_id(feed, event.seq))
                         await send({"type": "http.response.body", "body": framed, "more_body": True})
                         cursor = event.seq
             finally:

@@ -37,6 +37,7 @@ from aioquic.quic.events import QuicEvent
 
 from ..feed import Feed
 from ..lab import cancel_all
+from .sse import event_id
 from .sse_codec import encode_event
 
 LOOPBACK = "127.0.0.1"
@@ -88,7 +89,8 @@ class _ServerProtocol(QuicConnectionProtocol):
         cursor = self.feed.last_seq
         while True:
             for event in await self.feed.wait_after(cursor):
-                self.http.send_data(stream_id, encode_event(json.dumps(event.to_json()), id=str(event.seq)), end_stream=False)
+                framed = encode_event(json.dumps(event.to_json()), id=event_id(self.feed, event.seq))
+                self.http.send_data(stream_id, framed, end_stream=False)
                 cursor = event.seq
             self.transmit()
 

@@ -11,12 +11,14 @@ Server side, ``GET /events``:
 * starts with ``retry:``, the reconnection delay it wants clients to use;
 * sends a comment as a heartbeat when nothing happened for a while, so idle proxies and
   clients can tell a quiet stream from a dead one;
-* gives every event an ``id`` (the feed's sequence number) and keeps the last ``history``
-  events. A client that reconnects with ``Last-Event-ID: n`` gets every event after ``n``;
-  if ``n`` is older than the history, it first gets an explicit ``missed`` event naming the
-  gap, never silence. A ``Last-Event-ID`` that is not one of this stream's ids (the server
-  restarted and its ids started again, or the id is garbage) gets a ``reset`` event, then
-  every event the server still keeps.
+* gives every event an ``id``: this life of the stream and the event's sequence number in it
+  (``5f0c9e21-12``), and keeps the last ``history`` events. A client that reconnects with
+  ``Last-Event-ID: 5f0c9e21-12`` gets every event after 12; if 12 is older than the history, it
+  first gets an explicit ``missed`` event naming the gap, never silence. A ``Last-Event-ID``
+  that is not one of this stream's ids gets a ``reset`` event, then every event the server
+  still keeps: a server that restarted with a fresh feed numbers its events from 1 again, so
+  the number alone could name an event of the new life the client never saw (the ``5f0c9e21``
+  part tells the two lives apart), and a damaged id names nothing.
 
 Every ``Last-Event-ID`` gets a 200: under the HTML standard any other status, or another
 Content-Type, *fails* the connection and ``EventSource`` never reconnects, while a network
@@ -57,6 +59,18 @@ RETRY_MS = 1000      # reconnection delay the server asks for
 MAX_BODY = 1024      # bytes: a talk-back POST carries one small JSON object
 
 
+def event_id(feed: Feed, seq: int) -> str:
+    """The id of event ``seq`` of ``feed``: the stream's life, a dash, the number (``5f0c9e21-12``)."""
+    return f"{feed.stream}-{seq}"
+
+
+def read_event_id(text: str) -> tuple[str, int] | None:
+    """``(stream, seq)`` from an id ``event_id`` wrote, or None if ``text`` is not one."""
+    stream, dash, number = text.rpartition("-")
+    seq = read_cursor(number) if dash and stream else None
+    return None if seq is None else (stream, seq)
+
+
 @tornado.web.stream_request_body  # so a POST's size is judged before its body is read
 class EventStreamHandler(SizeLimits, tornado.web.RequestHandler):
     """``GET /events``: the stream. ``POST /events``: publish a value (the way back up)."""
@@ -79,7 +93,7 @@ class EventStreamHandler(SizeLimits, tornado.web.RequestHandler):
             cursor = self._resume_point(oldest_kept)
             if cursor < oldest_kept:
                 gap = json.dumps({"first": cursor + 1, "last": oldest_kept})
-                self.write(encode_event(gap, event="missed", id=str(oldest_kept)))
+                self.write(encode_event(gap, event="missed", id=event_id(self.feed, oldest_kept)))
                 cursor = oldest_kept
             await self.flush()
             while True:
@@ -88,7 +102,7 @@ class EventStreamHandler(SizeLimits, tornado.web.RequestHandler):
                     self.write(encode_comment("heartbeat"))
                     await self.flush()
                 for event in news:
-                    self.write(encode_event(json.dumps(event.to_json()), id=str(event.seq)))
+                    self.write(encode_event(json.dumps(event.to_json()), id=event_id(self.feed, event.seq)))
                     await self.flush()  # one event, one chunk, sent now
                     cursor = event.seq
         except (tornado.iostream.StreamClosedError, asyncio.CancelledError):
@@ -99,15 +113,15 @@ class EventStreamHandler(SizeLimits, tornado.web.RequestHandler):
         last_id = self.request.headers.get("Last-Event-ID", "")
         if not last_id:
             return self.feed.last_seq  # a new listener starts with the next event
-        resume = read_cursor(last_id)
-        if resume is not None and resume <= self.feed.last_seq:
-            return resume
+        resume = read_event_id(last_id)
+        if resume is not None and resume[0] == self.feed.stream and resume[1] <= self.feed.last_seq:
+            return resume[1]
         # Not an id of this stream: most likely the server restarted and its ids began again.
         # Say so, give the client a valid id, and send everything still kept.
-        why = {"reason": f"Last-Event-ID {last_id[:40]!r} is not an id of this stream (ids 1 to "
-                         f"{self.feed.last_seq}): the server restarted, or the id is damaged",
+        why = {"reason": f"Last-Event-ID {last_id[:40]!r} is not an id of this stream ({event_id(self.feed, 1)} "
+                         f"to {event_id(self.feed, self.feed.last_seq)}): the server restarted, or the id is damaged",
                "from": oldest_kept + 1}
-        self.write(encode_event(json.dumps(why), event="reset", id=str(oldest_kept)))
+        self.write(encode_event(json.dumps(why), event="reset", id=event_id(self.feed, oldest_kept)))
         return oldest_kept
 
     def prepare(self) -> None:

@@ -79,7 +79,10 @@ MUTANTS = [
            swap(f"{HANDLER}.get", edit(('self.set_header("Cache-Control", "no-cache")', "pass"))), group=3),
     Mutant("sse-resume-repeats-last", "the server resumes from the client's last event, not after it",
            NOTEBOOK, ("S4 none lost",),
-           swap(f"{HANDLER}._resume_point", edit(("return resume\n", "return resume - 1\n"))), group=3),
+           swap(f"{HANDLER}._resume_point", edit(("return resume[1]\n", "return resume[1] - 1\n"))), group=3),
+    Mutant("sse-id-life-ignored", "the server reads only the number of a Last-Event-ID, not which life of the stream "
+           "it came from", NOTEBOOK, ("S4 reset",),
+           swap(f"{HANDLER}._resume_point", edit(("resume[0] == self.feed.stream and ", ""))), group=3),
     Mutant("sse-parser-ignores-retry", "the parser drops the retry field, so the client keeps its own "
            "1-second delay", NOTEBOOK, ("S4 retry honoured", "S4 loss expected"),
            swap(f"{PARSER}._line", edit(('elif name == "retry":', 'elif name == "retry:":'))), group=3),
