@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from labsupport.experiments.production_webhooks import attempts_per_bin, run_webhooks, try_forgeries
+from labsupport.experiments.production_webhooks import attempts_per_bin, run_receiver_crash, run_webhooks, try_forgeries
 from labsupport.patterns import webhook
 
 SECRET = b"test-secret"
@@ -105,7 +105,8 @@ def test_the_receiver_answers_bad_timestamps_400_and_a_huge_one_431():
 
     answers, ledger = lab.run(deliver(["\u00b2".encode().decode("latin-1"), "-5", "9" * 100_000]))
     assert [status for status, _ in answers] == [400, 400, 431]
-    assert not ledger.applied and ledger.queue.empty()
+    assert not ledger.applied and not ledger.pending()
+    ledger.close()
 
 
 def test_a_job_that_fails_releases_its_claim_so_a_retry_applies_it():
@@ -124,3 +125,19 @@ def test_a_job_that_fails_releases_its_claim_so_a_retry_applies_it():
 
     released, applied = __import__("labsupport").lab.run(attempts())
     assert released == {} and applied == {"msg_1": 1}
+
+
+def test_the_ledger_keeps_accepted_deliveries_in_its_file_across_a_new_connection(tmp_path):
+    first = webhook.Ledger(tmp_path / "ledger.sqlite")
+    assert first.accept("msg_1", b"{}") and not first.accept("msg_1", b"{}")   # stored once
+    first.db.close()   # the process is gone; the file is not
+    again = webhook.Ledger(tmp_path / "ledger.sqlite")
+    assert again.pending() == ["msg_1"]
+    assert again.record("msg_1", dedupe=True) and not again.record("msg_1", dedupe=True)
+    assert again.pending() == [] and again.applied == {"msg_1": 1}
+
+
+def test_a_receiver_killed_right_after_its_202s_applies_each_event_once_when_it_comes_back():
+    crash = run_receiver_crash(events=10, rate=40, kill_after=4, work=0.5)
+    assert crash.pending_at_kill == crash.accepted_at_kill >= 4   # accepted, answered, not yet applied
+    assert crash.lost == 0 and crash.applied_twice == 0 and crash.delivered == 10

@@ -142,18 +142,19 @@ def _check_fast_answer(receiver) -> tuple[bool, str]:
     if s["delivered"] < s["events"] or s["attempts"] > s["events"]:
         return False, (f"The provider waited {webhook.TIMEOUT} s for each answer while your receiver worked "
                        f"{Q4_WORK} s first, so it counted the attempt failed and sent it again ({measured}). "
-                       "Queue the job and answer 202 before doing the work.")
+                       "Store the delivery and answer 202 before doing the work.")
     if s["applied"] < s["events"]:
-        return False, f"Answered fast, but the work was never done for every event ({measured}): queue each job."
+        return False, f"Answered fast, but the work was never done for every event ({measured}): store each delivery."
     return True, f"Every event acknowledged on its first attempt and applied once ({measured})."
 
 
 q4 = Exercise(
     "Answer first, work later",
     checker=_check_fast_answer,
-    hint="The provider waits only webhook.TIMEOUT seconds. Put the id on self.ledger.queue (a worker applies "
-         "it), then answer 202 at once.",
-    solution="self.ledger.queue.put_nowait(msg_id)\nself.set_status(202)\nself.finish({'queued': msg_id})\n"
-             "(in place of `await webhook.apply(...)` before the answer)",
+    hint="The provider waits only webhook.TIMEOUT seconds. Store the delivery with self.ledger.accept (a worker "
+         "applies what is stored), then answer 202 at once.",
+    solution="self.ledger.accept(msg_id, self.request.body)\nself.set_status(202)\nself.finish({'accepted': msg_id})\n"
+             "(in place of `await webhook.apply(...)` before the answer). Stored first, on disk: a crash after "
+             "the 202 loses nothing.",
     answer=webhook.HookHandler,
 )

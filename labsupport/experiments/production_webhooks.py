@@ -3,7 +3,8 @@ makes the provider resend, and deliveries that are forged, tampered with or repl
 
 The receiver is a Tornado server (``patterns/webhook.py``) behind a wire meter, so its URL
 stays the same while the server behind it is stopped and started again; its ``Ledger`` (what
-it applied) outlives the restart, as a database would.
+it accepted and applied) is a SQLite file, which outlives the restart. The crash run puts the
+receiver in a process of its own and kills it for real.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import asyncio
 import json
 import os
 import random
+import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -107,15 +111,107 @@ async def run_webhooks(*, events: int = 40, rate: float = 40.0, outage_at: float
     try:
         *results, window = await asyncio.gather(*(send(i) for i in range(events)), receiver_outage())
         deadline = time.monotonic() + work + 1.0
-        while (not ledger.queue.empty() or ledger.working) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)   # every job taken is done: one stopped half way would not count
+        while (ledger.pending() or ledger.working) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)   # every job accepted is done: one stopped half way would not count
+        applied = ledger.applied
     finally:
         await cancel_all([worker])
         await session.close()
         await meter.stop()
         await lab.stop_server("webhook-receiver")
-    return Deliveries(events, attempts, sum(results), dict(ledger.applied), window, started,
+        ledger.close()
+    return Deliveries(events, attempts, sum(results), applied, window, started,
                       {"fast": fast, "dedupe": dedupe, "work_s": work})
+
+
+# -- a crash right after the 202 ---------------------------------------------------------------------
+
+@dataclass
+class Crash:
+    """What a receiver killed right after answering 202 had accepted, and what it applied in the end."""
+
+    events: int
+    accepted_at_kill: int          # deliveries the provider had a 2xx for when the receiver died
+    pending_at_kill: int           # of those, not yet applied: in the ledger file, not yet done
+    delivered: int                 # events the provider saw a 2xx for, in the end
+    applied: dict[str, int]        # id -> times its job took effect, read from the ledger file
+    down_s: float                  # from the kill until the new process listened
+
+    @property
+    def lost(self) -> int:
+        return self.events - len(self.applied)
+
+    @property
+    def applied_twice(self) -> int:
+        return sum(1 for n in self.applied.values() if n > 1)
+
+    def summary(self) -> dict:
+        return {"events": self.events, "accepted when killed": self.accepted_at_kill,
+                "accepted, not yet applied": self.pending_at_kill, "delivered": self.delivered,
+                "applied": len(self.applied), "applied twice": self.applied_twice, "lost": self.lost,
+                "receiver down (s)": round(self.down_s, 2)}
+
+
+def _pending_in(path: str) -> int:
+    """Deliveries the ledger file holds and has not applied: what a restarted receiver will find."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM inbox WHERE applied = 0").fetchone()[0]
+    except sqlite3.OperationalError:   # no inbox in the file: the receiver kept it somewhere else
+        return 0
+    finally:
+        db.close()
+
+
+@on_lab_loop(expected=lambda kw: kw.get("events", 20) / kw.get("rate", 40.0) + 4.0)
+async def run_receiver_crash(*, events: int = 20, rate: float = 40.0, kill_after: int = 8, work: float = 0.3,
+                             seed: int = 15) -> Crash:
+    """The provider sends ``events`` events at ``rate`` a second to a receiver in its own process, whose
+    jobs take ``work`` s each. The moment the provider has its ``kill_after``-th 202, the receiver is
+    killed (SIGKILL) and started again on the same ledger file; the provider retries what failed.
+    """
+    if not 1 <= kill_after < events <= 200 or not 0 < rate <= 200 or not 0 <= work <= 2:
+        raise ValueError("need 1 <= kill_after < events <= 200, a rate of at most 200 a second and 0 to 2 s of work.")
+    secret, rng = os.urandom(32), random.Random(seed)
+    handle, path = tempfile.mkstemp(prefix="webhook-ledger-", suffix=".sqlite")
+    os.close(handle)
+    receiver = await webhook.ReceiverProcess(path, secret, work=work).start()
+    meter = await WireMeter(receiver.port).start()
+    attempts: list[webhook.Attempt] = []
+    killed = asyncio.Event()
+    started = time.monotonic()
+    facts: dict = {}
+
+    async def send(i: int, session: aiohttp.ClientSession) -> bool:
+        await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+        ok = await webhook.deliver(session, f"{meter.url}/hooks", secret, f"msg_{i:04d}", {"seq": i},
+                                   attempts, rng, base=0.05, cap=0.4, give_up_after=10.0)
+        if ok and not killed.is_set() and sum(a.outcome == "2xx" for a in attempts) >= kill_after:
+            killed.set()
+            receiver.kill()   # right after that 202, before anything else runs here
+            died = time.monotonic()
+            await receiver.process.wait()
+            facts.update(accepted=sum(a.outcome == "2xx" for a in attempts), pending=_pending_in(path))
+            again = await webhook.ReceiverProcess(path, secret, work=work).start()
+            meter.target_port = again.port
+            facts.update(receiver=again, down=time.monotonic() - died)
+        return ok
+
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            results = await asyncio.gather(*(send(i, session) for i in range(events)))
+        deadline = time.monotonic() + events * work + 5.0
+        while (state := await facts["receiver"]._ask("state"))["pending"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        applied = state["applied"]
+    finally:
+        await meter.stop()
+        await receiver.stop()
+        if "receiver" in facts:
+            await facts["receiver"].stop()
+        for leftover in (path, path + "-journal", path + "-wal", path + "-shm"):
+            Path(leftover).unlink(missing_ok=True)
+    return Crash(events, facts["accepted"], facts["pending"], sum(results), applied, facts["down"])
 
 
 # -- forged, tampered and replayed deliveries ------------------------------------------------------
@@ -151,6 +247,7 @@ async def try_forgeries() -> pd.DataFrame:
     finally:
         await cancel_all([worker])
         await lab.stop_server("webhook-forgeries")
+        ledger.close()
     return pd.DataFrame(rows).set_index("delivery")
 
 

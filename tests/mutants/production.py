@@ -97,21 +97,23 @@ MUTANTS = [
            swap("labsupport.patterns.auth:AccountSocket.signed_in_user",
                 edit(('self.get_cookie("sid", "")', 'self.get_cookie("session", "")'))),
            group=1),
-    # before the next one: an edited function sees its module as it was when it was edited, and the edited
-    # post must call this apply
-    Mutant("webhook-applied-noted-after-work", "the receiver notes an id as applied only once its job is done",
-           NOTEBOOK, ("R7 key applies once",),
-           swap("labsupport.patterns.webhook:apply",
-                edit(("ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1   # claimed before the work, as a unique key would be\n"
-                      "    ledger.working += 1\n    try:\n        await asyncio.sleep(work)",
-                      "ledger.working += 1\ntry:\n    await asyncio.sleep(work)\n"
-                      "    ledger.applied[msg_id] = ledger.applied.get(msg_id, 0) + 1"))),
+    # the next two edit one method, different lines of it, for different runs' claims
+    Mutant("webhook-keyed-by-id-and-timestamp", "the receiver keys deliveries by webhook-id and timestamp, the pair "
+           "it verified, though every retry is signed with a new timestamp", NOTEBOOK, ("R7 key applies once",),
+           swap("labsupport.patterns.webhook:HookHandler.post",
+                edit(('msg_id = self.request.headers["webhook-id"]',
+                      'msg_id = self.request.headers["webhook-id"] + self.request.headers["webhook-timestamp"]'))),
            group=1),
     Mutant("webhook-ack-after-work", "the fast receiver does the job before it answers 202",
            NOTEBOOK, ("R7 fast receiver",),
            swap("labsupport.patterns.webhook:HookHandler.post",
-                edit(("self.ledger.queue.put_nowait(msg_id)", "await apply(self.ledger, msg_id, self.work, self.dedupe)"))),
+                edit(("self.ledger.accept(msg_id, self.request.body)",
+                      "await apply(self.ledger, msg_id, self.work, self.dedupe)"))),
            group=1),
+    Mutant("webhook-ledger-in-memory", "the receiver keeps its ledger in memory, as a queue in the process would",
+           NOTEBOOK, ("R7 crash after the answer", "R7 nothing lost in a crash"),
+           swap("labsupport.patterns.webhook:serve", edit(("ledger = Ledger(ledger_path)", 'ledger = Ledger(":memory:")'))),
+           group=4),   # alone: the fast receiver that works first (group 1) would also change the crash run
     Mutant("sessions-shared-default", "every server's session store is one default argument, shared by all",
            NOTEBOOK, ("R8 round robin refused",), swap("labsupport.patterns.sessions:handlers", _sessions_default_argument),
            group=1),
