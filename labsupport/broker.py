@@ -166,6 +166,7 @@ class Broker:
         self.process: subprocess.Popen | None = None
         self.start_seconds: float | None = None  # how long the last start took, until ready
         self.starts = 0
+        self.frozen = False
 
     @property
     def url(self) -> str:
@@ -261,12 +262,29 @@ class Broker:
         except OSError:
             return "(no log)"
 
+    # -- freezing -------------------------------------------------------------------------
+
+    def freeze(self) -> float:
+        """Stop the server's process without ending it (SIGSTOP), as a machine that hangs, or one cut
+        off by a partition, looks from outside: its sockets stay open and the kernel still takes in
+        bytes for it, but nothing answers. Returns when (monotonic). ``thaw()`` undoes it."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.frozen = True
+        return time.monotonic()
+
+    def thaw(self) -> None:
+        """Let a frozen server run on (SIGCONT)."""
+        if self.frozen and self.running:
+            os.kill(self.process.pid, signal.SIGCONT)
+        self.frozen = False
+
     # -- stopping -------------------------------------------------------------------------
 
     async def stop(self, *, hard: bool = False) -> None:
         """Stop the server, keeping its store. ``hard`` kills it at once, as a crash would."""
         if self.process is None:
             return
+        self.thaw()   # a frozen process would take a polite SIGTERM only once it runs again
         if self.process.poll() is None:
             if hard:
                 self.process.kill()
@@ -294,6 +312,7 @@ class Broker:
 
     def close_now(self) -> None:
         """The same without a loop (interpreter exit): stop whatever runs, delete the store."""
+        self.thaw()
         self._end_process(hard=False)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self._release_watchdog()  # only now: until the store is gone, a dead kernel still needs it

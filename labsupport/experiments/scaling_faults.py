@@ -1,5 +1,6 @@
 """Chapter 9's faults: a gateway killed, a broker node and then the stream's leader killed, two of
-three nodes down (no quorum), and the control panel's run with a fault of your choice.
+three nodes down (no quorum), a node's disk lost, a node frozen, and the control panel's run with a
+fault of your choice.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -229,6 +231,96 @@ async def run_disk_loss(*, events: int = 20) -> dict[str, Any]:
         await client.close()
     return {"events": events, "nodes": victims, "kept_three": kept[three] or 0, "kept_one": kept[one] or 0,
             "single_copy": "never answered again" if kept[one] is None else "answered again"}
+
+
+# -- 6. a node freezes: silence takes longer to notice than a crash -----------------------------
+
+@dataclass
+class FrozenNode:
+    """How long clients of one broker node took to notice that it froze, and that it died."""
+
+    node: str
+    ping_interval: float          # s, the fast client's
+    max_outstanding: int          # pings it sends unanswered before it calls the connection stale
+    watched_s: float              # how long the frozen node was watched
+    frozen_default_s: float | None   # the client with nats-py's default pings: None if it never noticed
+    frozen_fast_s: float | None      # the client that pings every ping_interval s
+    killed_s: float | None           # the default client again, when the node was killed instead
+
+    def summary(self) -> dict:
+        def shown(t: float | None) -> str:
+            return f"not within {self.watched_s:g} s" if t is None else f"{t:.2f} s"
+        return {"node": self.node,
+                "frozen, default pings (every 120 s)": shown(self.frozen_default_s),
+                f"frozen, a ping every {self.ping_interval:g} s": shown(self.frozen_fast_s),
+                "killed, default pings": shown(self.killed_s)}
+
+
+async def _client_of(node_url: str, others: list[str], noticed: list[float], **pings):
+    """A client connected to ``node_url`` first; ``noticed`` gets the time it found the connection gone."""
+    import nats
+
+    async def disconnected() -> None:
+        noticed.append(time.monotonic())
+
+    async def quietly(error: Exception) -> None:   # the break is what is measured, not a problem to print
+        pass
+
+    return await nats.connect([node_url, *others], dont_randomize=True, reconnect_time_wait=0.1,
+                              max_reconnect_attempts=-1, connect_timeout=1, disconnected_cb=disconnected,
+                              error_cb=quietly, **pings)
+
+
+async def _first_after(noticed: list[float], since: float, watch: float) -> float | None:
+    """Seconds from ``since`` to the first time in ``noticed`` after it, waiting up to ``watch`` s."""
+    deadline = since + watch
+    while time.monotonic() < deadline:
+        after = [t for t in noticed if t >= since]
+        if after:
+            return after[0] - since
+        await asyncio.sleep(0.01)
+    return None
+
+
+@on_lab_loop(expected=lambda kw: kw.get("watch", 2.5) + 4.0)
+async def run_frozen_node(*, watch: float = 2.5, ping_interval: float = 0.5, max_outstanding: int = 2) -> FrozenNode:
+    """Two clients connect to one node: one with nats-py's default pings (every 120 s, two unanswered
+    allowed), one pinging every ``ping_interval`` s. The node freezes (SIGSTOP) for ``watch`` s: who
+    notices, and when? Then it runs on and is killed (SIGKILL): when does the default client notice?
+    The node is a follower of the stream, not the meta-leader, so the cluster goes on working.
+    """
+    check_range("watch", watch, 0.5, 10.0, " s")
+    check_range("ping_interval", ping_interval, 0.1, 2.0, " s")
+    check_range("max_outstanding", max_outstanding, 1, 5)
+    s = await stage.coro(0)
+    busy = {await s.stream_leader(), await s.cluster.meta_leader()}
+    name = next(n.name for n in s.cluster.nodes if n.name not in busy)
+    node = s.cluster.node(name)
+    others = [n.url for n in s.cluster.nodes if n.name != name]
+    default_noticed: list[float] = []
+    fast_noticed: list[float] = []
+    default = await _client_of(node.url, others, default_noticed)
+    fast = await _client_of(node.url, others, fast_noticed, ping_interval=ping_interval,
+                            max_outstanding_pings=max_outstanding)
+    try:
+        await asyncio.sleep(ping_interval / 2)   # halfway between two ticks of the fast client's ping timer
+        frozen = node.freeze()
+        try:
+            default_s, fast_s = await asyncio.gather(_first_after(default_noticed, frozen, watch),
+                                                     _first_after(fast_noticed, frozen, watch))
+        finally:
+            node.thaw()
+        await default.flush(timeout=5)   # the default client's connection works again
+        killed = time.monotonic()
+        await s.cluster.kill(name)
+        killed_s = await _first_after(default_noticed, killed, watch)
+    finally:
+        node.thaw()
+        await asyncio.gather(default.close(), fast.close(), return_exceptions=True)
+        if not node.running:
+            await s.cluster.restart(name)
+        await s.wait_healthy()
+    return FrozenNode(name, ping_interval, max_outstanding, watch, default_s, fast_s, killed_s)
 
 
 async def _step_down(client, js, stream: str, leader: str, wait: float = RECOVERY_TIMEOUT) -> None:

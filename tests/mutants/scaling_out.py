@@ -58,4 +58,11 @@ MUTANTS = [
            swap(SSE_CLIENT, edit(("at = (at + 1) % len(servers)",
                                   'at, last_id = (at + 1) % len(servers), ""  # a new server: a fresh start'))),
            group=2),
+    Mutant("freeze-kills", "the node is frozen with SIGKILL where SIGSTOP was meant", NOTEBOOK,
+           ("X3 frozen node unnoticed", "X3 frozen node found by pings"),
+           swap("labsupport.broker:Broker.freeze", edit(("signal.SIGSTOP", "signal.SIGKILL"))), group=1),
+    Mutant("ping-options-dropped", "the clients are connected without the ping settings they were given", NOTEBOOK,
+           ("X3 frozen node found by pings",),
+           swap("labsupport.experiments.scaling_faults:_client_of", edit(("error_cb=quietly, **pings)", "error_cb=quietly)"))),
+           group=2),
 ]
