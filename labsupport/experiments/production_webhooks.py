@@ -28,8 +28,23 @@ from ..patterns import webhook
 from ..wire import WireMeter
 
 
+class _Outcome:
+    """What every event came to: ``applied`` (id -> times its job took effect) against ``events`` sent."""
+
+    events: int
+    applied: dict[str, int]
+
+    @property
+    def lost(self) -> int:
+        return self.events - len(self.applied)
+
+    @property
+    def applied_twice(self) -> int:
+        return sum(1 for n in self.applied.values() if n > 1)
+
+
 @dataclass
-class Deliveries:
+class Deliveries(_Outcome):
     """What the provider tried and what the receiver applied, per event id."""
 
     events: int
@@ -39,14 +54,6 @@ class Deliveries:
     outage: tuple[float, float] | None   # (down, up) in seconds after the first event
     started: float
     settings: dict
-
-    @property
-    def lost(self) -> int:
-        return self.events - len(self.applied)
-
-    @property
-    def applied_twice(self) -> int:
-        return sum(1 for n in self.applied.values() if n > 1)
 
     def attempts_table(self) -> pd.DataFrame:
         return pd.DataFrame([{"id": a.msg_id, "sent": a.sent - self.started, "outcome": a.outcome}
@@ -127,7 +134,7 @@ async def run_webhooks(*, events: int = 40, rate: float = 40.0, outage_at: float
 # -- a crash right after the 202 ---------------------------------------------------------------------
 
 @dataclass
-class Crash:
+class Crash(_Outcome):
     """What a receiver killed right after answering 202 had accepted, and what it applied in the end."""
 
     events: int
@@ -136,14 +143,6 @@ class Crash:
     delivered: int                 # events the provider saw a 2xx for, in the end
     applied: dict[str, int]        # id -> times its job took effect, read from the ledger file
     down_s: float                  # from the kill until the new process listened
-
-    @property
-    def lost(self) -> int:
-        return self.events - len(self.applied)
-
-    @property
-    def applied_twice(self) -> int:
-        return sum(1 for n in self.applied.values() if n > 1)
 
     def summary(self) -> dict:
         return {"events": self.events, "accepted when killed": self.accepted_at_kill,
