@@ -12,7 +12,9 @@ An outcome is one of three:
 * ``failed``: judged, and it is not;
 * ``not judged``: other programs held the lab back while it measured (``machine.py`` watches
   that from outside the lab's loop), so nothing was concluded. The lab's own slowness never
-  makes a claim "not judged", and never widens a bound: a bug that slows the lab fails.
+  makes a claim "not judged", and never widens a bound: a bug that slows the lab fails. A
+  *settled* count (taken once everything in the run had finished, such as messages left on a
+  broker after every acknowledgement) is judged all the same: no wait for a core can change it.
 
 This module only decides and records; ``checks`` shows the outcome. Every outcome is kept in
 ``RECORDS`` and can be written out as JSON (one record format for saved progress, the mutation
@@ -117,12 +119,12 @@ RECORDS: list[ClaimRecord] = []
 
 
 def judge(id: str, statement: str, measured: Values, *, theory: Values | None = None, low: Values | None = None,
-          high: Values | None = None, unit: str = "") -> ClaimRecord:
-    """Decide a claim and record its outcome."""
+          high: Values | None = None, unit: str = "", settled: bool = False) -> ClaimRecord:
+    """Decide a claim and record its outcome; ``settled``: a count no wait for a core could change."""
     if low is None and high is None:
         raise ValueError(f"claim {id!r} has no bound: give low, high or both")
     measured, theory, low, high = _plain(measured), _plain(theory), _plain(low), _plain(high)
-    held_back = BUSY.reason()
+    held_back = "" if settled else BUSY.reason()
     if held_back:
         outcome, why = NOT_JUDGED, held_back
     else:

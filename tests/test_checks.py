@@ -54,6 +54,16 @@ def test_a_claim_after_a_held_back_measurement_is_not_judged_until_it_runs_again
     assert claim_equal("T4 lost", "nothing is lost", 0, 0).held
 
 
+def test_a_settled_count_is_judged_even_after_a_held_back_measurement(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_CLAIMS", "record")
+    BUSY.note("run_demo", "other programs used 2.0 cores")
+    try:
+        assert claim_equal("T6 left", "nothing is left", 0, 0, settled=True).held
+        assert claim_equal("T6 left", "nothing is left", 3, 0, settled=True).outcome == "failed"
+    finally:
+        BUSY.clear("run_demo")
+
+
 def test_in_record_mode_a_failed_claim_is_shown_and_the_run_goes_on(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("COURSE_CLAIMS", "record")
     record = claim_at_least("T5 many", "most answers are empty", 0.2, 0.5)

@@ -103,9 +103,9 @@ def test_crossover_sweep_counts():
 
 
 def test_framed_event_bytes_counts_the_framing():
-    # "id: 7\n" + "data: " + payload + "\n\n", inside one chunk: size line and CRLF
+    # "id: <8 hex digits>-7\n" + "data: " + payload + "\n\n", inside one chunk: size line and CRLF
     payload = len('{"seq": 7, "value": 100.01}')
-    framed = 6 + 6 + payload + 2
+    framed = 15 + 6 + payload + 2
     assert framed_event_bytes(7) == framed + len(f"{framed:x}\r\n") + 2
 
 
