@@ -203,6 +203,7 @@ def test_http3_handshake_takes_one_round_trip_and_the_stream_delivers_everything
     quic = run_http3(latency=0.03, polls=3, rate=20, duration=0.3)
     assert quic.first_datagram >= 1200
     assert 0.9 * quic.rtt <= quic.handshake_s and 1.9 * quic.rtt <= quic.first_answer_s
+    assert (quic.handshake_round_trips, quic.first_answer_round_trips) == (1, 2)
     assert quic.delivered == quic.events and quic.poll_up > 0 and quic.poll_down > 0
 
 

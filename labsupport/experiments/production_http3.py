@@ -21,11 +21,26 @@ from ..patterns import http3
 SETTLE = 0.02
 
 
+def round_trips(datagrams: list[tuple[float, str, int]], since: float, until: float, latency: float) -> int:
+    """How many flights from the server reached the client between ``since`` and ``until``: runs of
+    datagrams down, in the relay's log, with nothing up between them. Each is a round trip the client
+    waited for, whatever the two ends spent computing; the relay passes a datagram on ``latency`` s
+    after it logged it."""
+    flights, down = 0, False
+    for when, direction, _ in datagrams:
+        if since <= when and when + latency <= until:
+            flights += direction == "down" and not down
+            down = direction == "down"
+    return flights
+
+
 @dataclass
 class Http3Run:
     rtt: float                   # the relay's round trip: twice its one-way delay (s)
     handshake_s: float           # connect() until the handshake completed
     first_answer_s: float        # connect() until the first poll's answer
+    handshake_round_trips: int   # flights the client waited for from the server until connected, on the wire
+    first_answer_round_trips: int   # the same, until the first poll's answer
     first_datagram: int          # bytes of the client's first datagram (its Initial packet)
     handshake_up: int            # bytes up and down before the handshake completed
     handshake_down: int
@@ -38,6 +53,8 @@ class Http3Run:
     def summary(self) -> dict:
         return {"round trip (ms)": self.rtt * 1000, "handshake (ms)": round(self.handshake_s * 1000, 1),
                 "first answer (ms)": round(self.first_answer_s * 1000, 1),
+                "round trips waited: handshake / first answer":
+                    f"{self.handshake_round_trips} / {self.first_answer_round_trips}",
                 "client's first datagram (B)": self.first_datagram,
                 "handshake bytes up / down": f"{self.handshake_up} / {self.handshake_down}",
                 "bytes per following poll (up + down)": self.poll_up + self.poll_down,
@@ -87,7 +104,9 @@ async def run_http3(*, latency: float = 0.05, polls: int = 4, rate: float = 20.0
         await server.stop()
         await feed.stop()
     first = next(n for t, d, n in meter.datagrams if d == "up")
-    return Http3Run(2 * latency, connected - started, first_answer, first,
+    return Http3Run(2 * latency, connected - started, first_answer,
+                    round_trips(meter.datagrams, started, connected, latency),
+                    round_trips(meter.datagrams, started, marks[0][1], latency), first,
                     meter.bytes("up", started, connected), meter.bytes("down", started, connected + latency),
                     statistics.median(u for u, _ in exchanges), statistics.median(d for _, d in exchanges),
                     len(feed.events) - 1, delivered, event_bytes)
