@@ -69,10 +69,16 @@ MUTANTS = [
                                         'name, colon, value = line.partition(":")\n'
                                         'if not colon:\n    return None'))), group=2),
     Mutant("sse-client-idle-timeout-50ms", "the client takes 50 ms of silence for a dead stream", NOTEBOOK,
-           ("S1 one request", "S3 one connection each"),
+           ("S1 one request",),
            swap("labsupport.patterns.sse:listen", edit(("idle_timeout: float | None = None",
                                                         "idle_timeout: float | None = 0.05"))),
-           group=4),   # alone: beside the server that flushes every tenth event, both bent one fan-out run
+           group=4),   # alone: its clients reconnect all through the fan-out run, which may then end before its claims
+    Mutant("sse-client-one-chunk-per-request", "the client reads one chunk of the stream per request, as a poll reads "
+           "its answer, then asks again", NOTEBOOK, ("S3 one connection each",),
+           swap("labsupport.patterns.sse:listen", edit(("delay = delay if parser.retry is None else parser.retry / 1000",
+                                                        "delay = delay if parser.retry is None else parser.retry / 1000\n"
+                                                        "break  # one chunk per request"))),
+           group=5),   # alone too: its clients ask again all through the fan-out run
 
     # group 3: the handler's headers and resume point, the parser's retry
     Mutant("sse-no-cache-header-missing", "the stream is sent without Cache-Control: no-cache", NOTEBOOK,
