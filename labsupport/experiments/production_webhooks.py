@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import random
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass
@@ -153,13 +152,11 @@ class Crash(_Outcome):
 
 def _pending_in(path: str) -> int:
     """Deliveries the ledger file holds and has not applied: what a restarted receiver will find."""
-    db = sqlite3.connect(path)
+    ledger = webhook.Ledger(path)
     try:
-        return db.execute("SELECT COUNT(*) FROM inbox WHERE applied = 0").fetchone()[0]
-    except sqlite3.OperationalError:   # no inbox in the file: the receiver kept it somewhere else
-        return 0
+        return len(ledger.pending())
     finally:
-        db.close()
+        ledger.close()
 
 
 @on_lab_loop(expected=lambda kw: kw.get("events", 20) / kw.get("rate", 40.0) + 4.0)
@@ -185,12 +182,13 @@ async def run_receiver_crash(*, events: int = 20, rate: float = 40.0, kill_after
         await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
         ok = await webhook.deliver(session, f"{meter.url}/hooks", secret, f"msg_{i:04d}", {"seq": i},
                                    attempts, rng, base=0.05, cap=0.4, give_up_after=10.0)
-        if ok and not killed.is_set() and sum(a.outcome == "2xx" for a in attempts) >= kill_after:
+        accepted = sum(a.outcome == "2xx" for a in attempts)
+        if ok and not killed.is_set() and accepted >= kill_after:
             killed.set()
             receiver.kill()   # right after that 202, before anything else runs here
             died = time.monotonic()
             await receiver.process.wait()
-            facts.update(accepted=sum(a.outcome == "2xx" for a in attempts), pending=_pending_in(path))
+            facts.update(accepted=accepted, pending=_pending_in(path))
             again = await webhook.ReceiverProcess(path, secret, work=work).start()
             meter.target_port = again.port
             facts.update(receiver=again, down=time.monotonic() - died)
@@ -200,7 +198,7 @@ async def run_receiver_crash(*, events: int = 20, rate: float = 40.0, kill_after
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             results = await asyncio.gather(*(send(i, session) for i in range(events)))
         deadline = time.monotonic() + events * work + 5.0
-        while (state := await facts["receiver"]._ask("state"))["pending"] and time.monotonic() < deadline:
+        while (state := await facts["receiver"].state())["pending"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         applied = state["applied"]
     finally:

@@ -315,7 +315,6 @@ async def run_frozen_node(*, watch: float = 2.5, ping_interval: float = 0.5, max
         await s.cluster.kill(name)
         killed_s = await _first_after(default_noticed, killed, watch)
     finally:
-        node.thaw()
         await asyncio.gather(default.close(), fast.close(), return_exceptions=True)
         if not node.running:
             await s.cluster.restart(name)

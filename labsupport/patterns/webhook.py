@@ -272,6 +272,10 @@ class ReceiverProcess(ServerProcess):
         """SIGKILL, as a crash or a power cut would: no cleanup, nothing flushed that was not already."""
         self.process.kill()
 
+    async def state(self) -> dict:
+        """How many deliveries the receiver holds and has not applied, and what it applied (id -> times)."""
+        return await self._ask("state")
+
 
 async def serve(ledger_path: str, secret: bytes, work: float) -> None:
     ledger = Ledger(ledger_path)
