@@ -203,6 +203,7 @@ async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, int
             rows.append({"rate": rate, "pattern": pattern, "requests_per_s_per_client": s["requests_per_s"] / clients,
                          "requests_per_event": requests_per_event(run),
                          "fewest_requests_per_event": fewest_requests_per_event(run), "latency_mean_ms": s["latency_mean_ms"],
+                         "latency_p50_ms": s["latency_p50_ms"],
                          "missed_share": s["missed_share"]})
     table = pd.DataFrame(rows)
     table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table))
