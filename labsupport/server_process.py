@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import json
 import os
 import sys
@@ -50,29 +51,10 @@ import psutil
 from .feed import Event, Feed
 from .lab import LabError, lab
 
-PATTERNS = ("polling", "long polling", "push", "sse", "websocket")
 START_TIMEOUT = 30.0   # Python, Tornado and the course package load in about a second; a busy machine is slower
 ANSWER_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 LINE_LIMIT = 2 ** 26   # the event report is one JSON line
-
-
-def handlers(pattern: str, feed: Feed, options: dict) -> list:
-    """The Tornado routes of one pattern's server, on ``feed`` (the same modules the chapters show)."""
-    from .patterns import longpolling, polling, push, sse
-    from .patterns import websocket as ws
-
-    if pattern == "polling":
-        return polling.handlers(feed)
-    if pattern == "long polling":
-        return longpolling.handlers(feed, hold=options.get("hold", 20.0))
-    if pattern == "push":
-        return push.handlers(feed)
-    if pattern == "sse":
-        return sse.handlers(feed, **options)
-    if pattern == "websocket":
-        return ws.handlers(ws.Hub(feed))
-    raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}.")
 
 
 @dataclass(frozen=True)
@@ -83,40 +65,30 @@ class Usage:
     rss_bytes: int       # resident memory now
 
 
-class ServerProcess:
-    """One pattern's server in a child process; ``start()`` it on the lab loop, then measure it."""
+class ChildServer:
+    """A server in a child process that answers the parent line by line (see above); ``start()`` it on the
+    lab loop, then measure it. What the child runs is its ``command()``: a subclass says."""
 
-    def __init__(self, pattern: str, *, rate: float, arrivals: str = "fixed", seed: int | None = None,
-                 options: dict | None = None) -> None:
-        if pattern not in PATTERNS:
-            raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}.")
-        Feed(rate, arrivals=arrivals)  # the same checks the feed in the child will make, with the same messages
-        self.pattern, self.rate, self.arrivals, self.seed = pattern, rate, arrivals, seed
-        self.options = options or {}
+    def __init__(self, label: str) -> None:
+        self.pattern = label   # what the server is called in messages: "sse", "gateway"
         self.process: asyncio.subprocess.Process | None = None
         self.port: int | None = None
         self._key = f"server-process:{id(self)}"
-        self._feed_ends = 0.0
         self._errors = tempfile.TemporaryFile()
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     async def usage(self) -> Usage:
         """The child's CPU time so far and its resident memory now."""
         answer = await self._ask("usage")
         return Usage(answer["cpu"], answer["rss"])
 
-    def command(self) -> list[str]:
-        """The child's command line (a gateway process runs another module)."""
-        command = [sys.executable, "-m", "labsupport.server_process", self.pattern, "--rate", str(self.rate),
-                   "--arrivals", self.arrivals, "--options", json.dumps(self.options)]
-        if self.seed is not None:
-            command += ["--seed", str(self.seed)]
-        return command
-
-    async def start(self) -> "ServerProcess":
+    async def start(self) -> "ChildServer":
         """Start the child and wait until its server listens."""
         self.process = await asyncio.create_subprocess_exec(
             *self.command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._errors,
@@ -128,20 +100,6 @@ class ServerProcess:
             await self.stop()
             raise
         return self
-
-    async def start_feed(self, duration: float) -> float:
-        """Start the child's feed for ``duration`` seconds; returns when it started (monotonic)."""
-        started = (await self._ask(f"start {float(duration)}"))["started"]
-        self._feed_ends = started + duration
-        return started
-
-    async def finished(self) -> None:
-        """Wait until the child's feed has run its duration."""
-        await asyncio.sleep(max(0.0, self._feed_ends - time.monotonic()))
-
-    async def events(self) -> list[Event]:
-        """Every event the child's feed has created, with its creation time."""
-        return [Event(seq, created, value) for seq, created, value in (await self._ask("report"))["events"]]
 
     async def stop(self) -> None:
         """Close the child's stdin (it ends by itself), and make sure it is gone."""
@@ -176,7 +134,41 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         state = f"pid {self.process.pid}, port {self.port}" if self.process else "not started"
-        return f"<ServerProcess {self.pattern!r} {state}>"
+        return f"<{type(self).__name__} {self.pattern!r} {state}>"
+
+
+class ServerProcess(ChildServer):
+    """One pattern's server on its own feed in a child process. ``pattern`` is its record
+    (``patterns/pattern.py``): the child imports the pattern's module by name and serves its routes."""
+
+    def __init__(self, pattern, *, rate: float, arrivals: str = "fixed", seed: int | None = None,
+                 options: dict | None = None) -> None:
+        Feed(rate, arrivals=arrivals)  # the same checks the feed in the child will make, with the same messages
+        super().__init__(pattern.name)
+        self.module, self.rate, self.arrivals, self.seed = pattern.module, rate, arrivals, seed
+        self.options = options or {}
+        self._feed_ends = 0.0
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "labsupport.server_process", self.module, "--rate", str(self.rate),
+                   "--arrivals", self.arrivals, "--options", json.dumps(self.options)]
+        if self.seed is not None:
+            command += ["--seed", str(self.seed)]
+        return command
+
+    async def start_feed(self, duration: float) -> float:
+        """Start the child's feed for ``duration`` seconds; returns when it started (monotonic)."""
+        started = (await self._ask(f"start {float(duration)}"))["started"]
+        self._feed_ends = started + duration
+        return started
+
+    async def finished(self) -> None:
+        """Wait until the child's feed has run its duration."""
+        await asyncio.sleep(max(0.0, self._feed_ends - time.monotonic()))
+
+    async def events(self) -> list[Event]:
+        """Every event the child's feed has created, with its creation time."""
+        return [Event(seq, created, value) for seq, created, value in (await self._ask("report"))["events"]]
 
 
 # -- the child's side ------------------------------------------------------------------------
@@ -218,8 +210,10 @@ async def serve_commands(routes: list, answer: Callable[[str, list[str]], Awaita
     os._exit(0)
 
 
-async def serve(pattern: str, rate: float, arrivals: str, seed: int | None, options: dict) -> None:
+async def serve(module: str, rate: float, arrivals: str, seed: int | None, options: dict) -> None:
+    """Serve the pattern that ``module`` defines (its ``PATTERN`` record) on a feed of its own."""
     feed = Feed(rate, arrivals=arrivals, seed=seed)
+    pattern = importlib.import_module(module).PATTERN
 
     async def answer(word: str, rest: list[str]) -> dict:
         if word == "start":
@@ -228,18 +222,18 @@ async def serve(pattern: str, rate: float, arrivals: str, seed: int | None, opti
             return {"started": feed.started}
         return {"events": [[e.seq, e.created, e.value] for e in feed.events]}  # "report"
 
-    await serve_commands(handlers(pattern, feed, options), answer)
+    await serve_commands(pattern.routes(feed, **options), answer)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve one pattern of the course in this process.")
-    parser.add_argument("pattern", choices=PATTERNS)
+    parser.add_argument("module", help="the pattern's module, such as labsupport.patterns.sse")
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--arrivals", default="fixed")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--options", type=json.loads, default={})
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.pattern, args.rate, args.arrivals, args.seed, args.options))
+    asyncio.run(serve(args.module, args.rate, args.arrivals, args.seed, args.options))
 
 
 if __name__ == "__main__":

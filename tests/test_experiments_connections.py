@@ -8,6 +8,7 @@ from labsupport import LabError, lab
 from labsupport.experiments import connections
 from labsupport.experiments.connections import hold_idle_connections
 from labsupport.plots import idle_connections
+from labsupport.patterns import websocket
 from labsupport.server_process import ServerProcess
 
 resource = pytest.importorskip("resource")  # the open-files limit is a POSIX idea
@@ -25,7 +26,7 @@ def test_each_push_pattern_holds_idle_connections_and_its_memory_grows_with_them
 
 def test_a_websocket_opening_request_is_answered_with_101():
     async def scenario():
-        server = await ServerProcess("websocket", rate=1.0).start()
+        server = await ServerProcess(websocket.PATTERN, rate=1.0).start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(connections.opening_request("/feed", websocket=True))

@@ -10,14 +10,15 @@ import pytest
 
 from labsupport import lab
 from labsupport.server_process import ServerProcess
-from labsupport.patterns import sse
+from labsupport.patterns import polling, sse
+from labsupport.patterns.registry import named
 from labsupport.record import Recorder
 
 from conftest import scaled
 
 
 async def _serve_one_stream(events_wanted: int):
-    child = await ServerProcess("sse", rate=50).start()
+    child = await ServerProcess(sse.PATTERN, rate=50).start()
     try:
         recorder = Recorder(0)
         listener = asyncio.create_task(sse.listen(f"http://127.0.0.1:{child.port}", recorder))
@@ -45,14 +46,14 @@ def test_child_serves_reports_and_measures():
 
 
 def test_bad_settings_are_refused_before_starting():
-    with pytest.raises(ValueError, match="pattern"):
-        ServerProcess("carrier pigeon", rate=1)
+    with pytest.raises(ValueError, match="pattern must be one of .'polling', 'long polling'"):
+        named("carrier pigeon")
     with pytest.raises(ValueError, match="event rate"):
-        ServerProcess("sse", rate=0)
+        ServerProcess(sse.PATTERN, rate=0)
 
 
 def test_lab_shutdown_stops_the_child():
-    child = lab.run(ServerProcess("polling", rate=1).start())
+    child = lab.run(ServerProcess(polling.PATTERN, rate=1).start())
     pid = child.pid
     lab.shutdown()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -61,8 +62,9 @@ def test_lab_shutdown_stops_the_child():
 KERNEL = """
 import sys, time
 from labsupport import lab
+from labsupport.patterns import websocket
 from labsupport.server_process import ServerProcess
-child = lab.run(ServerProcess("websocket", rate=1).start())
+child = lab.run(ServerProcess(websocket.PATTERN, rate=1).start())
 print(child.pid, flush=True)
 time.sleep(60)
 """

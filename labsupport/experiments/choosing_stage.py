@@ -20,8 +20,8 @@ import psutil
 
 from ..feed import Event, Feed
 from ..lab import cancel_all
-from ..patterns import longpolling, polling, sse
-from ..patterns import websocket as ws
+from ..patterns import polling
+from ..patterns.registry import named
 from ..record import Recorder
 from ..server_process import ServerProcess, Usage
 from .core import Workload
@@ -35,11 +35,10 @@ _subjects = itertools.count(1)
 
 def client_for(pattern: str, *, interval: float = 1.0, subject: str = "") -> Callable[[str, Recorder], Awaitable[None]]:
     """The pattern's own client (the one its chapter shows), with this run's settings."""
-    if pattern == "polling":
-        return functools.partial(polling.poll, interval=interval)
     if pattern == "pub/sub":
         return functools.partial(subscribe, subject=subject)
-    return {"long polling": longpolling.long_poll, "sse": sse.listen, "websocket": ws.follow}[pattern]
+    settings = {"interval": interval} if pattern == "polling" else {}  # the one client with a clock of its own
+    return functools.partial(named(pattern).client, **settings)
 
 
 async def poll_after(base_url: str, recorder: Recorder, *, interval: float) -> None:
@@ -164,6 +163,7 @@ def backend_for(pattern: str, workload: Workload, hold: float, *, fresh: bool = 
     """The pattern's server in a process of its own (pub/sub's is the broker, a new one if ``fresh``), not started yet."""
     if pattern == "pub/sub":
         return PubSubBackend(workload.rate, workload.arrivals, workload.seed, fresh=fresh)
-    options = {"hold": hold} if pattern == "long polling" else {}
-    return ServerProcess(pattern, rate=workload.rate, arrivals=workload.arrivals, seed=workload.seed,
+    record = named(pattern)
+    options = {"hold": hold} if record.holds_requests else {}
+    return ServerProcess(record, rate=workload.rate, arrivals=workload.arrivals, seed=workload.seed,
                          options=options)

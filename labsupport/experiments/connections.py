@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..lab import LabError, on_lab_loop
+from ..patterns.registry import named
 from ..server_process import ServerProcess
 
 PATTERNS = ("push", "long polling", "sse", "websocket")
-PATHS = {"push": "/stream", "long polling": "/events", "sse": "/events", "websocket": "/feed"}
 MAX_CONNECTIONS = 20_000
 OPENING_AT_ONCE = 100    # connections being opened at one time: below the server's listen backlog (128)
 SPARE_FILES = 200        # open files a process needs besides its sockets (libraries, pipes, the kernel's own)
@@ -166,20 +166,21 @@ async def hold_idle_connections(pattern: str = "sse", count: int = 10_000, *, st
     """
     if pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}.")
+    record = named(pattern)
     if not 1 <= count <= MAX_CONNECTIONS:
         raise ValueError(f"count must be between 1 and {MAX_CONNECTIONS:,}, not {count!r}.")
     if not 1 <= steps <= 20:
         raise ValueError(f"steps must be between 1 and 20, not {steps!r}.")
     allow_open_files(count + SPARE_FILES)  # the server process, started next, inherits it
-    options = {"hold": 600.0} if pattern == "long polling" else {}
-    server = await ServerProcess(pattern, rate=1.0, options=options).start()
+    options = {"hold": 600.0} if record.holds_requests else {}
+    server = await ServerProcess(record, rate=1.0, options=options).start()
     writers: list[asyncio.StreamWriter] = []
     rows = [{"connections": 0, "rss_bytes": (await server.usage()).rss_bytes, "open_seconds": 0.0}]
     try:
         for target in np.linspace(0, count, steps + 1)[1:].round().astype(int):
             started = time.monotonic()
-            writers += await open_idle(server.port, PATHS[pattern], int(target) - len(writers),
-                                       websocket=pattern == "websocket", held=pattern == "long polling")
+            writers += await open_idle(server.port, record.path, int(target) - len(writers),
+                                       websocket=record.upgrade, held=record.holds_requests)
             took = time.monotonic() - started
             await settled(server.usage)
             rows.append({"connections": len(writers), "rss_bytes": (await server.usage()).rss_bytes,

@@ -20,7 +20,7 @@ import pandas as pd
 import psutil
 
 from ..lab import cancel_all, on_lab_loop
-from ..patterns import reconnect
+from ..patterns import reconnect, sse
 from ..record import Recorder
 from ..server_process import ServerProcess
 from ..wire import WireMeter
@@ -152,7 +152,7 @@ async def run_storms(*, clients: int = 500, retry: float = 0.5, base: float = 3.
     policies = {"fixed": (f"fixed {retry:g} s", reconnect.fixed(retry), retry),
                 "jitter": (f"backoff from {base:g} s, full jitter", reconnect.backoff_with_jitter(base, cap), base)}
     current = [policies["fixed"][1]]
-    server = await ServerProcess("sse", rate=5.0, options={"heartbeat": None, "retry": 1000}).start()
+    server = await ServerProcess(sse.PATTERN, rate=5.0, options={"heartbeat": None, "retry": 1000}).start()
     meter = await WireMeter(server.port).start()
     recorders = [Recorder(i) for i in range(clients)]
     rng = random.Random(seed)

@@ -48,7 +48,7 @@ async def run_sse(*, rate: float = 5.0, clients: int = 1, duration: float = 2.0,
         raise ValueError("a server process publishes the ticker: use value='ticker' with backend='process'.")
     workload = Workload(rate, clients, duration, latency, arrivals, value, seed)
     options = _options(history, heartbeat, retry_ms)
-    server = (ServerProcess("sse", rate=rate, arrivals=arrivals, seed=seed, options=options)
+    server = (ServerProcess(sse.PATTERN, rate=rate, arrivals=arrivals, seed=seed, options=options)
               if backend == "process" else None)
     return await measure("sse", lambda feed: sse.handlers(feed, **options), sse.listen, workload,
                          drain=2 * latency + 0.1 + clients / 1000, ready_first=True, backend=server,

@@ -44,7 +44,7 @@ import aiohttp
 from ..feed import MAX_RATE, STREAM_BYTES, Event, Feed
 from ..lab import LOOPBACK
 from ..record import Recorder
-from ..server_process import ServerProcess, serve_commands
+from ..server_process import ChildServer, serve_commands
 from . import sse
 from ._input import cursor as read_cursor
 from . import websocket as ws
@@ -182,12 +182,11 @@ async def serve(servers: list[str], stream: str, subject: str, retry: int) -> No
     await serve_commands(handlers(mirror, publish, retry=retry), answer)
 
 
-class GatewayProcess(ServerProcess):
+class GatewayProcess(ChildServer):
     """One gateway in a child process; the lab reads its CPU and memory from the outside."""
 
     def __init__(self, servers: list[str], stream: str, subject: str, *, retry: int = RETRY_MS) -> None:
-        super().__init__("sse", rate=1.0)
-        self.pattern = "gateway"
+        super().__init__("gateway")
         self.servers, self.stream, self.subject, self.retry = list(servers), stream, subject, retry
 
     def command(self) -> list[str]:

@@ -39,6 +39,7 @@ import tornado.web
 from ..feed import Feed
 from ..record import Recorder
 from ._input import GetOnly, cursor, error_reason
+from .pattern import Pattern
 
 
 @dataclass
@@ -159,3 +160,7 @@ async def long_poll(base_url: str, recorder: Recorder, *, use_cursor: bool = Tru
                 recorder.saw(event["seq"], answered)
                 cursor = event["seq"]
             recorder.request(sent, status, len(answer["events"]), answered)
+
+
+# How the lab runs this pattern by name (see pattern.py and registry.py).
+PATTERN = Pattern("long polling", __name__, "/events", reader="long_poll", holds_requests=True)

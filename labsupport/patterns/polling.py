@@ -42,6 +42,7 @@ import tornado.web
 from ..feed import Feed
 from ..record import Recorder
 from ._input import GetOnly, error_reason
+from .pattern import Pattern
 
 
 class LatestHandler(GetOnly, tornado.web.RequestHandler):
@@ -112,3 +113,7 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
                     recorder.saw(held_seq, answered)
             recorder.request(sent, response.status, new, answered)
             wake, tick = next_poll(tick, interval, time.monotonic())
+
+
+# How the lab runs this pattern by name (see pattern.py and registry.py).
+PATTERN = Pattern("polling", __name__, "/latest", reader="poll")

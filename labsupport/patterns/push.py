@@ -25,6 +25,7 @@ import tornado.web
 from ..feed import Feed
 from ..record import Recorder
 from ._input import SizeLimits
+from .pattern import Pattern
 
 
 class StreamHandler(SizeLimits, tornado.web.RequestHandler):
@@ -71,3 +72,7 @@ async def listen(base_url: str, recorder: Recorder) -> None:
                     events += 1
             finally:  # the one request is answered when the stream ends
                 recorder.request(sent, response.status, events)
+
+
+# How the lab runs this pattern by name (see pattern.py and registry.py).
+PATTERN = Pattern("push", __name__, "/stream")

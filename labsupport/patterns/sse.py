@@ -51,6 +51,7 @@ import tornado.web
 from ..feed import Feed
 from ..record import Recorder
 from ._input import SizeLimits, cursor as read_cursor, strict_json
+from .pattern import Pattern
 from .sse_codec import EventStreamParser, ServerSentEvent, encode_comment, encode_event, encode_retry
 
 HISTORY = 1000       # events kept for clients that reconnect
@@ -245,3 +246,7 @@ async def publish(base_url: str, value: float, session: aiohttp.ClientSession) -
         if response.status != 202:
             raise StreamRefused(f"{response.status}: {await response.text()}")
         return (await response.json())["seq"]
+
+
+# How the lab runs this pattern by name (see pattern.py and registry.py).
+PATTERN = Pattern("sse", __name__, "/events")

@@ -46,7 +46,7 @@ from pathlib import Path
 import aiohttp
 import tornado.web
 
-from ..server_process import ServerProcess, serve_commands
+from ..server_process import ChildServer, serve_commands
 from ._input import SizeLimits, error_reason
 
 TOLERANCE = 300.0   # seconds: how old a delivery may be (Standard Webhooks suggests five minutes)
@@ -255,12 +255,11 @@ def handlers(ledger: Ledger, secret: bytes, *, work: float = 0.0, fast: bool = T
 
 # -- the receiver in a process of its own, to crash it for real ---------------------------------------
 
-class ReceiverProcess(ServerProcess):
+class ReceiverProcess(ChildServer):
     """The fast receiver and its worker in a child process, on a ledger file; ``kill()`` crashes it."""
 
     def __init__(self, ledger: str, secret: bytes, *, work: float = 0.0) -> None:
-        super().__init__("push", rate=1.0)
-        self.pattern = "webhook receiver"
+        super().__init__("webhook receiver")
         self.ledger, self.secret, self.work = ledger, secret, work
 
     def command(self) -> list[str]:

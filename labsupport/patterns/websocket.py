@@ -51,6 +51,7 @@ import tornado.websocket
 from ..feed import Feed
 from ..record import Recorder
 from ._input import GetOnly, cursor, strict_json
+from .pattern import Pattern
 from .rfc6455 import INVALID_DATA, close_reason
 
 OUTBOX_LIMIT = 1000           # messages waiting for one client before the policy applies
@@ -259,6 +260,11 @@ def handlers(hub: Hub) -> list:
             (r"/chat", ChatSocket, {"hub": hub}), (r"/game", GameSocket, {"hub": hub})]
 
 
+def feed_routes(feed: Feed) -> list:
+    """The routes on ``feed`` alone, the other rules left at their defaults (how the lab runs it by name)."""
+    return handlers(Hub(feed))
+
+
 def ws_url(base_url: str, path: str) -> str:
     return base_url.replace("http://", "ws://", 1) + path
 
@@ -373,3 +379,7 @@ async def round_trips(base_url: str, count: int, size: int = 32) -> list[float]:
                 await ws.receive_str()
                 times.append(time.monotonic() - sent)
     return times
+
+
+# How the lab runs this pattern by name (see pattern.py and registry.py).
+PATTERN = Pattern("websocket", __name__, "/feed", server="feed_routes", reader="follow", upgrade=True)
