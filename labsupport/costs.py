@@ -8,7 +8,7 @@ those numbers, with every assumption named in an argument:
 * ``cheaper_on_paper`` asks which of pull and push needs fewer servers over a grid;
 * ``published_comparison`` sets the classic published polling figure beside this lab's;
 * ``recommend`` is the decision guide: it filters the patterns a need rules out, then picks the
-  cheapest of the rest by the projected cost; ``decision_panel`` puts it behind sliders.
+  cheapest of the rest by the projected cost (``decision_panel.py`` puts it behind sliders).
 """
 
 from __future__ import annotations
@@ -241,28 +241,3 @@ def guide(units: pd.DataFrame, cases: tuple[Need, ...] = CASES) -> pd.DataFrame:
                      "delay allowed (s)": need.max_delay_s, "recommended": answer.pattern,
                      "why": "; ".join(answer.reasons)})
     return pd.DataFrame(rows).set_index("case")
-
-
-
-def decision_panel(units: pd.DataFrame):
-    """Describe a workload with sliders; ``run()`` (or the button) shows the guide's recommendation."""
-    import ipywidgets as widgets  # only the panel needs widgets; the cost model above does not
-
-    from .widgets import ControlPanel
-
-    def advise(**need) -> Recommendation:
-        return recommend(Need("your workload", **need), units)
-
-    wide = {"description_width": "initial"}
-    controls = {
-        "clients": widgets.IntText(value=10_000, description="clients"),
-        "updates_per_minute": widgets.FloatLogSlider(value=1, base=10, min=-2, max=4, step=0.1, style=wide,
-                                                     description="updates per minute", continuous_update=False),
-        "max_delay_s": widgets.FloatLogSlider(value=5, base=10, min=-1, max=3, step=0.1, style=wide,
-                                              description="acceptable delay (s)", continuous_update=False),
-        "two_way": widgets.Checkbox(value=False, description="clients send often too"),
-        "every_update_matters": widgets.Checkbox(value=True, description="every update matters"),
-        "background_work": widgets.Checkbox(value=False, description="background work for another service"),
-    }
-    return ControlPanel(advise, controls, show=lambda answer: [answer], title="Describe your workload",
-                        button="Recommend")

@@ -176,18 +176,6 @@ class Result:
     def _repr_html_(self) -> str:
         return f"<b>{self.pattern}</b> {self.settings}<br>" + self.table().to_html(index=False)
 
-    def plot_timeline(self, clients: int = 3, **kwargs):
-        from .plots import timeline
-        return timeline(self, clients=clients, **kwargs)
-
-    def plot_ladder(self, **kwargs):
-        from .plots import ladder
-        return ladder(self, **kwargs)
-
-    def plot_latency(self, **kwargs):
-        from .plots import latency_histogram
-        return latency_histogram({self.pattern: self}, **kwargs)
-
     def save_capture(self, path: str | Path) -> Path:
         """Write the run's connections to ``path`` as a pcapng file for Wireshark (see ``pcap.py``).
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from labsupport.exercises import ch07
-from labsupport.costs import (CASES, Need, cheaper_on_paper, decision_panel, guide, header_traffic, project,
-                              published_comparison, recommend, unit_costs)
+from labsupport.costs import (CASES, Need, cheaper_on_paper, guide, header_traffic, project, published_comparison,
+                              recommend, unit_costs)
+from labsupport.decision_panel import decision_panel
 from labsupport.experiments.choosing import (framed_event_bytes, measure_connection_memory, run_all_patterns,
                                              run_crossover_sweep)
 from labsupport.plots import comparison

@@ -3,8 +3,8 @@
 Each builder returns a ``go.Figure``; a notebook shows it by leaving it as the cell's value. The
 figures every chapter uses are also on the package's face (``from labsupport import timeline``);
 a chapter's own come from here (``from labsupport.plots import queue_depth``). Experiments
-return data, and a figure is built from it here (``Result.plot_timeline()`` and its siblings
-only hand the result over). What every figure shares (margins, marks, log axes) is in ``_style``.
+return data, and a figure is built from it here. What every figure shares (margins, marks, log
+axes) is in ``_style``.
 """
 
 from ._choosing import comparison, connection_memory, crossover, idle_connections, needs_at_scale

@@ -59,12 +59,15 @@ def timeline(result, *, clients: int = 3, seconds: float | None = None) -> go.Fi
     return fig
 
 
-def latency_histogram(results: Mapping, *, marks: Mapping[str, float] | None = None) -> go.Figure:
-    """Distribution of delivery latency (ms) per ``Result`` (by name); ``marks`` draws labelled vertical lines (ms).
+def latency_histogram(results, *, marks: Mapping[str, float] | None = None) -> go.Figure:
+    """Distribution of delivery latency (ms) of one ``Result``, or of each in a dict (by name); ``marks``
+    draws labelled vertical lines (ms).
 
     Several results get one panel each, with its own latency scale: on a shared axis the fast
     patterns (a few ms) would be slivers beside polling (hundreds). Counts are whole numbers.
     """
+    if not isinstance(results, Mapping):
+        results = {results.pattern: results}
     fig = make_subplots(rows=max(len(results), 1), cols=1, subplot_titles=[
         f"{name}: median {r.deliveries['latency'].median() * 1000:.1f} ms" for name, r in results.items()]
         if len(results) > 1 else None, vertical_spacing=0.12 if len(results) > 1 else 0.0)
