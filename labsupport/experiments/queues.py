@@ -167,7 +167,12 @@ def _expected_drain(kwargs: dict) -> float:
     return kwargs.get("jobs", 40) * kwargs.get("service_time", 0.02) / max(1, kwargs.get("workers", 1)) + 0.4
 
 
-@on_lab_loop(expected=_expected_jobs_run)
+ON_SCHEDULE = 0.02   # s: how late the producers' last job may be handed over (its acknowledgement and its timer)
+
+
+# A wait for a core delays the producers' timers by all of it: longer than ON_SCHEDULE, and their
+# schedule, which the chapter claims, is not what the run measured.
+@on_lab_loop(expected=_expected_jobs_run, tolerates=lambda kw: ON_SCHEDULE)
 async def run_email_jobs(*, password: float = 10.0, marketing: float = 30.0, registration: float = 10.0,
                          service_time: float = 0.03, workers: int = 1, duration: float = 1.5,
                          consumer_down: tuple[float, float] | None = None, ack_wait: float = 1.0) -> QueueRun:
