@@ -32,6 +32,7 @@ ROOT = TESTS.parent
 NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(TESTS))
 
+from kernels import UnixSocketKernelManager  # noqa: E402
 from mutants import Mutant, every_mutant  # noqa: E402
 
 CELL_TIMEOUT = 300
@@ -89,8 +90,8 @@ def execute(notebook: str, mutants: tuple[Mutant, ...] = (), ids: set[str] | Non
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
         try:
-            NotebookClient(nb, timeout=CELL_TIMEOUT, allow_errors=True, kernel_name="python3",
-                           resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+            NotebookClient(nb, km=UnixSocketKernelManager(kernel_name="python3"), timeout=CELL_TIMEOUT,
+                           allow_errors=True, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
         finally:
             for key, value in saved.items():
                 if value is None:
