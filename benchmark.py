@@ -242,12 +242,12 @@ async def _baseline_ramp(pattern: str, counts: tuple[int, ...], *, traced: bool 
 
 def memory() -> list[Row]:
     rows = []
-    course = measure_connection_memory(patterns=MEMORY_PATTERNS, counts=MEMORY_COUNTS).attrs["per_connection"]
+    course = measure_connection_memory(patterns=MEMORY_PATTERNS, counts=MEMORY_COUNTS).per_connection
     for pattern in MEMORY_PATTERNS:
         base = lab.run(_baseline_ramp(pattern, MEMORY_COUNTS)).bytes_per_connection
         rows.append(Row(f"{pattern}: server memory per idle connection, up to 1,000 (kB, RSS)",
                         course[pattern] / 1000, base / 1000, MEMORY_TARGET))
-    held = measure_held_connections(counts=(0, 200, 400)).attrs["bytes_per_connection"]
+    held = measure_held_connections(counts=(0, 200, 400)).bytes_per_connection
     base = lab.run(_baseline_ramp("push", (0, 200, 400), traced=True)).bytes_per_connection
     rows.append(Row("push (chapter 1): Python memory per held stream (kB, tracemalloc)", held / 1000, base / 1000,
                     MEMORY_TARGET))

@@ -22,7 +22,7 @@ KEEPALIVE_BYTES, KEEPALIVE_EVERY = 20, 30.0   # an SSE comment, a WebSocket ping
 REFERENCE_SERVER = {"cores": 8, "memory_gb": 16, "network_gbit": 1.0}
 
 
-def unit_costs(comparison, memory: pd.DataFrame) -> pd.DataFrame:
+def unit_costs(comparison, memory) -> pd.DataFrame:
     """Measured cost per unit of work, per pattern: what the projections multiply out.
 
     ``comparison`` is ``run_all_patterns``'s result, ``memory`` ``measure_connection_memory``'s.
@@ -34,7 +34,7 @@ def unit_costs(comparison, memory: pd.DataFrame) -> pd.DataFrame:
     CPU time under three ticks of its clock is left as NaN (unknown): the broker's comes from
     the operating system in 10 ms ticks, too coarse to divide.
     """
-    per_connection = memory.attrs["per_connection"]
+    per_connection = memory.per_connection
     rows = {}
     for name, run in comparison.runs.items():
         pulls = name in ("polling", "long polling")

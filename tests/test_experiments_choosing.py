@@ -12,8 +12,8 @@ from labsupport.exercises import ch07
 from labsupport.costs import (CASES, Need, cheaper_on_paper, guide, header_traffic, project, published_comparison,
                               recommend, unit_costs)
 from labsupport.decision_panel import decision_panel
-from labsupport.experiments.choosing import (framed_event_bytes, measure_connection_memory, run_all_patterns,
-                                             run_crossover_sweep)
+from labsupport.experiments.choosing import (ConnectionMemory, framed_event_bytes, measure_connection_memory,
+                                             run_all_patterns, run_crossover_sweep)
 from labsupport.plots import comparison
 
 
@@ -45,16 +45,16 @@ def test_unknown_patterns_are_refused():
 
 
 def test_memory_grows_with_held_connections():
-    table = measure_connection_memory(patterns=("sse",), counts=(0, 40))
-    assert list(table["connections"]) == [0, 40]
-    assert table.attrs["per_connection"]["sse"] > 0
+    memory = measure_connection_memory(patterns=("sse",), counts=(0, 40))
+    assert list(memory.table()["connections"]) == [0, 40]
+    assert memory.per_connection["sse"] > 0
     with pytest.raises(ValueError):
         measure_connection_memory(counts=(5,))
 
 
 def test_unit_costs_and_projection(same):
-    memory = pd.DataFrame({"pattern": [], "connections": [], "rss_bytes": []})
-    memory.attrs["per_connection"] = {p: 10_000.0 for p in same.runs}
+    memory = ConnectionMemory(pd.DataFrame({"pattern": [], "connections": [], "rss_bytes": []}),
+                              {p: 10_000.0 for p in same.runs})
     units = unit_costs(same, memory)
     assert units.loc["polling", "unit"] == "request" and units.loc["sse", "unit"] == "delivered event"
     assert units.loc["sse", "bytes_per_unit"] < units.loc["polling", "bytes_per_unit"]
@@ -89,7 +89,7 @@ def test_published_figure_and_header_traffic():
 
 def test_crossover_sweep_counts():
     cross = run_crossover_sweep(rates=(2, 64), clients=(2,), interval=0.25, duration=1.0)
-    t = cross.table.set_index(["pattern", "rate"])
+    t = cross.table().set_index(["pattern", "rate"])
     assert t.loc[("polling", 2), "requests"] == pytest.approx(4, rel=0.3)
     assert t.loc[("sse", 2), "requests"] == 0 and t.loc[("sse", 64), "connections_held"] >= 0.9
     assert cross.connections_held("polling") < 0.3  # pooled: one connection closing late is not half of it

@@ -17,8 +17,8 @@ resource = pytest.importorskip("resource")  # the open-files limit is a POSIX id
 @pytest.mark.parametrize("pattern", connections.PATTERNS)
 def test_each_push_pattern_holds_idle_connections_and_its_memory_grows_with_them(pattern):
     holding = hold_idle_connections(pattern, 300, steps=2)
-    assert list(holding.table["connections"]) == [0, 150, 300]
-    assert holding.table["rss_bytes"].iloc[-1] > holding.table["rss_bytes"].iloc[0]
+    assert list(holding.table()["connections"]) == [0, 150, 300]
+    assert holding.table()["rss_bytes"].iloc[-1] > holding.table()["rss_bytes"].iloc[0]
     assert 500 < holding.bytes_per_connection < 200_000  # some kB each: neither nothing nor absurd
     assert holding.summary()["connections"] == 300 and holding.open_seconds > 0
     assert idle_connections(holding).data[0].x[-1] == 300

@@ -56,12 +56,12 @@ def test_open_connections_equal_waiting_clients():
 
 
 def test_crossover_table_and_rate():
-    table = run_crossover((2, 20), interval=0.2, batch=0.1, clients=1, duration=1)
-    wide = table.pivot(index="rate", columns="pattern", values="requests_per_s_per_client")
+    cross = run_crossover((2, 20), interval=0.2, batch=0.1, clients=1, duration=1)
+    wide = cross.pivot("requests_per_s_per_client")
     assert wide.loc[2, "long polling"] < wide.loc[2, "polling"] < wide.loc[20, "long polling"]
     assert wide.loc[20, "long polling, batched"] < wide.loc[20, "long polling"]
-    assert 2 < table.attrs["crossover_rate"] < 20
-    assert not any(column.startswith("lab_") for column in table.columns)
+    assert 2 < cross.crossover_rate < 20 and (cross.interval, cross.batch) == (0.2, 0.1)
+    assert not any(column.startswith("lab_") for column in cross.table().columns)
 
 
 def test_crossover_rate_interpolates_and_says_when_there_is_none():

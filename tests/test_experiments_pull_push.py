@@ -60,9 +60,9 @@ def test_a_polling_sweep_counts_the_requests_the_server_received():
 
 
 def test_held_connections_are_counted_by_the_operating_system():
-    table = measure_held_connections(counts=(0, 20, 40))
-    assert list(table["open_connections"]) == [0, 20, 40]
-    assert table.attrs["bytes_per_connection"] > 0
+    held = measure_held_connections(counts=(0, 20, 40))
+    assert list(held.table()["open_connections"]) == [0, 20, 40]
+    assert held.bytes_per_connection > 0
 
 
 @pytest.mark.parametrize("call, message", [

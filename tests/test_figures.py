@@ -19,8 +19,9 @@ import pytest
 
 from labsupport import lab
 from labsupport.lab import LabCall
-from labsupport.experiments.choosing import Crossover
-from labsupport.experiments.longpolling import run_long_polling
+from labsupport.experiments.choosing import ConnectionMemory, Crossover
+from labsupport.experiments.longpolling import LongPollCrossover, run_long_polling
+from labsupport.experiments.pull_push import HeldConnections
 from labsupport.experiments.polling import run_polling
 from labsupport.experiments.sse import run_sse_cut
 from labsupport.experiments.websocket import run_game
@@ -122,7 +123,7 @@ def test_chapter_7s_crossover_plot_fits_its_data():
     rows = [dict(pattern=p, clients=n, rate=r, bytes=(800 * 4 if p == "polling" else 60 * r) * n,
                  requests=4 * n if p == "polling" else 0.01, delivered_share=1.0)
             for p in ("polling", "sse") for n in (4, 16) for r in (1, 4, 16, 64)]
-    cross = Crossover(table=pd.DataFrame(rows), interval=0.25, poll_bytes=800, counted_poll_bytes=800,
+    cross = Crossover(rows=pd.DataFrame(rows), interval=0.25, poll_bytes=800, counted_poll_bytes=800,
                       event_bytes=60)
     for measure in ("bytes", "requests", "delivered_share"):
         assert_axes_fit(crossover(cross, measure))
@@ -137,19 +138,19 @@ def test_the_chapters_own_figures_fit_their_data_in_the_shared_margins():
 
     from labsupport import plots
 
-    crossing = pd.DataFrame({"pattern": ["polling"] * 3 + ["long polling"] * 3, "rate": [1, 10, 50] * 2,
-                             "requests_per_s_per_client": [5, 5, 5, 1, 10, 50]})
-    crossing.attrs["crossover_rate"] = 5.0
-    memory = pd.DataFrame({"pattern": ["sse"] * 3, "connections": [0, 50, 100], "rss_mb": [30.0, 30.5, 31.0]})
-    memory.attrs["per_connection"] = {"sse": 10_240.0}
+    crossing = LongPollCrossover(pd.DataFrame({"pattern": ["polling"] * 3 + ["long polling"] * 3,
+                                               "rate": [1, 10, 50] * 2, "requests_per_s_per_client": [5, 5, 5, 1, 10, 50]}),
+                                 interval=0.2, batch=0.1, crossover_rate=5.0)
+    memory = ConnectionMemory(pd.DataFrame({"pattern": ["sse"] * 3, "connections": [0, 50, 100],
+                                            "rss_mb": [30.0, 30.5, 31.0]}), {"sse": 10_240.0})
     needs = pd.DataFrame({"cores": [900, 10], "memory_gb": [5, 50], "bandwidth_mbit_s": [4000, 800]},
                          index=["polling", "sse"])
     bins = pd.DataFrame({"t": np.arange(5) * 0.01, "reconnects": [0, 40, 3, 0, 1]})
-    bins.attrs["bin"] = 0.01
-    storm = SimpleNamespace(policy="fixed delay", per_bin_table=lambda: bins,
+    storm = SimpleNamespace(policy="fixed delay", per_bin_table=lambda: bins, bin_width=0.01,
                             cpu=pd.DataFrame({"t": [0.0, 0.05], "cpu_share": [0.2, 0.9]}))
     figures = {
-        "held": plots.held_memory(pd.DataFrame({"clients": [0, 100, 200], "python_bytes": [2e7, 2.2e7, 2.4e7]})),
+        "held": plots.held_memory(HeldConnections(pd.DataFrame({"clients": [0, 100, 200],
+                                                                "python_bytes": [2e7, 2.2e7, 2.4e7]}), 2e4)),
         "one poll": plots.one_poll({"request_headers": 120, "response_headers": 180, "payload": 40}),
         "wait": plots.wait_for_poll([0.1, 0.5, 1.0], [50, 240, 510], [100, 490, 990]),
         "304s": plots.poll_bytes(pd.DataFrame({"bytes_down_per_poll": [250, 120], "bytes_per_poll": [400, 300]},

@@ -40,7 +40,7 @@ def test_frames_decodes_what_the_h2_library_writes_split_anywhere():
 
 def test_http2_polls_shrink_after_the_first_and_http1_polls_do_not():
     polls = poll_bytes(polls=4)
-    h1 = polls.table[polls.table["protocol"] == "HTTP/1.1"]
+    h1 = polls.table()[polls.table()["protocol"] == "HTTP/1.1"]
     assert h1["bytes_up"].nunique() == 1, "HTTP/1.1 repeats the same request head"
     blocks = polls.header_blocks()
     assert (blocks["block_bytes"].iloc[1:] == blocks["fields"].iloc[1:]).all()
@@ -117,9 +117,9 @@ def test_the_idle_cutter_refuses_nonsense():
 
 def test_heartbeats_keep_every_pattern_alive_and_silence_gets_them_dropped():
     quiet = run_idle(timeout=0.4, heartbeat=None, quiet=1.0)
-    assert (quiet.table["dropped_by_proxy"] >= 1).all() and (quiet.table["connections"] >= 2).all()
+    assert (quiet.table()["dropped_by_proxy"] >= 1).all() and (quiet.table()["connections"] >= 2).all()
     kept = run_idle(timeout=0.6, heartbeat=0.15, quiet=1.0)
-    assert (kept.table["dropped_by_proxy"] == 0).all() and kept.table["event_delivered"].all()
+    assert (kept.table()["dropped_by_proxy"] == 0).all() and kept.table()["event_delivered"].all()
 
 
 def test_only_a_read_timeout_finds_a_half_open_connection():

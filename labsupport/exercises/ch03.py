@@ -118,7 +118,7 @@ q3 = Exercise(
 
 def _measure_crossover() -> Measurement:
     """Where long polling's requests a second (one per event) meet polling's, measured at three rates."""
-    table = run_crossover(rates=Q3_RATES, interval=Q3_INTERVAL, clients=2, duration=Q3_DURATION)
+    table = run_crossover(rates=Q3_RATES, interval=Q3_INTERVAL, clients=2, duration=Q3_DURATION).table()
     table = table[table["pattern"] != "long polling, batched"].set_index(["pattern", "rate"])
     polling = table.loc["polling", "requests_per_s_per_client"]
     long_polling = table.loc["long polling", "requests_per_event"] * polling.index  # requests a second while events flow
@@ -168,7 +168,7 @@ def _measure_hold() -> Measurement:
     """Long polls held for the model answer's time, and for one past the proxy's, through a proxy that drops
     connections quiet for ``Q4_PROXY`` (all / ``Q4_SCALE``), during a quiet spell 1.5 proxy timeouts long."""
     cut = {hold: int(run_idle(timeout=Q4_PROXY / Q4_SCALE, heartbeat=hold / Q4_SCALE, quiet=1.5 * Q4_PROXY / Q4_SCALE)
-                     .table.loc["long polling", "dropped_by_proxy"])
+                     .table().loc["long polling", "dropped_by_proxy"])
            for hold in (q4.answer, Q4_OVER)}
     return Measurement(
         claim="a long poll answered before the proxy's idle timeout is never cut; one held longer is",

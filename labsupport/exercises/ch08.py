@@ -23,7 +23,7 @@ def _check_heartbeat(answer) -> tuple[bool, str]:
         return False, ("That keeps the connection alive, but sends far more heartbeats than needed. "
                        "Each costs bytes and wakes every client: aim just safely under the timeout.")
     run = run_idle(timeout=Q1_TIMEOUT, heartbeat=heartbeat, quiet=1.2)
-    dropped = int(run.table["dropped_by_proxy"].sum())
+    dropped = int(run.table()["dropped_by_proxy"].sum())
     if dropped:
         return False, f"The proxy dropped {dropped} connections (measured). The heartbeat must come before the timeout."
     return True, f"No connection dropped in 1.2 quiet seconds (measured), with a heartbeat every {heartbeat:g} s."

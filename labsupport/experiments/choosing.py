@@ -222,16 +222,29 @@ async def _memory_ramp(pattern: str, backend, counts: tuple[int, ...]) -> list[d
     return rows
 
 
+@dataclass(frozen=True)
+class ConnectionMemory:
+    """Each pattern's server memory at each count of idle connections held, and what one costs."""
+
+    rows: pd.DataFrame                 # pattern, connections, rss_bytes, rss_mb
+    per_connection: dict[str, float]   # pattern -> bytes: the slope of memory against connections
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
+
+    def _repr_html_(self) -> str:
+        return self.rows.to_html(index=False)
+
+
 @on_lab_loop(expected=lambda kw: len(kw.get("patterns", PATTERNS)) * (1.0 + 0.006 * max(kw.get("counts", MEMORY_COUNTS))))
 async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
-                                    counts: tuple[int, ...] = MEMORY_COUNTS) -> pd.DataFrame:
+                                    counts: tuple[int, ...] = MEMORY_COUNTS) -> ConnectionMemory:
     """Hold ever more idle connections to each pattern's server and read the server's memory (RSS).
 
     Each server runs in its own process, so its resident memory grows only with what it keeps
     for its clients. ``polling`` holds idle keep-alive connections (one poll each, then quiet);
-    the others hold what they hold while waiting for news. ``table.attrs["per_connection"]``
-    is the slope of memory against connections for each pattern, in bytes. Memory the kernel
-    keeps for each socket comes on top and is not counted.
+    the others hold what they hold while waiting for news. Memory the kernel keeps for each
+    socket comes on top and is not counted.
     """
     if not counts or min(counts) < 0 or max(counts) > 1000 or len(set(counts)) < 2:
         raise ValueError("counts must be at least two different connection counts between 0 and 1000.")
@@ -252,9 +265,8 @@ async def measure_connection_memory(*, patterns: tuple[str, ...] = PATTERNS,
             await cancel_all(ramps)
     table = pd.DataFrame(rows)
     table["rss_mb"] = table["rss_bytes"] / 1e6
-    table.attrs["per_connection"] = {
-        p: float(np.polyfit(rows["connections"], rows["rss_bytes"], 1)[0]) for p, rows in table.groupby("pattern")}
-    return table
+    return ConnectionMemory(table, {
+        p: float(np.polyfit(rows["connections"], rows["rss_bytes"], 1)[0]) for p, rows in table.groupby("pattern")})
 
 
 # -- 2. where the curves cross ---------------------------------------------------------------
@@ -289,12 +301,15 @@ class Crossover:
     ``event_bytes`` (SSE and chunked encoding). ``poll_bytes`` is what the meter captured.
     """
 
-    table: pd.DataFrame       # one row per run: rate, clients, pattern, requests, bytes, connections_held,
+    rows: pd.DataFrame        # one row per run: rate, clients, pattern, requests, bytes, connections_held,
                               # longest_held_s (the longest one connection stayed open), ...
     interval: float
     poll_bytes: float         # one poll without keep-alive, request and answer, as the wire meter captured it
     counted_poll_bytes: float  # the same poll, counted by HTTP's rules
     event_bytes: float        # one event on the stream, counted by the SSE and chunked-encoding rules
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
 
     @property
     def theory_rate(self) -> float:
@@ -304,22 +319,22 @@ class Crossover:
     def connections_held(self, pattern: str) -> float:
         """Connections held per client over every run of ``pattern``, each client weighted alike: one
         connection that closes late counts as one of all the pattern's, not half of a two-client run."""
-        rows = self.table[self.table["pattern"] == pattern]
+        rows = self.rows[self.rows["pattern"] == pattern]
         return float((rows["connections_held"] * rows["clients"]).sum() / rows["clients"].sum())
 
     def crossover_rates(self) -> dict[int, float]:
         """Measured crossover in bytes, per client count: log-interpolated where the curves meet."""
         found = {}
-        for clients, rows in self.table.groupby("clients"):
+        for clients, rows in self.rows.groupby("clients"):
             wide = rows.pivot(index="rate", columns="pattern", values="bytes").sort_index()
             found[int(clients)] = crossing(wide.index, np.log(wide["sse"] / wide["polling"]))
         return found
 
     def who_is_cheaper(self, measure_name: str = "bytes") -> pd.DataFrame:
         """A grid of event rate × clients: which pattern costs less of ``measure_name``."""
-        wide = self.table.pivot_table(index="clients", columns=["rate", "pattern"], values=measure_name)
+        wide = self.rows.pivot_table(index="clients", columns=["rate", "pattern"], values=measure_name)
         return pd.DataFrame({rate: np.where(wide[(rate, "sse")] < wide[(rate, "polling")], "push", "pull")
-                             for rate in sorted(self.table["rate"].unique())}, index=wide.index)
+                             for rate in sorted(self.rows["rate"].unique())}, index=wide.index)
 
 
 SWEEP_PATTERNS = ("polling", "polling, keep-alive", "cursor polling", "sse")

@@ -128,24 +128,27 @@ class Holding:
     """Idle connections held by one pattern's server: memory at each step, and the time to open them."""
 
     pattern: str
-    table: pd.DataFrame      # connections, rss_bytes, open_seconds (to open that step's new ones)
+    rows: pd.DataFrame       # connections, rss_bytes, open_seconds (to open that step's new ones)
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
 
     @property
     def count(self) -> int:
-        return int(self.table["connections"].max())
+        return int(self.rows["connections"].max())
 
     @property
     def bytes_per_connection(self) -> float:
         """The slope of the server's memory against connections held."""
-        return float(np.polyfit(self.table["connections"], self.table["rss_bytes"], 1)[0])
+        return float(np.polyfit(self.rows["connections"], self.rows["rss_bytes"], 1)[0])
 
     @property
     def open_seconds(self) -> float:
-        return float(self.table["open_seconds"].sum())
+        return float(self.rows["open_seconds"].sum())
 
     def summary(self) -> dict:
         return {"pattern": self.pattern, "connections": self.count,
-                "server_memory_mb": round(float(self.table["rss_bytes"].iloc[-1]) / 1e6, 1),
+                "server_memory_mb": round(float(self.rows["rss_bytes"].iloc[-1]) / 1e6, 1),
                 "kb_per_connection": round(self.bytes_per_connection / 1000, 2),
                 "seconds_to_open": round(self.open_seconds, 2),
                 "opened_per_s": round(self.count / self.open_seconds) if self.open_seconds else None}

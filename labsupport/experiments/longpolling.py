@@ -186,9 +186,30 @@ def _crossover_group(rate: float, interval: float, batch: float, clients: int, d
 CROSSOVER_PATTERNS = ("polling", "long polling", "long polling, batched")
 
 
+@dataclass(frozen=True)
+class LongPollCrossover:
+    """Periodic polling, long polling and batched long polling at each event rate: a row per
+    (rate, pattern), and the rate where long polling starts to send more requests than polling."""
+
+    rows: pd.DataFrame
+    interval: float        # the periodic poller's interval (s)
+    batch: float           # the batched server's window (s)
+    crossover_rate: float  # events per second; NaN if the lines do not cross in the rates run
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
+
+    def pivot(self, values: str) -> pd.DataFrame:
+        """One column of the rows as a table: a row per rate, a column per pattern."""
+        return self.rows.pivot(index="rate", columns="pattern", values=values)
+
+    def _repr_html_(self) -> str:
+        return self.rows.to_html(index=False)
+
+
 @on_lab_loop(expected=lambda kwargs: kwargs.get("duration", 1.5) + 1.0)
 async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, interval: float = 0.2,
-                        batch: float = 0.1, clients: int = 2, duration: float = 1.5) -> pd.DataFrame:
+                        batch: float = 0.1, clients: int = 2, duration: float = 1.5) -> LongPollCrossover:
     """Requests per second per client as the event rate rises: periodic polling, long polling, batched.
 
     Every run happens at once on its own server, so the whole table takes about one run's time.
@@ -206,8 +227,7 @@ async def run_crossover(rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50), *, int
                          "latency_p50_ms": s["latency_p50_ms"],
                          "missed_share": s["missed_share"]})
     table = pd.DataFrame(rows)
-    table.attrs.update(interval=interval, batch=batch, crossover_rate=crossover_rate(table))
-    return table
+    return LongPollCrossover(table, interval, batch, crossover_rate(table))
 
 
 def crossover_rate(table: pd.DataFrame) -> float:

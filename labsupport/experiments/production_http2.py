@@ -31,14 +31,17 @@ CATCH_UP = 2.0  # the longest wait (s) for every stream to see the last event on
 class PollBytes:
     """Bytes on the wire for each of ``polls`` polls on one connection, HTTP/1.1 and HTTP/2."""
 
-    table: pd.DataFrame               # poll, protocol, bytes_up, bytes_down
+    rows: pd.DataFrame                # poll, protocol, bytes_up, bytes_down
     frames_up: list                   # HTTP/2, client to server: (frame, headers or None)
     frames_down: list                 # HTTP/2, server to client
     h1_request: str                   # one HTTP/1.1 request as sent
 
+    def table(self) -> pd.DataFrame:
+        return self.rows
+
     def per_poll(self, protocol: str, which: str) -> float:
         """Bytes up + down of the first poll (``which="first"``) or the median following one."""
-        rows = self.table[self.table["protocol"] == protocol]
+        rows = self.rows[self.rows["protocol"] == protocol]
         total = rows["bytes_up"] + rows["bytes_down"]
         return float(total.iloc[0] if which == "first" else total.iloc[1:].median())
 

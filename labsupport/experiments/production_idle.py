@@ -45,10 +45,13 @@ def _server_and_client(pattern: str, feed: Feed, heartbeat: float | None):
 class IdleRun:
     """Each pattern behind the same idle-cutting proxy, quiet for a while, then one event."""
 
-    table: pd.DataFrame     # one row per pattern
+    rows: pd.DataFrame      # one row per pattern
     timeout: float
     heartbeat: float | None
     quiet: float
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
 
 
 # When a connection is dropped is timed to 50 ms past the timeout: a longer wait for a core spoils it.

@@ -50,13 +50,15 @@ class Storm:
         bins = np.arange(0, max(self.window, self.arrivals.max(initial=0)) + BIN, BIN)
         return np.histogram(self.arrivals, bins)[0]
 
+    @property
+    def bin_width(self) -> float:
+        """The width of one bin of ``per_bin_table`` (s)."""
+        return BIN
+
     def per_bin_table(self) -> pd.DataFrame:
-        """Reconnects per ``BIN`` s: ``t`` (s after the cut, where the bin starts) and ``reconnects``;
-        ``attrs["bin"]`` is the bin's width (s)."""
+        """Reconnects per ``bin_width`` s: ``t`` (s after the cut, where the bin starts) and ``reconnects``."""
         counts = self.per_bin()
-        table = pd.DataFrame({"t": np.arange(len(counts)) * BIN, "reconnects": counts})
-        table.attrs["bin"] = BIN
-        return table
+        return pd.DataFrame({"t": np.arange(len(counts)) * BIN, "reconnects": counts})
 
     def half_span(self) -> float:
         """The shortest time in which half of the clients came back (s): how tightly they bunch."""

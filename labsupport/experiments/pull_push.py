@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import tracemalloc
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,14 +42,28 @@ def _open_streams(port: int, how_many: int) -> list[socket.socket]:
     return opened
 
 
+@dataclass(frozen=True)
+class HeldConnections:
+    """The server's Python memory at each count of idle push streams held, and what one costs."""
+
+    rows: pd.DataFrame            # clients, open_connections (as the operating system counts them), python_bytes
+    bytes_per_connection: float   # the slope of memory against clients
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
+
+    def _repr_html_(self) -> str:
+        return self.rows.to_html(index=False)
+
+
 @on_lab_loop(expected=lambda kwargs: 0.5 + 0.003 * max(kwargs.get("counts", HELD_COUNTS)))
-async def measure_held_connections(counts: tuple[int, ...] = HELD_COUNTS) -> pd.DataFrame:
+async def measure_held_connections(counts: tuple[int, ...] = HELD_COUNTS) -> HeldConnections:
     """Hold ever more idle push streams open and measure what the server keeps for them.
 
     The clients are bare sockets in a worker thread that send one request and then wait,
     so nearly all the Python memory that grows belongs to the server (Tornado's connection
     objects and the push handler). The kernel's socket buffers come on top and are not
-    counted. ``table.attrs["bytes_per_connection"]`` is the slope of memory against clients.
+    counted.
     """
     if not counts or min(counts) < 0 or max(counts) > MAX_HELD:
         raise ValueError(f"counts must be client counts between 0 and {MAX_HELD}.")
@@ -70,5 +85,4 @@ async def measure_held_connections(counts: tuple[int, ...] = HELD_COUNTS) -> pd.
                 sock.close()
     table = pd.DataFrame(rows)
     slope = np.polyfit(table["clients"], table["python_bytes"], 1)[0] if len(table) > 1 else float("nan")
-    table.attrs["bytes_per_connection"] = float(slope)
-    return table
+    return HeldConnections(table, float(slope))

@@ -295,8 +295,22 @@ def unit_costs(sweep: pd.DataFrame, memory_kb_per_connection: float, *, name: st
                                 "memory_kb_per_connection": memory_kb_per_connection}}).T
 
 
+@dataclass(frozen=True)
+class GatewayMemory:
+    """One gateway's resident memory at each count of idle SSE streams, and what one costs."""
+
+    rows: pd.DataFrame         # connections, rss_mb
+    kb_per_connection: float   # the slope of memory against connections
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
+
+    def _repr_html_(self) -> str:
+        return self.rows.to_html(index=False)
+
+
 @on_lab_loop(expected=lambda kw: 3.0)
-async def gateway_memory(*, counts: tuple[int, ...] = (0, 100, 200)) -> pd.DataFrame:
+async def gateway_memory(*, counts: tuple[int, ...] = (0, 100, 200)) -> GatewayMemory:
     """One gateway's resident memory holding 0, 100, 200 idle SSE streams; the slope is per connection."""
     s = await stage.coro(1)
     gateway, rows, tasks = s.gateways[0], [], []
@@ -312,8 +326,7 @@ async def gateway_memory(*, counts: tuple[int, ...] = (0, 100, 200)) -> pd.DataF
         await cancel_all([t for t, _ in tasks])
     table = pd.DataFrame(rows)
     slope = np.polyfit(table["connections"], table["rss_mb"], 1)[0] if len(table) > 1 else float("nan")
-    table.attrs["kb_per_connection"] = 1000 * slope
-    return table
+    return GatewayMemory(table, 1000 * slope)
 
 
 # -- going past one machine --------------------------------------------------------------------
@@ -336,5 +349,5 @@ def machine_plan(hosts: list[str], *, client_port: int = 4222, cluster_port: int
     return pd.DataFrame(rows)
 
 
-__all__ = ["ScalingRun", "gateway_memory", "machine_plan", "run_fanout", "split_cpu", "sweep_gateways",
+__all__ = ["GatewayMemory", "ScalingRun", "gateway_memory", "machine_plan", "run_fanout", "split_cpu", "sweep_gateways",
            "unit_costs"]

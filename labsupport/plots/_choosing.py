@@ -47,12 +47,12 @@ def crossover(cross, measure_name: str = "bytes") -> go.Figure:
     """One measure of a ``Crossover`` against the event rate, a line per pattern and client count, theory dashed."""
     label = CROSSOVER_MEASURES[measure_name]
     fig = go.Figure()
-    most = cross.table["clients"].max()
-    for (pattern, clients), rows in cross.table.groupby(["pattern", "clients"]):
+    most = cross.table()["clients"].max()
+    for (pattern, clients), rows in cross.table().groupby(["pattern", "clients"]):
         fig.add_scatter(x=rows["rate"], y=rows[measure_name], mode="lines+markers",
                         name=f"{pattern}, {clients} clients",
                         line=dict(color=COLOURS[pattern], dash="solid" if clients == most else "dot"))
-    rates = np.array(sorted(cross.table["rate"].unique()), dtype=float)
+    rates = np.array(sorted(cross.table()["rate"].unique()), dtype=float)
     if measure_name == "bytes":
         fig.add_scatter(x=rates, y=[cross.counted_poll_bytes / cross.interval] * len(rates), mode="lines",
                         name="theory: poll bytes / interval", line=dict(color="#333", dash="dash", width=1))
@@ -65,19 +65,19 @@ def crossover(cross, measure_name: str = "bytes") -> go.Figure:
     return tidy_log_axes(fig)
 
 
-def connection_memory(memory: pd.DataFrame) -> go.Figure:
-    """Server memory against idle connections held, a line per pattern (``measure_connection_memory``'s table)."""
+def connection_memory(memory) -> go.Figure:
+    """Server memory against idle connections held, a line per pattern (``measure_connection_memory``'s result)."""
     fig = go.Figure()
-    for pattern, rows in memory.groupby("pattern"):
+    for pattern, rows in memory.table().groupby("pattern"):
         fig.add_scatter(x=rows["connections"], y=rows["rss_mb"] - rows["rss_mb"].iloc[0], mode="lines+markers",
-                        name=f"{pattern}: {memory.attrs['per_connection'][pattern] / 1000:.1f} kB each")
+                        name=f"{pattern}: {memory.per_connection[pattern] / 1000:.1f} kB each")
     return framed(fig, title="Server memory (RSS) against idle connections held", height=380,
                   xaxis_title="connections held", yaxis_title="MB above the server at rest")
 
 
 def idle_connections(holding) -> go.Figure:
     """A ``Holding``: the server's memory at each step up to thousands of idle connections."""
-    t = holding.table
+    t = holding.table()
     fig = go.Figure(go.Scatter(x=t["connections"], y=t["rss_bytes"] / 1e6, mode="lines+markers",
                                name=holding.pattern))
     each_kb = holding.bytes_per_connection / 1000

@@ -57,12 +57,13 @@ def events_lost(lost: Mapping[str, int], title: str) -> go.Figure:
     return framed(fig, title=title, yaxis_title="events lost", height=320)
 
 
-def requests_per_client(cross: pd.DataFrame) -> go.Figure:
-    """Requests per second per client against the event rate, a line per pattern, the crossover marked."""
+def requests_per_client(cross) -> go.Figure:
+    """Requests per second per client against the event rate, a line per pattern, the crossover marked
+    (``run_crossover``'s result)."""
     fig = go.Figure()
-    for pattern, rows in cross.groupby("pattern", sort=False):
+    for pattern, rows in cross.table().groupby("pattern", sort=False):
         fig.add_scatter(x=rows["rate"], y=rows["requests_per_s_per_client"], mode="lines+markers", name=pattern)
-    rate = cross.attrs["crossover_rate"]
+    rate = cross.crossover_rate
     mark_x(fig, rate, f"crossover ≈ {rate:.1f} events/s", log_x=True)
     framed(fig, title="Requests per second per client as events speed up", xaxis_title="events per second",
            yaxis_title="requests per second per client", xaxis_type="log", yaxis_type="log", height=400)

@@ -20,7 +20,7 @@ def reconnect_storms(storms: dict) -> go.Figure:
     width_ms = 0.0
     for key, storm in storms.items():
         bins = storm.per_bin_table()
-        width_ms = 1000 * bins.attrs["bin"]
+        width_ms = 1000 * storm.bin_width
         fig.add_bar(x=bins["t"] * 1000, y=bins["reconnects"], name=f"reconnects, {storm.policy}",
                     marker_color=POLICY_COLOURS.get(key), opacity=0.7)
         fig.add_scatter(x=storm.cpu["t"] * 1000, y=storm.cpu["cpu_share"] * 100, yaxis="y2", mode="lines",

@@ -8,8 +8,9 @@ import plotly.graph_objects as go
 from ._style import framed
 
 
-def held_memory(held: pd.DataFrame) -> go.Figure:
-    """Python memory (MB) against idle listening clients (``measure_held_connections``'s table)."""
-    fig = go.Figure(go.Scatter(x=held["clients"], y=held["python_bytes"] / 1e6, mode="lines+markers"))
+def held_memory(held) -> go.Figure:
+    """Python memory (MB) against idle listening clients (``measure_held_connections``'s result)."""
+    rows = held.table()
+    fig = go.Figure(go.Scatter(x=rows["clients"], y=rows["python_bytes"] / 1e6, mode="lines+markers"))
     return framed(fig, title="Server memory grows with every held connection", xaxis_title="idle listening clients",
                   yaxis_title="MB of Python memory", height=350)

@@ -24,7 +24,7 @@ def _everywhere(make):
 
 def _total_over_count(bytes_per_connection):
     # the bug: memory per connection as the server's memory over its connections, its baseline shared out
-    return property(lambda self: float(self.table["rss_bytes"].iloc[-1]) / self.count)
+    return property(lambda self: float(self.rows["rss_bytes"].iloc[-1]) / self.count)
 
 
 MUTANTS = [
