@@ -26,6 +26,20 @@ from .wire import Connection, WireCounts
 OVERLOADED_BEHIND = 0.2  # s the feed may fall behind its schedule before a run counts as overloaded
 
 
+class Rows:
+    """What a result whose data is one table shares: its ``rows`` field (a DataFrame), ``table()`` to
+    read them, and the table as a notebook shows it. Facts beside the rows are named fields, never
+    ``DataFrame.attrs``, which most pandas operations drop."""
+
+    rows: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        return self.rows
+
+    def _repr_html_(self) -> str:
+        return self.rows.to_html(index=not isinstance(self.rows.index, pd.RangeIndex))
+
+
 @dataclass
 class Result:
     """One run of one pattern under one workload."""

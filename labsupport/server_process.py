@@ -70,7 +70,7 @@ class ChildServer:
     lab loop, then measure it. What the child runs is its ``command()``: a subclass says."""
 
     def __init__(self, label: str) -> None:
-        self.pattern = label   # what the server is called in messages: "sse", "gateway"
+        self.label = label   # what the server is called in messages: "sse", "gateway"
         self.process: asyncio.subprocess.Process | None = None
         self.port: int | None = None
         self._key = f"server-process:{id(self)}"
@@ -122,19 +122,19 @@ class ChildServer:
         try:
             line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
         except asyncio.TimeoutError:
-            raise LabError(f"The {self.pattern} server process did not answer within {timeout:.0f} s. "
+            raise LabError(f"The {self.label} server process did not answer within {timeout:.0f} s. "
                            "If the machine is very busy, run the cell again.") from None
         if not line:
             await self.process.wait()
             self._errors.seek(0)
             detail = self._errors.read().decode(errors="replace").strip()[-800:]
-            raise LabError(f"The {self.pattern} server process ended (exit status {self.process.returncode}). "
+            raise LabError(f"The {self.label} server process ended (exit status {self.process.returncode}). "
                            f"What it said:\n{detail or '(nothing)'}")
         return json.loads(line)
 
     def __repr__(self) -> str:
         state = f"pid {self.process.pid}, port {self.port}" if self.process else "not started"
-        return f"<{type(self).__name__} {self.pattern!r} {state}>"
+        return f"<{type(self).__name__} {self.label!r} {state}>"
 
 
 class ServerProcess(ChildServer):

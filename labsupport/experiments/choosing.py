@@ -35,7 +35,7 @@ from ..feed import STREAM_BYTES, Event
 from ..lab import LabError, cancel_all, on_lab_loop
 from ..patterns import longpolling, polling, sse
 from ..record import Recorder
-from ..results import Result
+from ..results import Result, Rows
 from ..wire import WireCounts
 from .choosing_stage import arriving, backend_for, client_for, poll_after
 from .core import READY_TIMEOUT, Workload, crossing, established, measure, raise_client_failure, served
@@ -223,14 +223,11 @@ async def _memory_ramp(pattern: str, backend, counts: tuple[int, ...]) -> list[d
 
 
 @dataclass(frozen=True)
-class ConnectionMemory:
+class ConnectionMemory(Rows):
     """Each pattern's server memory at each count of idle connections held, and what one costs."""
 
     rows: pd.DataFrame                 # pattern, connections, rss_bytes, rss_mb
     per_connection: dict[str, float]   # pattern -> bytes: the slope of memory against connections
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     def _repr_html_(self) -> str:
         return self.rows.to_html(index=False)
@@ -293,7 +290,7 @@ async def _sweep_run(pattern: str, rate: float, clients: int, interval: float, d
 
 
 @dataclass
-class Crossover:
+class Crossover(Rows):
     """Polling against push (SSE) over event rates and client counts, per client and per second.
 
     The theory's byte counts come from the protocols' rules, never from this run or the server's
@@ -307,9 +304,6 @@ class Crossover:
     poll_bytes: float         # one poll without keep-alive, request and answer, as the wire meter captured it
     counted_poll_bytes: float  # the same poll, counted by HTTP's rules
     event_bytes: float        # one event on the stream, counted by the SSE and chunked-encoding rules
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     @property
     def theory_rate(self) -> float:

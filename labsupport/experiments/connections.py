@@ -32,6 +32,7 @@ import pandas as pd
 from ..lab import LabError, on_lab_loop
 from ..patterns.registry import named
 from ..server_process import ServerProcess
+from ..results import Rows
 
 PATTERNS = ("push", "long polling", "sse", "websocket")
 MAX_CONNECTIONS = 20_000
@@ -124,14 +125,11 @@ async def settled(usage) -> None:
 
 
 @dataclass
-class Holding:
+class Holding(Rows):
     """Idle connections held by one pattern's server: memory at each step, and the time to open them."""
 
     pattern: str
     rows: pd.DataFrame       # connections, rss_bytes, open_seconds (to open that step's new ones)
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     @property
     def count(self) -> int:

@@ -16,7 +16,7 @@ from ..feed import Feed
 from ..lab import cancel_all, on_lab_loop
 from ..patterns import longpolling, polling, push
 from ..record import Recorder
-from ..results import Result
+from ..results import Result, Rows
 from .polling import ROUND_TRIP
 from .core import Routes, Run, Workload, all_caught_up, all_connected, crossing, measure, metered, variants_of
 
@@ -187,7 +187,7 @@ CROSSOVER_PATTERNS = ("polling", "long polling", "long polling, batched")
 
 
 @dataclass(frozen=True)
-class LongPollCrossover:
+class LongPollCrossover(Rows):
     """Periodic polling, long polling and batched long polling at each event rate: a row per
     (rate, pattern), and the rate where long polling starts to send more requests than polling."""
 
@@ -195,9 +195,6 @@ class LongPollCrossover:
     interval: float        # the periodic poller's interval (s)
     batch: float           # the batched server's window (s)
     crossover_rate: float  # events per second; NaN if the lines do not cross in the rates run
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     def pivot(self, values: str) -> pd.DataFrame:
         """One column of the rows as a table: a row per rate, a column per pattern."""

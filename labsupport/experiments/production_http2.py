@@ -18,7 +18,7 @@ from ..feed import Feed
 from ..lab import LabError, cancel_all, on_lab_loop
 from ..patterns import http2
 from ..record import Recorder
-from ..results import Result
+from ..results import Result, Rows
 from ..wire import WireMeter
 from .core import READY_TIMEOUT, all_caught_up, all_ready, raise_client_failure
 
@@ -28,16 +28,13 @@ CATCH_UP = 2.0  # the longest wait (s) for every stream to see the last event on
 
 
 @dataclass
-class PollBytes:
+class PollBytes(Rows):
     """Bytes on the wire for each of ``polls`` polls on one connection, HTTP/1.1 and HTTP/2."""
 
     rows: pd.DataFrame                # poll, protocol, bytes_up, bytes_down
     frames_up: list                   # HTTP/2, client to server: (frame, headers or None)
     frames_down: list                 # HTTP/2, server to client
     h1_request: str                   # one HTTP/1.1 request as sent
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     def per_poll(self, protocol: str, which: str) -> float:
         """Bytes up + down of the first poll (``which="first"``) or the median following one."""

@@ -19,7 +19,7 @@ from ..patterns import longpolling, sse
 from ..patterns import websocket as ws
 from ..patterns.idle import IdleCutter
 from ..record import Recorder
-from ..results import Result
+from ..results import Result, Rows
 from ..wire import WireMeter
 from .core import raise_client_failure
 from .guards import stopping
@@ -42,16 +42,13 @@ def _server_and_client(pattern: str, feed: Feed, heartbeat: float | None):
 
 
 @dataclass
-class IdleRun:
+class IdleRun(Rows):
     """Each pattern behind the same idle-cutting proxy, quiet for a while, then one event."""
 
     rows: pd.DataFrame      # one row per pattern
     timeout: float
     heartbeat: float | None
     quiet: float
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
 
 # When a connection is dropped is timed to 50 ms past the timeout: a longer wait for a core spoils it.

@@ -14,7 +14,7 @@ import pandas as pd
 from ..feed import Feed
 from ..lab import on_lab_loop
 from ..patterns import push
-from ..results import Result
+from ..results import Result, Rows
 from .core import Routes, Workload, established, expected_seconds, measure, served
 
 HELD_COUNTS = (0, 100, 200, 400)
@@ -43,14 +43,11 @@ def _open_streams(port: int, how_many: int) -> list[socket.socket]:
 
 
 @dataclass(frozen=True)
-class HeldConnections:
+class HeldConnections(Rows):
     """The server's Python memory at each count of idle push streams held, and what one costs."""
 
     rows: pd.DataFrame            # clients, open_connections (as the operating system counts them), python_bytes
     bytes_per_connection: float   # the slope of memory against clients
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     def _repr_html_(self) -> str:
         return self.rows.to_html(index=False)

@@ -19,6 +19,7 @@ import pandas as pd
 from ..cluster import node_arguments
 from ..lab import cancel_all, on_lab_loop
 from ..patterns.gateway import CLIENTS, GatewayProcess, GatewayRecorder
+from ..results import Rows
 from .choosing import framed_event_bytes
 from .core import all_ready, raise_client_failure
 from .guards import check_range
@@ -296,14 +297,11 @@ def unit_costs(sweep: pd.DataFrame, memory_kb_per_connection: float, *, name: st
 
 
 @dataclass(frozen=True)
-class GatewayMemory:
+class GatewayMemory(Rows):
     """One gateway's resident memory at each count of idle SSE streams, and what one costs."""
 
     rows: pd.DataFrame         # connections, rss_mb
     kb_per_connection: float   # the slope of memory against connections
-
-    def table(self) -> pd.DataFrame:
-        return self.rows
 
     def _repr_html_(self) -> str:
         return self.rows.to_html(index=False)

@@ -163,4 +163,4 @@ async def long_poll(base_url: str, recorder: Recorder, *, use_cursor: bool = Tru
 
 
 # How the lab runs this pattern by name (see pattern.py and registry.py).
-PATTERN = Pattern("long polling", __name__, "/events", reader="long_poll", holds_requests=True)
+PATTERN = Pattern("long polling", __name__, "/events", client_function="long_poll", holds_requests=True)

@@ -24,15 +24,15 @@ class Pattern:
     name: str              # how chapters, tables and figures call it: "long polling"
     module: str            # the module that defines it
     path: str              # the route its client follows
-    server: str = "handlers"   # the module's function of (feed, **options) that returns its server's routes
-    reader: str = "listen"     # the module's function of (base_url, recorder, **settings): its own client
+    server_function: str = "handlers"   # the module's function of (feed, **options): its server's routes
+    client_function: str = "listen"     # the module's function of (base_url, recorder, **settings): its client
     upgrade: bool = False          # a connection opens with a WebSocket upgrade (RFC 6455 section 4.1)
     holds_requests: bool = False   # the server holds a request open until there is news (long polling)
 
     def routes(self, feed, **options) -> list:
         """The Tornado routes of the pattern's server on ``feed``."""
-        return getattr(importlib.import_module(self.module), self.server)(feed, **options)
+        return getattr(importlib.import_module(self.module), self.server_function)(feed, **options)
 
     def client(self, base_url: str, recorder, **settings) -> Awaitable[None]:
         """The pattern's own client on ``base_url``, recording into ``recorder`` (a coroutine)."""
-        return getattr(importlib.import_module(self.module), self.reader)(base_url, recorder, **settings)
+        return getattr(importlib.import_module(self.module), self.client_function)(base_url, recorder, **settings)

@@ -116,4 +116,4 @@ async def poll(base_url: str, recorder: Recorder, *, interval: float, keep_alive
 
 
 # How the lab runs this pattern by name (see pattern.py and registry.py).
-PATTERN = Pattern("polling", __name__, "/latest", reader="poll")
+PATTERN = Pattern("polling", __name__, "/latest", client_function="poll")

@@ -382,4 +382,4 @@ async def round_trips(base_url: str, count: int, size: int = 32) -> list[float]:
 
 
 # How the lab runs this pattern by name (see pattern.py and registry.py).
-PATTERN = Pattern("websocket", __name__, "/feed", server="feed_routes", reader="follow", upgrade=True)
+PATTERN = Pattern("websocket", __name__, "/feed", server_function="feed_routes", client_function="follow", upgrade=True)
