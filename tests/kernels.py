@@ -16,8 +16,8 @@ from pathlib import Path
 
 from jupyter_client.manager import KernelManager
 
-SOCKETS = Path(tempfile.mkdtemp(prefix="course-kernels-"))   # short: a socket's path has at most 107 bytes
-atexit.register(shutil.rmtree, SOCKETS, ignore_errors=True)
+_SOCKETS = Path(tempfile.mkdtemp(prefix="course-kernels-"))   # short: a socket's path has at most 107 bytes
+atexit.register(shutil.rmtree, _SOCKETS, ignore_errors=True)
 
 
 class UnixSocketKernelManager(KernelManager):
@@ -25,7 +25,7 @@ class UnixSocketKernelManager(KernelManager):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("transport", "ipc")
-        kwargs.setdefault("ip", str(SOCKETS / "kernel"))
+        kwargs.setdefault("ip", str(_SOCKETS / "kernel"))
         super().__init__(**kwargs)
 
 

@@ -23,7 +23,6 @@ import urllib.request
 import pytest
 
 from conftest import jupyter_url, scaled
-from kernels import SOCKETS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -60,9 +59,7 @@ def jupyterlab(tmp_path_factory):
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          "--ServerApp.port=0", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={served}", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         # its kernels on Unix sockets too (kernels.py)
-         "--KernelManager.transport=ipc", f"--KernelManager.ip={SOCKETS / 'lab'}"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         cwd=served, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
